@@ -1,0 +1,116 @@
+"""Every hook a gentool plugin can implement.
+
+A plugin is any importable module (or object) named by an entry point in the
+group ``gentool``. It implements some of the hooks below with the
+:data:`gentool.hookimpl` marker. Each collection hook receives a ``register``
+callable and registers **factories**, never instances: the core builds the
+component later from the keyword arguments of a recipe table.
+
+Factory conventions (shared by every kind):
+
+* Positional parameters are supplied by the core (for example a data source's
+  ``split`` or a conditioner's ``dim``); they are never recipe options.
+* Keyword-only parameters are the recipe options. Their annotations are
+  checked, their defaults are the only defaults, and the ``Args:`` block of the
+  factory's docstring is the recipe reference.
+
+Timestep convention: gentool counts timesteps from 0. The index ``t`` in
+``0..T-1`` is the paper's ``t + 1`` in Ho et al. (2020), so ``betas[0]`` is
+``beta_1`` and ``x_t`` with ``t = T - 1`` is the paper's ``x_T``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("gentool")
+
+
+@hookspec
+def gentool_register_schedules(register):
+    """Register noise schedules.
+
+    A schedule factory takes keyword-only options (``timesteps`` among them)
+    and returns the betas: a 1-D float64 tensor of length T with values in
+    (0, 1). Everything else is derived from them by :class:`gentool.Diffusion`.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_denoisers(register):
+    """Register denoiser networks.
+
+    A denoiser factory takes keyword-only options and returns a
+    :class:`gentool.Denoiser`: an ``nn.Module`` called as ``net(x_t, t, cond)``
+    returning a tensor of ``x_t``'s shape, with the attributes ``prediction``
+    (``"eps"``, ``"x0"`` or ``"v"``) and ``cond_dim`` (the width of the
+    conditioning embedding it accepts, or ``None``).
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_conditioners(register):
+    """Register conditioners.
+
+    A conditioner factory is called as ``factory(dim, **options)`` where
+    ``dim`` is the denoiser's ``cond_dim``, and returns a
+    :class:`gentool.Conditioner`.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_samplers(register):
+    """Register samplers of the reverse process.
+
+    A sampler is a plain function
+    ``sampler(eps_fn, diffusion, x_T, *, steps=None, t_start=None,
+    generator=None, callback=None, **options) -> x_0``; see
+    :class:`gentool.Sampler`. ``steps``, ``t_start``, ``generator`` and
+    ``callback`` are supplied by the core; the other keyword-only parameters
+    are recipe options of the ``[sampler]`` table.
+
+    :param register: ``register(name, sampler)``.
+    """
+
+
+@hookspec
+def gentool_register_tasks(register):
+    """Register tasks that ``gentool run`` and the CLI can execute.
+
+    A task is a function ``task(run, out_dir, **options) -> TaskResult`` taking a
+    built :class:`gentool.Run` and the folder to write into; see
+    :class:`gentool.Task`.
+
+    :param register: ``register(name, task)``.
+    """
+
+
+@hookspec
+def gentool_register_data_sources(register):
+    """Register data sources.
+
+    A data-source factory is called as ``factory(split, **options)`` with
+    ``split`` in ``{"train", "test"}`` and returns a
+    ``torch.utils.data.Dataset`` of ``(image, label)`` pairs, the image a float
+    tensor ``[C, H, W]`` in [-1, 1] and the label an ``int`` (``-1`` when the
+    data set has none); see :class:`gentool.DataSource`.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_feature_extractors(register):
+    """Register feature extractors for evaluation metrics (FID, KID, ...).
+
+    A feature-extractor factory is called as ``factory(**options)`` and returns
+    a ``torch_fidelity.FeatureExtractorBase`` instance.
+
+    :param register: ``register(name, factory)``.
+    """

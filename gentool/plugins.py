@@ -1,0 +1,213 @@
+"""The plugin manager: entry-point discovery, blocking and broken-plugin reports.
+
+Plugins are found through entry points in the group ``gentool`` (the same name
+as the pluggy project). Built-in plugins are entry points of the ``gentool``
+distribution itself and are always loaded; third-party ones are loaded unless
+``GENTOOL_DISABLE_PLUGIN_AUTOLOAD`` is set to a true value. A comma-separated
+``GENTOOL_BLOCK_PLUGINS`` names plugins (entry-point names) not to load.
+
+A plugin that fails to import, implements an unknown hook, raises while
+registering, or registers a name that another plugin already uses never breaks
+the host: it is recorded in :attr:`PluginState.broken` and the rest works.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Iterable
+
+import pluggy
+
+from gentool import hookspecs
+from gentool.registry import Registry
+
+PROJECT = "gentool"
+HOOKS = {
+    "schedule": "gentool_register_schedules",
+    "denoiser": "gentool_register_denoisers",
+    "conditioner": "gentool_register_conditioners",
+    "sampler": "gentool_register_samplers",
+    "task": "gentool_register_tasks",
+    "data_source": "gentool_register_data_sources",
+    "feature_extractor": "gentool_register_feature_extractors",
+}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin: its entry-point name, distribution and module."""
+
+    name: str
+    package: str
+    version: str
+    module: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BrokenPlugin:
+    """A plugin that could not be loaded or registered, with the reason."""
+
+    name: str
+    package: str
+    version: str
+    error: str
+    detail: str = ""
+
+
+@dataclass
+class PluginState:
+    manager: pluggy.PluginManager
+    registry: Registry
+    plugins: list[PluginInfo]
+    broken: list[BrokenPlugin]
+    blocked: list[str]
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower() in _TRUE
+
+
+def blocked_from_env() -> list[str]:
+    raw = os.environ.get("GENTOOL_BLOCK_PLUGINS", "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def _entry_points() -> Iterable[metadata.EntryPoint]:
+    seen: set[str] = set()
+    for ep in metadata.entry_points(group=PROJECT):
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        yield ep
+
+
+def _dist(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return "?", "?"
+    return dist.metadata["Name"], dist.version
+
+
+def load_plugins(
+    *,
+    autoload: bool | None = None,
+    blocked: Iterable[str] | None = None,
+    extra: Iterable[tuple[str, Any]] = (),
+) -> PluginState:
+    """Discover, load and register all plugins; never raises for a bad plugin.
+
+    Args:
+        autoload: load third-party plugins (default: unless
+            ``GENTOOL_DISABLE_PLUGIN_AUTOLOAD`` is set).
+        blocked: entry-point names not to load (default: ``GENTOOL_BLOCK_PLUGINS``).
+        extra: ``(name, plugin_object)`` pairs registered in addition, e.g. by tests.
+    """
+    autoload = (not autoload_disabled()) if autoload is None else autoload
+    blocked = list(blocked_from_env() if blocked is None else blocked)
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    broken: list[BrokenPlugin] = []
+    for name in blocked:
+        pm.set_blocked(name)
+
+    candidates: list[tuple[str, str, str, bool, Any]] = []
+    for ep in _entry_points():
+        package, version = _dist(ep)
+        builtin = package == PROJECT
+        if (not builtin and not autoload) or ep.name in blocked:
+            continue
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
+            broken.append(BrokenPlugin(ep.name, package, version, _one_line(exc), traceback.format_exc()))
+            continue
+        candidates.append((ep.name, package, version, builtin, obj))
+    for name, obj in extra:
+        candidates.append((name, "(registered in code)", "", False, obj))
+
+    for name, package, version, builtin, obj in candidates:
+        try:
+            pm.register(obj, name=name)
+        except Exception as exc:  # noqa: BLE001
+            broken.append(BrokenPlugin(name, package, version, _one_line(exc), traceback.format_exc()))
+            continue
+        module = getattr(obj, "__name__", type(obj).__name__)
+        hooks = [impl.name for impl in _impls(pm, obj)]
+        infos.append(PluginInfo(name, package, version, module, builtin, hooks))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+        broken.append(BrokenPlugin(plugin_name or "?", "?", "", _one_line(exc)))
+    registry, reg_broken = _fill_registry(pm, {i.name: i for i in infos})
+    broken.extend(reg_broken)
+    return PluginState(pm, registry, infos, broken, blocked)
+
+
+def _impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
+    out = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin:
+                out.append(caller)
+    return out
+
+
+def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
+    registry = Registry()
+    broken: list[BrokenPlugin] = []
+    for kind, hook_name in HOOKS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            plugin = impl.plugin_name
+
+            def register(name: str, factory: Any, *, _kind: str = kind, _plugin: str = plugin) -> None:
+                registry.add(_kind, name, factory, _plugin)
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001 - includes RegistryError for duplicates
+                info = infos.get(plugin)
+                broken.append(
+                    BrokenPlugin(
+                        plugin,
+                        info.package if info else "?",
+                        info.version if info else "",
+                        _one_line(exc),
+                        traceback.format_exc(),
+                    )
+                )
+    return registry, broken
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+_STATE: PluginState | None = None
+
+
+def state() -> PluginState:
+    """The process-wide plugin state, loaded on first use (never at import time)."""
+    global _STATE
+    if _STATE is None:
+        _STATE = load_plugins()
+    return _STATE
+
+
+def registry() -> Registry:
+    """The process-wide registry of every loaded plugin's components."""
+    return state().registry
+
+
+def reset(new_state: PluginState | None = None) -> None:
+    """Forget the loaded plugins (or install ``new_state``); for tests and notebooks."""
+    global _STATE
+    _STATE = new_state
