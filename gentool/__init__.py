@@ -24,7 +24,48 @@ from gentool.interfaces import (  # noqa: E402
     TaskResult,
 )
 
+from gentool.diffusion import Diffusion  # noqa: E402
+from gentool.model import DiffusionModel  # noqa: E402
+from gentool.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
+from gentool.run import Run, build, load_run  # noqa: E402
+from gentool.sampling import guided_eps, make_eps_fn  # noqa: E402
+
+
+def train(run, **kwargs):
+    """Train a built :class:`Run` per its recipe (see :func:`gentool.engine.train.train`)."""
+    from gentool.engine.train import train as _train
+
+    return _train(run, **kwargs)
+
+
+def run_recipe(path, **kwargs):
+    """Validate, build, train and run the tasks of a recipe file, like ``gentool run``."""
+    from gentool.api import run_recipe as _run_recipe
+
+    return _run_recipe(path, **kwargs)
+
+
+def registry():
+    """The registry of every loaded plugin's components."""
+    from gentool.plugins import registry as _registry
+
+    return _registry()
+
+
 __all__ = [
+    "Diffusion",
+    "DiffusionModel",
+    "Recipe",
+    "RecipeError",
+    "Run",
+    "build",
+    "guided_eps",
+    "load_recipe",
+    "load_run",
+    "make_eps_fn",
+    "registry",
+    "run_recipe",
+    "train",
     "Conditioner",
     "DataSource",
     "Denoiser",

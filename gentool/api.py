@@ -1,0 +1,75 @@
+"""The Python API behind every CLI command (the CLI only parses and prints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gentool.interfaces import TaskResult
+from gentool.recipe import Recipe, load_recipe
+from gentool.run import Run, build
+
+
+@dataclass
+class RunResult:
+    run: Run
+    train: Any = None
+    tasks: list[tuple[str, TaskResult]] = field(default_factory=list)
+
+
+def summarize(recipe: Recipe) -> dict[str, Any]:
+    """Facts about a recipe worth seeing before spending compute on it."""
+    from gentool.plugins import registry
+
+    reg = registry()
+    out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
+    betas = reg.get("schedule", recipe.schedule.name).factory(**recipe.schedule.options)
+    out["schedule"] = f"{recipe.schedule.name}, T = {betas.numel()}"
+    net = reg.get("denoiser", recipe.denoiser.name).factory(**recipe.denoiser.options)
+    params = sum(p.numel() for p in net.parameters())
+    out["denoiser parameters"] = f"{params:,} ({params / 1e6:.1f}M)"
+    if recipe.conditioner is not None:
+        if not getattr(net, "cond_dim", None):
+            from gentool.recipe import RecipeError
+
+            raise RecipeError(recipe.source, "conditioner", f"denoiser {recipe.denoiser.name!r} takes no conditioning; "
+                              "set class_cond = true in [denoiser] or remove [conditioner]")
+        cond = reg.get("conditioner", recipe.conditioner.name).factory(net.cond_dim, **recipe.conditioner.options)
+        out["conditioner parameters"] = f"{sum(p.numel() for p in cond.parameters()):,}"
+    if recipe.data is not None:
+        factory = reg.get("data_source", recipe.data.name).factory
+        try:
+            out["dataset (train)"] = f"{len(factory('train', **recipe.data.options)):,} images"
+        except Exception as exc:  # noqa: BLE001 - data may be absent before `download = true`
+            out["dataset (train)"] = f"not available yet: {exc}"
+    out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
+    out["train steps"] = recipe.train.steps
+    out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
+    return out
+
+
+def run_recipe(
+    path: str | Path,
+    *,
+    overrides: list[str] = (),
+    resume: bool = True,
+    force: bool = False,
+    device: str | None = None,
+    run_tasks: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """``gentool run``: validate, build, train (resuming), then run every task."""
+    from gentool.engine.train import train
+
+    recipe = load_recipe(path, overrides=list(overrides))
+    run = build(recipe, device=device)
+    result = RunResult(run)
+    result.train = train(run, resume=resume, force=force, progress=progress, log=log)
+    if result.train.interrupted or not run_tasks:
+        return result
+    for spec in recipe.tasks:
+        log(f"task {spec.name}")
+        result.tasks.append((spec.name, run.run_task(spec)))
+    return result

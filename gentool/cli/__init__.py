@@ -1,0 +1,12 @@
+"""gentool's command line: a thin Typer layer over the Python API."""
+
+from __future__ import annotations
+
+from gentool.cli.app import app
+
+# Each module adds its commands to ``app``.
+from gentool.cli import plugins_cmd, run_cmd  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,55 @@
+"""The Typer application and the shared error handling of every command."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="gentool",
+    help="gentool: plugin-based denoising diffusion models (DDPM and successors).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: shown as one message, no traceback."""
+    from gentool.engine.checkpoint import CheckpointError
+    from gentool.engine.train import NonFiniteLossError, RecipeMismatchError
+    from gentool.options import OptionError
+    from gentool.recipe import RecipeError
+    from gentool.registry import RegistryError
+
+    return (RecipeError, OptionError, RegistryError, CheckpointError, NonFiniteLossError,
+            RecipeMismatchError, FileNotFoundError, ValueError)
+
+
+def friendly(fn: Callable) -> Callable:
+    """Run a command; a user error prints ``error: ...`` and exits with code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except user_errors() as exc:
+            if os.environ.get("GENTOOL_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def status(message: str):
+    with err.status(message):
+        yield

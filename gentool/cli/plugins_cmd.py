@@ -1,0 +1,64 @@
+"""``gentool list-plugins``: what is installed, and what is broken."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from gentool.cli.app import app, console
+
+
+def plugin_rows() -> list[dict]:
+    """One row per registered component: kind, name, plugin, package, version, module, summary."""
+    from gentool.plugins import state
+
+    st = state()
+    info = {p.name: p for p in st.plugins}
+    rows = []
+    for comp in st.registry.components():
+        p = info.get(comp.plugin)
+        rows.append({
+            "kind": comp.kind,
+            "name": comp.name,
+            "plugin": comp.plugin,
+            "package": p.package if p else "",
+            "version": p.version if p else "",
+            "module": p.module if p else "",
+            "summary": comp.summary,
+        })
+    return rows
+
+
+@app.command("list-plugins")
+def list_plugins(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {kind, name, plugin, ...}."),
+) -> None:
+    """List installed plugins and the components each provides; broken plugins are marked."""
+    from gentool.plugins import state
+
+    st = state()
+    rows = plugin_rows()
+    if as_json:
+        broken = [{"kind": "broken", "name": b.name, "plugin": b.name, "package": b.package,
+                   "version": b.version, "error": b.error} for b in st.broken]
+        print(json.dumps(rows + broken, indent=2))
+        return
+    plugins = Table(title="plugins", title_justify="left")
+    for col in ("plugin", "package", "version", "module", "provides"):
+        plugins.add_column(col)
+    for p in st.plugins:
+        provides = sorted({f"{r['kind']}" for r in rows if r["plugin"] == p.name})
+        plugins.add_row(p.name, p.package, p.version, p.module, ", ".join(provides))
+    for b in st.broken:
+        plugins.add_row(f"[red]{b.name}[/]", b.package, b.version, "", f"[red]BROKEN: {b.error}[/]")
+    console.print(plugins)
+    comps = Table(title="components", title_justify="left")
+    for col in ("kind", "name", "plugin", "summary"):
+        comps.add_column(col)
+    for r in rows:
+        comps.add_row(r["kind"], r["name"], r["plugin"], r["summary"])
+    console.print(comps)
+    if st.blocked:
+        console.print(f"blocked: {', '.join(st.blocked)}")

@@ -1,0 +1,60 @@
+"""``gentool check`` and ``gentool run``: validate a recipe, train, run its tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from gentool.cli.app import app, console, err, friendly
+
+SET_HELP = "Override a recipe value, e.g. --set train.steps=100 (TOML value syntax)."
+
+
+@app.command()
+@friendly
+def check(
+    recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+) -> None:
+    """Validate a recipe and print it resolved, with a summary. Exit 0 when valid."""
+    from gentool.api import summarize
+    from gentool.recipe import load_recipe
+
+    rec = load_recipe(recipe, overrides=set_)
+    if quiet:
+        return
+    console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))
+    table = Table(title=f"{recipe}: valid", title_justify="left", show_header=False)
+    for key, value in summarize(rec).items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+@friendly
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+    set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from the run directory's latest checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Resume even if the run directory was written by a different recipe."),
+    device: Optional[str] = typer.Option(None, help="Override [run] device."),
+    tasks: bool = typer.Option(True, "--tasks/--no-tasks", help="Run the recipe's [[tasks]] after training."),
+) -> None:
+    """Train per the recipe's [train] table (resuming if possible), then run its tasks."""
+    from gentool.api import run_recipe
+
+    result = run_recipe(recipe, overrides=set_, resume=resume, force=force, device=device,
+                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False))
+    for name, task_result in result.tasks:
+        for f in task_result.files[:5]:
+            console.print(f"[green]wrote[/] {f}")
+        if len(task_result.files) > 5:
+            console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}")
+        for k, v in task_result.metrics.items():
+            console.print(f"{name}: {k} = {v:.4g}")
+    console.print(f"run directory: {result.run.run_dir}")

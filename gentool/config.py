@@ -1,0 +1,106 @@
+"""The core's own recipe tables: ``[run]``, ``[train]`` and ``[eval]``.
+
+Each is a dataclass whose fields are the table's keys; like component
+factories, the field defaults are the only defaults and the docstring's
+``Args:`` block is the recipe reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """The ``[run]`` table: where and how a run happens.
+
+    Args:
+        name: run name; the run directory is ``output_dir/name`` (default: the recipe file's stem).
+        seed: seed for weights, data order, timesteps and noise.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        compile: torch.compile the denoiser: ``"auto"`` compiles on CUDA only; ``true``/``false`` force it.
+        output_dir: folder that holds run directories.
+    """
+
+    name: str = ""
+    seed: int = 0
+    device: str = "auto"
+    compile: Literal["auto"] | bool = "auto"
+    output_dir: str = "runs"
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """The ``[train]`` table: the optimisation of L_simple (Ho et al. eq. 14).
+
+    Args:
+        steps: optimiser steps to train for (0 skips training).
+        batch_size: images per optimiser step (the global batch, over all processes).
+        lr: AdamW learning rate after warm-up.
+        weight_decay: AdamW weight decay.
+        warmup_steps: steps of linear learning-rate warm-up from 0.
+        grad_clip: clip the global gradient norm to this value (0 turns clipping off).
+        grad_accum: micro-batches accumulated per optimiser step.
+        ema_decay: decay of the exponential moving average of the weights (0 turns EMA off).
+        ema_warmup: ramp the EMA decay as min(decay, (1 + n) / (10 + n)) early in training.
+        loss: ``"l2"`` (L_simple, eq. 14) or ``"l1"``.
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on the CPU), ``"fp32"`` or ``"bf16"``.
+        checkpoint_every: steps between checkpoints (the last step is always saved).
+        keep_last: how many recent checkpoints to keep.
+        milestone_every: also keep every checkpoint whose step is a multiple of this (0: none).
+        sample_every: steps between sample grids written to ``samples/`` (0: none).
+        log_every: steps between metric lines in ``metrics.jsonl``.
+        test_loss_every: steps between test-split losses at fixed timesteps (0: none).
+        test_loss_timesteps: the fixed 0-based timesteps of the test loss.
+        num_workers: data-loader worker processes.
+        on_nan: what a non-finite loss does: ``"stop"`` the run or ``"skip"`` the step.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    loss: Literal["l2", "l1"] = "l2"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    milestone_every: int = 0
+    sample_every: int = 0
+    log_every: int = 50
+    test_loss_every: int = 0
+    test_loss_timesteps: list[int] = field(default_factory=lambda: [10, 100, 500, 900])
+    num_workers: int = 0
+    on_nan: Literal["stop", "skip"] = "stop"
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """The ``[eval]`` table: metrics computed during training.
+
+    Args:
+        every: steps between evaluations (0: only when asked with ``gentool eval``).
+        metrics: metric names, e.g. ``["fid"]``; see ``gentool eval --help``.
+        n: number of generated samples per evaluation.
+        split: the data split to compare with.
+        feature_extractor: registered feature-extractor name (default: torch-fidelity's Inception).
+        feature_weights: local weights file for the feature extractor.
+        keep_best: keep the checkpoint with the best value of the first metric.
+    """
+
+    every: int = 0
+    metrics: list[str] = field(default_factory=lambda: ["fid"])
+    n: int = 2000
+    split: Literal["train", "test"] = "train"
+    feature_extractor: str = "inception-v3-compat"
+    feature_weights: str = ""
+    keep_best: bool = False
+
+
+def as_dict(config) -> dict:
+    return asdict(config)

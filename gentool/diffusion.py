@@ -1,0 +1,215 @@
+"""Gaussian diffusion maths of Ho et al. (2020) on top of a schedule's betas.
+
+Timestep convention
+-------------------
+gentool counts timesteps from **0**: the index ``t`` in ``0..T-1`` stands for
+Ho et al.'s ``t + 1`` in ``1..T``. So ``betas[0]`` is the paper's ``beta_1``,
+``alphas_cumprod[t]`` is ``alpha-bar_{t+1}``, ``q_sample(x0, t)`` draws the
+paper's ``x_{t+1}``, and ``x_t`` at ``t = T - 1`` is the paper's ``x_T``
+(nearly pure noise). The sampler's last step (``t = 0``) produces ``x_0``, the
+data. Every array below is indexed this way.
+
+All coefficients are computed once in float64 from the betas and stored as
+float32 buffers (the float64 originals are kept as ``*_64`` where precision
+matters for tests).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Prediction = Literal["eps", "x0", "v"]
+
+
+def extract(a: Tensor, t: Tensor, ndim: int) -> Tensor:
+    """``a[t]`` reshaped to ``[B, 1, ..., 1]`` to broadcast over an ``ndim`` tensor."""
+    out = a.to(t.device)[t]
+    return out.reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+class Diffusion(torch.nn.Module):
+    """The forward process q and the Gaussian posterior, from a schedule's betas.
+
+    A module only so that ``.to(device)`` moves the buffers; it has no
+    parameters (and must never be averaged by an EMA).
+
+    Args:
+        betas: float tensor ``[T]`` with values in (0, 1), ``betas[t]`` = paper's beta_{t+1}.
+    """
+
+    def __init__(self, betas: Tensor) -> None:
+        super().__init__()
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if betas.numel() < 1:
+            raise ValueError("a schedule must have at least one timestep")
+        if not bool(((betas > 0) & (betas < 1)).all()):
+            raise ValueError("every beta must lie in (0, 1)")
+        self.num_timesteps = int(betas.numel())
+        alphas = 1.0 - betas  # eq. 4: alpha_t = 1 - beta_t
+        alphas_cumprod = torch.cumprod(alphas, 0)  # alpha-bar_t = prod_{s<=t} alpha_s
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        # eq. 7: posterior q(x_{t-1} | x_t, x_0) = N(mu-tilde, beta-tilde I)
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        # beta-tilde_1 = 0; clip the log at the next value as improved-diffusion does
+        if self.num_timesteps > 1:
+            log_var = torch.log(torch.cat([posterior_variance[1:2], posterior_variance[1:]]))
+        else:
+            log_var = torch.log(betas)
+        table = {
+            "betas": betas,
+            "alphas": alphas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_recip_alphas_cumprod": alphas_cumprod.rsqrt(),
+            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": log_var,
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev) * alphas.sqrt() / (1.0 - alphas_cumprod),
+        }
+        for name, value in table.items():
+            self.register_buffer(name, value.float(), persistent=False)
+        self.register_buffer("alphas_cumprod_64", alphas_cumprod, persistent=False)
+        self.register_buffer("betas_64", betas, persistent=False)
+
+    # -- forward process -------------------------------------------------
+    def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_t | x_0) (eq. 4)."""
+        mean = extract(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
+        var = extract(1.0 - self.alphas_cumprod, t, x0.ndim).expand_as(x0)
+        return mean, var
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """Draw x_t ~ q(x_t | x_0) = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. 4)."""
+        return (
+            extract(self.sqrt_alphas_cumprod, t, x0.ndim) * x0
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * noise
+        )
+
+    def q_posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0) (eqs. 6-7)."""
+        mean = extract(self.posterior_mean_coef1, t, x_t.ndim) * x0 + extract(self.posterior_mean_coef2, t, x_t.ndim) * x_t
+        var = extract(self.posterior_variance, t, x_t.ndim)
+        log_var = extract(self.posterior_log_variance_clipped, t, x_t.ndim)
+        return mean, var, log_var
+
+    # -- conversions between parameterisations --------------------------
+    def x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (eq. 4 solved for x_0)."""
+        return extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim) * eps
+
+    def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t.ndim) * x_t - x0) / extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.ndim)
+
+    def v_target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans and Ho 2022)."""
+        return extract(self.sqrt_alphas_cumprod, t, x0.ndim) * noise - extract(self.sqrt_one_minus_alphas_cumprod, t, x0.ndim) * x0
+
+    def eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
+        return extract(self.sqrt_alphas_cumprod, t, x_t.ndim) * v + extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t
+
+    def to_eps(self, output: Tensor, x_t: Tensor, t: Tensor, prediction: Prediction) -> Tensor:
+        """Convert a network output of kind ``prediction`` into a noise prediction."""
+        if prediction == "eps":
+            return output
+        if prediction == "x0":
+            return self.eps_from_x0(x_t, t, output)
+        if prediction == "v":
+            return self.eps_from_v(x_t, t, output)
+        raise ValueError(f"unknown prediction {prediction!r}; valid: eps, x0, v")
+
+    def target(self, x0: Tensor, t: Tensor, noise: Tensor, prediction: Prediction) -> Tensor:
+        """The regression target for a network predicting ``prediction``."""
+        if prediction == "eps":
+            return noise
+        if prediction == "x0":
+            return x0
+        if prediction == "v":
+            return self.v_target(x0, t, noise)
+        raise ValueError(f"unknown prediction {prediction!r}; valid: eps, x0, v")
+
+    # -- reverse process ---------------------------------------------------
+    def p_mean_variance(
+        self,
+        eps: Tensor,
+        x_t: Tensor,
+        t: Tensor,
+        *,
+        variance: Literal["beta", "beta_tilde"] = "beta",
+        clip_denoised: bool = True,
+    ) -> dict[str, Tensor]:
+        """Mean and variance of p_theta(x_{t-1} | x_t) from a noise prediction.
+
+        The mean is the posterior mean at the predicted x_0 (eq. 11 when
+        unclipped); the variance is sigma_t^2 = beta_t or beta-tilde_t (sec. 3.2).
+        """
+        x0 = self.x0_from_eps(x_t, t, eps)
+        if clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+        mean, post_var, _ = self.q_posterior(x0, x_t, t)
+        if variance == "beta":
+            var = extract(self.betas, t, x_t.ndim)
+        elif variance == "beta_tilde":
+            var = post_var
+        else:
+            raise ValueError(f"unknown variance {variance!r}; valid: beta, beta_tilde")
+        return {"mean": mean, "variance": var, "x0": x0}
+
+    def timesteps(self, steps: int | None = None, t_start: int | None = None) -> list[int]:
+        """A decreasing subsequence of ``t_start, ..., 0`` with ``steps`` entries.
+
+        Evenly spaced over [0, t_start] and always including both ends, so a
+        respaced sampler starts at ``t_start`` and ends at 0 (DDIM's tau).
+        """
+        t_start = self.num_timesteps - 1 if t_start is None else int(t_start)
+        if not 0 <= t_start < self.num_timesteps:
+            raise ValueError(f"t_start must be in [0, {self.num_timesteps - 1}], got {t_start}")
+        if steps is None or steps >= t_start + 1:
+            return list(range(t_start, -1, -1))
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if steps == 1:
+            return [t_start]
+        ts = torch.linspace(t_start, 0, steps, dtype=torch.float64).round().long().tolist()
+        out: list[int] = []
+        for v in ts:  # rounding can repeat a value on short ranges
+            if not out or v < out[-1]:
+                out.append(int(v))
+        return out
+
+    # -- training ----------------------------------------------------------
+    def training_loss(
+        self,
+        output: Tensor,
+        x0: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        *,
+        prediction: Prediction = "eps",
+        loss: Literal["l2", "l1"] = "l2",
+    ) -> Tensor:
+        """Per-sample L_simple (eq. 14): mean over pixels of |target - output|^2 (or |.|)."""
+        target = self.target(x0, t, noise, prediction)
+        diff = (output.float() - target.float())
+        per = diff.square() if loss == "l2" else diff.abs()
+        return per.flatten(1).mean(1)
+
+
+def snr(diffusion: Diffusion) -> Tensor:
+    """Signal-to-noise ratio abar_t / (1 - abar_t) per timestep."""
+    a = diffusion.alphas_cumprod_64
+    return a / (1 - a)
+
+
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+LOG2 = math.log(2.0)

@@ -1,0 +1,1 @@
+"""The training and sampling engine: train loop, checkpoints, EMA, logging."""

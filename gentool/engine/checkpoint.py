@@ -1,0 +1,154 @@
+"""Checkpoints that lose nothing and never execute code when loaded.
+
+A checkpoint is a ``torch.save`` file of tensors and plain Python values only,
+loaded with ``torch.load(weights_only=True)``. It is written atomically: to a
+temporary file in the same folder, flushed and fsynced, then renamed over the
+final name, so a crash leaves either the old or the new file, never half of one.
+Files are ``checkpoints/step_00001000.pt`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gentool.run import Run
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (truncated, corrupt, not ours)."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def run_dir_of(path: Path) -> Path:
+    """The run directory a checkpoint file belongs to."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files of a run directory, oldest step first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); a bad file raises CheckpointError."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refused, ...
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"{path}: not a gentool checkpoint (no model weights or step)")
+    return state
+
+
+def latest_good(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads; bad newer ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as exc:
+            warnings.warn(f"{exc}; falling back to the previous checkpoint", stacklevel=2)
+    return None
+
+
+def prune(run_dir: Path, keep_last: int, milestone_every: int = 0) -> None:
+    """Delete all but the ``keep_last`` newest checkpoints (milestones are kept)."""
+    paths = list_checkpoints(run_dir)
+    for path in paths[: max(len(paths) - keep_last, 0)]:
+        step = int(_NAME.match(path.name).group(1))
+        if milestone_every and step % milestone_every == 0:
+            continue
+        path.unlink(missing_ok=True)
+
+
+def restore_latest(run: "Run", path: Path | None = None) -> dict[str, Any] | None:
+    """Load weights into ``run`` from ``path`` or the newest good checkpoint of its run."""
+    if path is not None:
+        found: tuple[Path, dict[str, Any]] | None = (Path(path), load_checkpoint(path))
+    else:
+        found = latest_good(run.run_dir)
+    if found is None:
+        return None
+    path, state = found
+    run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state.get("ema") or state["model"])
+    run.step = int(state["step"])
+    run.checkpoint = path
+    return state
+
+
+def load_exported(path: Path, *, device=None, overrides: list[str] = ()) -> "Run":
+    """Load a ``gentool export`` safetensors file (EMA weights + recipe metadata)."""
+    import tomllib
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
+    if "recipe" not in meta:
+        raise CheckpointError(f"{path}: no gentool recipe in its metadata; was it written by `gentool export`?")
+    recipe = load_recipe(path, data=tomllib.loads(meta["recipe"]), overrides=list(overrides))
+    recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
+    run = build(recipe, device=device)
+    run.model.load_state_dict(weights)
+    if run.ema is not None:
+        run.ema.load_state_dict(weights)
+    run.step = int(meta.get("step", 0))
+    run.checkpoint = path
+    return run

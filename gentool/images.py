@@ -1,0 +1,44 @@
+"""Saving images: [-1, 1] tensors to PNG files and grids (torchvision does the work)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """[-1, 1] -> [0, 1], clamped."""
+    return ((x.detach().float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """[-1, 1] float -> uint8 [0, 255] the way PNG files quantise it."""
+    return (to_unit(x) * 255).round().to(torch.uint8)
+
+
+def save_grid(x: Tensor, path: Path, nrow: int | None = None, padding: int = 2) -> Path:
+    """Save a batch ``[B, C, H, W]`` in [-1, 1] as one PNG grid."""
+    nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(to_unit(x), path, nrow=nrow, padding=padding)
+    return path
+
+
+def save_images(x: Tensor, folder: Path, prefix: str = "") -> list[Path]:
+    """Save each image of a batch as ``folder/{prefix}{i:05d}.png``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_unit(x)):
+        path = folder / f"{prefix}{i:05d}.png"
+        save_image(img, path)
+        paths.append(path)
+    return paths
+
+
+__all__ = ["make_grid", "save_grid", "save_images", "to_uint8", "to_unit"]

@@ -1,0 +1,36 @@
+"""The trainable model: a denoiser plus an optional conditioner."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class DiffusionModel(nn.Module):
+    """Denoiser and conditioner as one module (one optimiser, one EMA, one checkpoint).
+
+    ``model(x_t, t, labels)`` returns the denoiser's raw output (its
+    ``prediction``). ``labels`` is an int64 tensor ``[B]`` (``-1``: null label)
+    or ``None`` for an unconditional model.
+    """
+
+    def __init__(self, denoiser: nn.Module, conditioner: nn.Module | None = None) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.conditioner = conditioner
+
+    @property
+    def prediction(self) -> str:
+        return getattr(self.denoiser, "prediction", "eps")
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.conditioner, "num_classes", 0)) if self.conditioner is not None else 0
+
+    def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        cond = None
+        if self.conditioner is not None:
+            if labels is None:
+                labels = torch.full((x_t.shape[0],), -1, dtype=torch.long, device=x_t.device)
+            cond = self.conditioner(labels)
+        return self.denoiser(x_t, t, cond)

@@ -1,0 +1,173 @@
+"""Check a table of options against a factory's keyword-only signature.
+
+One place holds each default: the factory's signature. This module reads the
+signature (``inspect`` and ``typing.get_type_hints``) to reject unknown keys,
+wrong types and missing required options, and to fill in the defaults.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Literal, Union
+
+from gentool.registry import closest
+
+
+class OptionError(ValueError):
+    """A bad option: ``key`` is the option's name, ``message`` says what is wrong."""
+
+    def __init__(self, key: str, message: str, value: Any = None, choices: list[str] | None = None):
+        super().__init__(message)
+        self.key = key
+        self.message = message
+        self.value = value
+        self.choices = choices or []
+
+
+def recipe_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The keyword-only parameters of ``factory``: its recipe options."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    sig = inspect.signature(target)
+    return {
+        name: p
+        for name, p in sig.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - unresolvable hints are simply not checked
+        return {}
+
+
+def describe(annotation: Any) -> str:
+    """A short human name for an annotation (``int``, ``list[int]``, ``'a' | 'b'``)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return "any value"
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(describe(a) for a in args if a is not type(None))
+    if origin in (list, tuple):
+        return f"list of {describe(args[0])}" if args else "list"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def matches(value: Any, annotation: Any) -> bool:
+    """Does a TOML value fit ``annotation``? (Unknown annotations accept anything.)"""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args if a is not type(None))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if not args:
+            return True
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],)
+        if origin is tuple and len(args) > 1:
+            return len(value) == len(args) and all(matches(v, a) for v, a in zip(value, args))
+        return all(matches(v, args[0]) for v in value)
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation in (str, Path):
+        return isinstance(value, str)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def literal_choices(annotation: Any) -> list[str]:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return [repr(a) for a in typing.get_args(annotation)]
+    if origin in (Union, types.UnionType):
+        return [c for a in typing.get_args(annotation) for c in literal_choices(a)]
+    return []
+
+
+def check_options(
+    factory: Callable[..., Any],
+    options: dict[str, Any],
+    *,
+    reserved: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Validate ``options`` against ``factory``'s keyword-only parameters.
+
+    Returns the options with every default filled in (``None`` defaults
+    included). Raises :class:`OptionError` for the first unknown key, wrong
+    type or missing required option. ``reserved`` names keyword parameters
+    the core supplies itself: they are neither accepted nor reported.
+    """
+    params = {k: v for k, v in recipe_parameters(factory).items() if k not in reserved}
+    hints = type_hints(factory)
+    for key, value in options.items():
+        if key not in params:
+            near = closest(key, params)
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+            valid = ", ".join(sorted(params)) or "none"
+            raise OptionError(key, f"unknown key {key!r}; {hint}valid keys: {valid}", value, near)
+        annotation = hints.get(key, params[key].annotation)
+        if not matches(value, annotation):
+            choices = literal_choices(annotation)
+            want = f"one of {', '.join(choices)}" if choices else describe(annotation)
+            raise OptionError(key, f"{value!r} is not valid: expected {want}", value, choices)
+    resolved: dict[str, Any] = {}
+    for key, p in params.items():
+        if key in options:
+            resolved[key] = options[key]
+        elif p.default is inspect.Parameter.empty:
+            raise OptionError(key, f"missing required option {key!r} ({describe(hints.get(key, p.annotation))})")
+        else:
+            resolved[key] = p.default
+    return resolved
+
+
+def option_docs(factory: Callable[..., Any]) -> dict[str, str]:
+    """``{option: description}`` from the ``Args:`` block of the factory's docstring."""
+    target = factory
+    doc = inspect.getdoc(target) or ""
+    if inspect.isclass(factory) and not doc:
+        doc = inspect.getdoc(factory.__init__) or ""
+    out: dict[str, str] = {}
+    in_args = False
+    current = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if stripped and not line.startswith((" ", "\t")):
+            break  # the next section
+        if not stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        head, sep, rest = stripped.partition(":")
+        name = head.split("(")[0].strip()
+        if sep and indent <= 4 and name.isidentifier():
+            current = name
+            out[current] = rest.strip()
+        elif current:
+            out[current] = (out[current] + " " + stripped).strip()
+    return out

@@ -1,0 +1,315 @@
+"""TOML recipes: load, override, validate completely, resolve and dump.
+
+A recipe has one table per component (``name`` plus the factory's keyword
+options) and the core's own tables::
+
+    [run]         RunConfig
+    [data]        a data source            (optional for sampling-only recipes)
+    [schedule]    a schedule               (default: linear)
+    [denoiser]    a denoiser               (required)
+    [conditioner] a conditioner            (optional)
+    [sampler]     a sampler, plus ``steps`` and ``guidance``   (default: ancestral)
+    [train]       TrainConfig
+    [eval]        EvalConfig               (optional)
+    [[tasks]]     tasks run after training
+
+Validation happens before anything is built and stops at the first problem
+with a :class:`RecipeError` that names the file, the key path, the bad value
+and the closest valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from gentool.config import EvalConfig, RunConfig, TrainConfig
+from gentool.interfaces import SAMPLER_RESERVED
+from gentool.options import OptionError, check_options
+from gentool.registry import Registry, RegistryError, closest
+
+SECTIONS = ("run", "data", "schedule", "denoiser", "conditioner", "sampler", "train", "eval", "tasks")
+COMPONENT_KIND = {
+    "data": "data_source",
+    "schedule": "schedule",
+    "denoiser": "denoiser",
+    "conditioner": "conditioner",
+    "sampler": "sampler",
+    "tasks": "task",
+}
+DEFAULT_NAMES = {"schedule": "linear", "sampler": "ancestral"}
+
+
+class RecipeError(ValueError):
+    """A recipe problem, formatted as ``FILE: KEY.PATH: message``."""
+
+    def __init__(self, source: str, key: str, message: str, value: Any = None, choices: list[str] | None = None):
+        self.source, self.key, self.message = source, key, message
+        self.value, self.choices = value, choices or []
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(where + message)
+
+
+@dataclass
+class ComponentSpec:
+    """A component table: the registered ``name`` and its resolved options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options}
+
+
+@dataclass
+class SamplerSpec(ComponentSpec):
+    """The ``[sampler]`` table.
+
+    Besides ``name`` and the sampler's own options it holds ``steps`` (network
+    evaluations; default: every timestep) and ``guidance`` (classifier-free
+    guidance weight w; 0 is plain conditional sampling).
+    """
+
+    steps: int | None = None
+    guidance: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "guidance": self.guidance}
+        if self.steps is not None:
+            out["steps"] = self.steps
+        return {**out, **self.options}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe with every default filled in."""
+
+    source: str
+    run: RunConfig
+    schedule: ComponentSpec
+    denoiser: ComponentSpec
+    sampler: SamplerSpec
+    train: TrainConfig
+    data: ComponentSpec | None = None
+    conditioner: ComponentSpec | None = None
+    eval: EvalConfig | None = None
+    tasks: list[ComponentSpec] = field(default_factory=list)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain TOML-ready data (``None`` values dropped)."""
+        out: dict[str, Any] = {"run": dataclasses.asdict(self.run)}
+        if self.data is not None:
+            out["data"] = self.data.to_dict()
+        out["schedule"] = self.schedule.to_dict()
+        out["denoiser"] = self.denoiser.to_dict()
+        if self.conditioner is not None:
+            out["conditioner"] = self.conditioner.to_dict()
+        out["sampler"] = self.sampler.to_dict()
+        out["train"] = dataclasses.asdict(self.train)
+        if self.eval is not None:
+            out["eval"] = dataclasses.asdict(self.eval)
+        if self.tasks:
+            out["tasks"] = [t.to_dict() for t in self.tasks]
+        return _drop_none(out)
+
+    def dumps(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    if isinstance(value, tuple):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+# -- loading -----------------------------------------------------------------
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(str(path), "", "no such recipe file") from None
+    except OSError as exc:
+        raise RecipeError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), "", f"not valid TOML: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.steps=100"`` -> (["train", "steps"], 100); values parse as TOML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError("--set", text, "an override must look like KEY.PATH=VALUE, e.g. train.steps=100")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set data.name=mnist
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the raw TOML data (a new dict is returned)."""
+    import copy
+
+    data = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError("--set", ".".join(parts[: i + 1]), f"no list item {part!r} (there are {len(node)})")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise RecipeError("--set", ".".join(parts[: i + 1]), "is a value, not a table")
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise RecipeError("--set", text, f"no list item {last!r}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def load_recipe(
+    path: str | Path | None = None,
+    *,
+    overrides: list[str] = (),
+    data: dict[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> Recipe:
+    """Load and validate a recipe file (or ``data``, a dict of TOML data).
+
+    Raises :class:`RecipeError` naming the file and key path on any problem.
+    """
+    if registry is None:
+        from gentool.plugins import registry as _registry
+
+        registry = _registry()
+    if data is None:
+        if path is None:
+            raise ValueError("load_recipe needs a path or data")
+        data = read_toml(path)
+    source = str(path) if path is not None else "<recipe>"
+    data = apply_overrides(data, list(overrides))
+    default_name = Path(path).stem if path is not None else "run"
+    return validate(data, source=source, registry=registry, default_name=default_name)
+
+
+def validate(data: dict[str, Any], *, source: str, registry: Registry, default_name: str = "run") -> Recipe:
+    for key in data:
+        if key not in SECTIONS:
+            near = closest(key, SECTIONS)
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+            raise RecipeError(source, key, f"unknown table {key!r}; {hint}valid tables: {', '.join(SECTIONS)}", key, near)
+    for key in SECTIONS:
+        if key in data and key != "tasks" and not isinstance(data[key], dict):
+            raise RecipeError(source, key, f"must be a table ([{key}]), got {data[key]!r}")
+
+    run = _config(RunConfig, data.get("run", {}), source, "run")
+    if not run.name:
+        run.name = default_name
+    train = _config(TrainConfig, data.get("train", {}), source, "train")
+    eval_cfg = _config(EvalConfig, data["eval"], source, "eval") if "eval" in data else None
+    if "denoiser" not in data:
+        raise RecipeError(source, "denoiser", "missing table [denoiser]; a recipe must name its network", None, registry.names("denoiser"))
+    schedule = _component(registry, "schedule", data.get("schedule", {}), source, "schedule")
+    denoiser = _component(registry, "denoiser", data["denoiser"], source, "denoiser")
+    conditioner = _component(registry, "conditioner", data["conditioner"], source, "conditioner") if "conditioner" in data else None
+    sampler = _sampler(registry, data.get("sampler", {}), source)
+    data_spec = _component(registry, "data_source", data["data"], source, "data") if "data" in data else None
+
+    tasks_raw = data.get("tasks", [])
+    if not isinstance(tasks_raw, list) or not all(isinstance(t, dict) for t in tasks_raw):
+        raise RecipeError(source, "tasks", "must be an array of tables ([[tasks]])")
+    tasks = [_component(registry, "task", t, source, f"tasks.{i}") for i, t in enumerate(tasks_raw)]
+    if train.steps > 0 and data_spec is None:
+        raise RecipeError(source, "data", "training (train.steps > 0) needs a [data] table", None, registry.names("data_source"))
+    _check_train(train, source)
+    return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks)
+
+
+def _check_train(train: TrainConfig, source: str) -> None:
+    positive = ("batch_size", "grad_accum", "checkpoint_every", "keep_last", "log_every")
+    for key in positive:
+        if getattr(train, key) < 1:
+            raise RecipeError(source, f"train.{key}", f"must be at least 1, got {getattr(train, key)}", getattr(train, key))
+    for key in ("steps", "warmup_steps", "sample_every", "milestone_every", "test_loss_every", "num_workers"):
+        if getattr(train, key) < 0:
+            raise RecipeError(source, f"train.{key}", f"must not be negative, got {getattr(train, key)}", getattr(train, key))
+    if not 0 <= train.ema_decay < 1:
+        raise RecipeError(source, "train.ema_decay", f"must be in [0, 1), got {train.ema_decay}", train.ema_decay)
+    if train.lr <= 0:
+        raise RecipeError(source, "train.lr", f"must be positive, got {train.lr}", train.lr)
+
+
+def _config(cls, table: dict[str, Any], source: str, key: str):
+    try:
+        return cls(**check_options(cls, table))
+    except OptionError as exc:
+        raise RecipeError(source, f"{key}.{exc.key}", exc.message, exc.value, exc.choices) from None
+
+
+def _lookup(registry: Registry, kind: str, table: dict[str, Any], source: str, key: str, default: str | None):
+    name = table.get("name", default)
+    if name is None:
+        raise RecipeError(source, f"{key}.name", f"missing: name the {kind.replace('_', ' ')} to use", None, registry.names(kind))
+    if not isinstance(name, str):
+        raise RecipeError(source, f"{key}.name", f"{name!r} is not a name", name, registry.names(kind))
+    try:
+        return registry.get(kind, name)
+    except RegistryError as exc:
+        raise RecipeError(source, f"{key}.name", str(exc), name, closest(name, registry.names(kind)) or registry.names(kind)) from None
+
+
+def _component(registry: Registry, kind: str, table: dict[str, Any], source: str, key: str) -> ComponentSpec:
+    component = _lookup(registry, kind, table, source, key, DEFAULT_NAMES.get(key))
+    options = {k: v for k, v in table.items() if k != "name"}
+    try:
+        resolved = check_options(component.factory, options)
+    except OptionError as exc:
+        raise RecipeError(source, f"{key}.{exc.key}", f"{exc.message} (for {kind} {component.name!r})", exc.value, exc.choices) from None
+    return ComponentSpec(component.name, resolved)
+
+
+def _sampler(registry: Registry, table: dict[str, Any], source: str) -> SamplerSpec:
+    component = _lookup(registry, "sampler", table, source, "sampler", DEFAULT_NAMES["sampler"])
+    steps = table.get("steps")
+    guidance = table.get("guidance", 0.0)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise RecipeError(source, "sampler.steps", f"{steps!r} is not valid: expected a positive integer", steps)
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
+        raise RecipeError(source, "sampler.guidance", f"{guidance!r} is not valid: expected a number", guidance)
+    options = {k: v for k, v in table.items() if k not in ("name", "steps", "guidance")}
+    try:
+        resolved = check_options(component.factory, options, reserved=SAMPLER_RESERVED)
+    except OptionError as exc:
+        valid_extra = " (also valid: steps, guidance)" if exc.message.startswith("unknown key") else ""
+        raise RecipeError(source, f"sampler.{exc.key}", exc.message + valid_extra, exc.value, exc.choices) from None
+    return SamplerSpec(component.name, resolved, steps=steps, guidance=float(guidance))

@@ -1,0 +1,206 @@
+"""Build a recipe's components into a :class:`Run`, or load one from disk."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from gentool.diffusion import Diffusion
+from gentool.interfaces import TaskResult
+from gentool.model import DiffusionModel
+from gentool.recipe import ComponentSpec, Recipe, load_recipe
+from gentool.registry import Registry
+from gentool.sampling import make_eps_fn
+
+RESOLVED_RECIPE = "recipe.resolved.toml"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} asked for, but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+    return device
+
+
+@dataclass
+class Run:
+    """Everything built from a recipe: the maths, the networks, the data, the sampler.
+
+    ``model`` holds the trained (online) weights and ``ema`` their moving
+    average; sampling and evaluation use :attr:`sampling_model` (the EMA when
+    there is one).
+    """
+
+    recipe: Recipe
+    registry: Registry
+    device: torch.device
+    diffusion: Diffusion
+    model: DiffusionModel
+    ema: DiffusionModel | None = None
+    step: int = 0
+    checkpoint: Path | None = None
+    _datasets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.recipe.run_dir
+
+    @property
+    def sampling_model(self) -> DiffusionModel:
+        return self.ema if self.ema is not None else self.model
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    def dataset(self, split: str = "train"):
+        """The recipe's data set for ``split`` ("train" or "test"), built once."""
+        if self.recipe.data is None:
+            raise ValueError(f"{self.recipe.source}: the recipe has no [data] table")
+        if split not in self._datasets:
+            spec = self.recipe.data
+            factory = self.registry.get("data_source", spec.name).factory
+            self._datasets[split] = factory(split, **spec.options)
+        return self._datasets[split]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of generated images, from the denoiser's options or the data."""
+        opts = self.recipe.denoiser.options
+        if "in_channels" in opts and "image_size" in opts:
+            return (int(opts["in_channels"]), int(opts["image_size"]), int(opts["image_size"]))
+        return tuple(self.dataset("train")[0][0].shape)  # type: ignore[return-value]
+
+    def sampler(self, name: str | None = None, **options: Any) -> Callable[..., Tensor]:
+        """The sampler function with its recipe options (or ``name`` + ``options``) bound."""
+        spec = self.recipe.sampler
+        if name is None or name == spec.name:
+            name, options = spec.name, {**spec.options, **options}
+        from gentool.options import check_options
+        from gentool.interfaces import SAMPLER_RESERVED
+
+        fn = self.registry.get("sampler", name).factory
+        return functools.partial(fn, **check_options(fn, options, reserved=SAMPLER_RESERVED))
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+
+    def generator(self, seed: int | None = None) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.recipe.run.seed if seed is None else seed)
+        return gen
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int | None = None,
+        *,
+        x_T: Tensor | None = None,
+        labels: Tensor | list[int] | None = None,
+        guidance: float | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        sampler_options: dict[str, Any] | None = None,
+        t_start: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict], Tensor | None] | None = None,
+        progress: bool = True,
+        description: str = "sampling",
+    ) -> Tensor:
+        """Generate images in [-1, 1] with the recipe's sampler (or the one named).
+
+        ``labels`` (class indices) only matter for a conditional model;
+        ``guidance`` defaults to the recipe's ``[sampler] guidance``.
+        """
+        generator = generator if generator is not None else self.generator()
+        if x_T is None:
+            if n is None:
+                raise ValueError("sample() needs n or x_T")
+            x_T = self.noise(n, generator)
+        x_T = x_T.to(self.device)
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        guidance = self.recipe.sampler.guidance if guidance is None else guidance
+        steps = self.recipe.sampler.steps if steps is None else steps
+        model = self.sampling_model.eval()
+        eps_fn = make_eps_fn(model, self.diffusion, labels, guidance)
+        fn = self.sampler(sampler, **(sampler_options or {}))
+        total = len(self.diffusion.timesteps(steps, t_start))
+        from gentool.progress import progress_callback
+
+        with progress_callback(total, description, enabled=progress, inner=callback) as cb:
+            return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
+
+    def run_task(self, spec: ComponentSpec, out_dir: Path | None = None) -> TaskResult:
+        """Run a task from the registry with its options, writing into ``out_dir``."""
+        out_dir = Path(out_dir) if out_dir is not None else self.run_dir / spec.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        task = self.registry.get("task", spec.name).factory
+        return task(self, out_dir, **spec.options)
+
+
+def build(recipe: Recipe, *, device: str | torch.device | None = None, registry: Registry | None = None) -> Run:
+    """Build every component of a validated recipe (weights freshly initialised)."""
+    if registry is None:
+        from gentool.plugins import registry as _registry
+
+        registry = _registry()
+    device = resolve_device(recipe.run.device) if device is None else torch.device(device)
+    torch.manual_seed(recipe.run.seed)
+    betas = registry.get("schedule", recipe.schedule.name).factory(**recipe.schedule.options)
+    diffusion = Diffusion(betas).to(device)
+    denoiser = registry.get("denoiser", recipe.denoiser.name).factory(**recipe.denoiser.options)
+    conditioner = None
+    if recipe.conditioner is not None:
+        cond_dim = getattr(denoiser, "cond_dim", None)
+        if not cond_dim:
+            raise ValueError(
+                f"{recipe.source}: conditioner: denoiser {recipe.denoiser.name!r} takes no conditioning "
+                "(its cond_dim is None); enable it in [denoiser] or remove [conditioner]"
+            )
+        factory = registry.get("conditioner", recipe.conditioner.name).factory
+        conditioner = factory(cond_dim, **recipe.conditioner.options)
+    model = DiffusionModel(denoiser, conditioner).to(device)
+    ema = None
+    if recipe.train.ema_decay > 0:
+        ema = copy.deepcopy(model).requires_grad_(False).eval()
+    return Run(recipe, registry, device, diffusion, model, ema)
+
+
+def load_run(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    overrides: list[str] = (),
+) -> Run:
+    """Load a trained run from a run directory, a checkpoint file or an exported file.
+
+    A run directory loads its newest good checkpoint; a ``.safetensors`` file
+    written by ``gentool export`` carries its recipe in its metadata.
+    """
+    from gentool.engine import checkpoint as ckpt
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
+    if path.suffix == ".safetensors":
+        return ckpt.load_exported(path, device=device, overrides=list(overrides))
+    run_dir = path if path.is_dir() else ckpt.run_dir_of(path)
+    recipe_file = run_dir / RESOLVED_RECIPE
+    if not recipe_file.exists():
+        raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory?")
+    recipe = load_recipe(recipe_file, overrides=list(overrides))
+    # the run directory is where it is now, wherever it was trained
+    recipe.run.output_dir, recipe.run.name = str(run_dir.parent), run_dir.name
+    run = build(recipe, device=device)
+    ckpt.restore_latest(run, path if path.is_file() else None)
+    return run

@@ -1,0 +1,1 @@
+"""Built-in gentool plugin (components arrive with their issue)."""

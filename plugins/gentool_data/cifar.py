@@ -1,0 +1,40 @@
+"""CIFAR-10 (Krizhevsky 2009) through torchvision, kept as uint8 in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision.datasets import CIFAR10
+
+from gentool_data.common import TensorImages, check_split, missing
+
+
+def cifar10(
+    split: str,
+    *,
+    root: str = "data",
+    download: bool = False,
+    image_size: int | None = None,
+    random_flip: bool = False,
+) -> TensorImages:
+    """Small colour photos, 3 x 32 x 32, 10 classes (50,000 train / 10,000 test).
+
+    torchvision checks the files' md5 sums, so a damaged copy is refused.
+
+    Args:
+        root: folder holding torchvision's copy (``<root>/cifar-10-batches-py/``).
+        download: fetch and unpack the archive into ``root`` if it is missing.
+        image_size: resize to this square size (None: keep 32).
+        random_flip: flip training images left-right with probability 1/2
+            (as Ho et al. 2020 did for CIFAR-10); the test split is never flipped.
+    """
+    check_split(split)
+    folder = Path(root) / CIFAR10.base_folder
+    if not download and not folder.is_dir():
+        raise missing(f"CIFAR-10 {split} split", [folder])
+    data = CIFAR10(root, train=split == "train", download=download)
+    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
+    labels = torch.as_tensor(data.targets)
+    flip = random_flip and split == "train"
+    return TensorImages(images, labels, data.classes, image_size=image_size, random_flip=flip)

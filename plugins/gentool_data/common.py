@@ -1,0 +1,105 @@
+"""Pieces shared by the data sources: the missing-data error, a dataset over
+an in-memory image tensor and the PIL-to-tensor transform.
+
+Every source returns images as float32 ``[C, H, W]`` in [-1, 1]; a uint8 pixel
+``p`` becomes ``p / 127.5 - 1`` so 0 -> -1 and 255 -> 1 exactly.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+SPLITS = ("train", "test")
+
+
+class MissingDataError(FileNotFoundError):
+    """The files of a data set are not where the recipe says they are."""
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def missing(what: str, looked: Sequence[Path | str], hint: str = "") -> MissingDataError:
+    """An error naming every place that was searched and how to get the data."""
+    places = ", ".join(str(p) for p in looked)
+    fix = "set `download = true` in [data] to fetch it"
+    return MissingDataError(f"{what} not found (looked in {places}); {fix}{hint}")
+
+
+def to_signed(x: Tensor) -> Tensor:
+    """uint8 pixels to float32 in [-1, 1]."""
+    return x.to(torch.float32) / 127.5 - 1.0
+
+
+class TensorImages(Dataset):
+    """``(image, label)`` pairs from an in-memory tensor.
+
+    ``images`` is uint8 ``[N, C, H, W]`` (scaled to [-1, 1] per item) or float
+    already in [-1, 1]; ``labels`` is int ``[N]``. Resizing (``image_size``)
+    and flipping (``random_flip``) happen per item, so the tensor stays small.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        classes: list[str] | None = None,
+        *,
+        image_size: int | None = None,
+        random_flip: bool = False,
+    ):
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"need images [N, C, H, W] and labels [N], got {tuple(images.shape)}, {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.to(torch.int64)
+        self.classes = list(classes) if classes is not None else []
+        self.image_size = image_size
+        self.random_flip = random_flip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = self.images[i]
+        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
+            x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
+        if self.random_flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        if x.dtype == torch.uint8:
+            x = to_signed(x)
+        return x, int(self.labels[i])
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    return image.convert(mode)
+
+
+def pil_transform(image_size: int, channels: int, random_flip: bool) -> v2.Compose:
+    """PIL image -> float32 ``[channels, image_size, image_size]`` in [-1, 1].
+
+    Resizes the shorter side to ``image_size`` and crops the centre square.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    steps = [
+        v2.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
+        v2.Resize(image_size, antialias=True),
+        v2.CenterCrop(image_size),
+    ]
+    if random_flip:
+        steps.append(v2.RandomHorizontalFlip())
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * channels, [0.5] * channels)]
+    return v2.Compose(steps)

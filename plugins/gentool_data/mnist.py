@@ -1,0 +1,43 @@
+"""MNIST (LeCun et al. 1998) through torchvision, kept as uint8 in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import MNIST
+
+from gentool_data.common import TensorImages, check_split, missing
+
+
+def idx_names(split: str) -> tuple[str, str]:
+    """The IDX file names (images, labels) of a split, without ``.gz``."""
+    prefix = "train" if split == "train" else "t10k"
+    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+
+
+def load_torchvision(cls: type[MNIST], split: str, root: str, download: bool):
+    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<cls name>/raw/``."""
+    raw = Path(root) / cls.__name__ / "raw"
+    if not download and not all((raw / name).is_file() for name in idx_names(split)):
+        raise missing(f"{cls.__name__} {split} split", [raw])
+    data = cls(root, train=split == "train", download=download)
+    return data.data.unsqueeze(1), data.targets
+
+
+def mnist(
+    split: str,
+    *,
+    root: str = "data",
+    download: bool = False,
+    image_size: int | None = None,
+) -> TensorImages:
+    """Handwritten digits, 1 x 28 x 28, 10 classes (60,000 train / 10,000 test).
+
+    Args:
+        root: folder holding torchvision's copy (``<root>/MNIST/raw/``).
+        download: fetch the files into ``root`` if they are missing.
+        image_size: resize to this square size (None: keep 28).
+    """
+    check_split(split)
+    images, labels = load_torchvision(MNIST, split, root, download)
+    return TensorImages(images, labels, MNIST.classes, image_size=image_size)

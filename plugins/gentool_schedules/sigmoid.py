@@ -1,0 +1,33 @@
+"""A sigmoid-shaped beta schedule."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def sigmoid(
+    *,
+    timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    s_limit: float = 6.0,
+) -> Tensor:
+    """Sigmoid betas: beta_t = beta_start + sigmoid(-s + 2 s t/T) (beta_end - beta_start).
+
+    t is the paper's 1-based step (gentool's index + 1), so t/T runs over
+    1/T, 2/T, ..., 1 and the betas rise smoothly from about ``beta_start`` to
+    about ``beta_end`` with the steepest change mid-way.
+
+    Args:
+        timesteps: number of diffusion steps T.
+        beta_start: the lower asymptote of the betas.
+        beta_end: the upper asymptote of the betas.
+        s_limit: s, how steep the sigmoid is (the argument runs over [-s, s]).
+    """
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+    frac = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps  # t/T, paper's t
+    return beta_start + torch.sigmoid(-s_limit + 2 * frac * s_limit) * (beta_end - beta_start)
