@@ -74,7 +74,7 @@ def fashion_mnist(
     found = load_system(split, Path(system_dir)) if system_dir and not in_root else None
     if found is None:
         if not (in_root or download):
-            hint = ", or install `dataset-fashion-mnist` (apt-get) for the system copy"
+            hint = ", or run `apt-get install dataset-fashion-mnist`"
             raise missing(f"Fashion-MNIST {split} split", [raw, system_dir or "(no system_dir)"], hint)
         found = load_torchvision(FashionMNIST, split, root, download)
     return TensorImages(*found, FashionMNIST.classes, image_size=image_size)

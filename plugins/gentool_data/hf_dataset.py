@@ -90,7 +90,9 @@ def hf_dataset(
     random_flip: bool = False,
     cache_dir: str | None = None,
 ) -> Dataset:
-    """Images from the Hugging Face hub or a local copy (needs ``pip install gentool[hf]``).
+    """Images from the Hugging Face hub or a local copy (needs the optional `datasets`).
+
+    Install it with ``pip install gentool[hf]``.
 
     ``path`` may be a folder written by ``Dataset.save_to_disk`` (loaded with
     ``datasets.load_from_disk``), any other folder (read as an "imagefolder":
