@@ -4,15 +4,20 @@ Plugins are found through entry points in the group ``gentool`` (the same name
 as the pluggy project). Built-in plugins are entry points of the ``gentool``
 distribution itself and are always loaded; third-party ones are loaded unless
 ``GENTOOL_DISABLE_PLUGIN_AUTOLOAD`` is set to a true value. A comma-separated
-``GENTOOL_BLOCK_PLUGINS`` names plugins (entry-point names) not to load.
+``GENTOOL_BLOCK_PLUGINS`` names plugins not to load, by entry-point name
+(``schedules``) or distribution name (``gentool-example``).
 
 A plugin that fails to import, implements an unknown hook, raises while
 registering, or registers a name that another plugin already uses never breaks
-the host: it is recorded in :attr:`PluginState.broken` and the rest works.
+the host: it is recorded in :attr:`PluginState.broken`, none of its components
+are registered, and the rest works. Built-in plugins register first, then the
+others in order of their names, so which of two clashing plugins wins never
+depends on the order of ``sys.path``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +27,7 @@ from typing import Any, Iterable
 import pluggy
 
 from gentool import hookspecs
-from gentool.registry import Registry
+from gentool.registry import Registry, RegistryError
 
 PROJECT = "gentool"
 HOOKS = {
@@ -79,11 +84,12 @@ def blocked_from_env() -> list[str]:
 
 
 def _entry_points() -> Iterable[metadata.EntryPoint]:
-    seen: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
     for ep in metadata.entry_points(group=PROJECT):
-        if ep.name in seen:  # the same distribution found twice on sys.path
+        key = (ep.name, ep.value, _dist(ep)[0])
+        if key in seen:  # the same distribution found twice on sys.path
             continue
-        seen.add(ep.name)
+        seen.add(key)
         yield ep
 
 
@@ -121,7 +127,13 @@ def load_plugins(
     for ep in _entry_points():
         package, version = _dist(ep)
         builtin = package == PROJECT
-        if (not builtin and not autoload) or ep.name in blocked:
+        if (not builtin and not autoload) or ep.name in blocked or package in blocked:
+            continue
+        other = next((c for c in candidates if c[0] == ep.name), None)
+        if other is not None:
+            error = (f"plugin name {ep.name!r} is used by two packages, {other[1]} {other[2]} and "
+                     f"{package} {version}; rename the entry point in one package's [project.entry-points.gentool]")
+            broken.append(BrokenPlugin(ep.name, package, version, error))
             continue
         try:
             obj = ep.load()
@@ -141,13 +153,22 @@ def load_plugins(
         module = getattr(obj, "__name__", type(obj).__name__)
         hooks = [impl.name for impl in _impls(pm, obj)]
         infos.append(PluginInfo(name, package, version, module, builtin, hooks))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        plugin_name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
-        broken.append(BrokenPlugin(plugin_name or "?", "?", "", _one_line(exc)))
+    while True:  # every plugin implementing an unknown (e.g. misspelt) hook is broken
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or "?"
+            info = next((i for i in infos if i.name == name), None)
+            broken.append(BrokenPlugin(name, info.package if info else "?", info.version if info else "", _one_line(exc)))
+            pm.unregister(exc.plugin)
+            infos = [i for i in infos if i.name != name]
     registry, reg_broken = _fill_registry(pm, {i.name: i for i in infos})
     broken.extend(reg_broken)
+    bad = {b.name for b in reg_broken}
+    for name in bad:
+        pm.unregister(name=name)
+    infos = [i for i in infos if i.name not in bad]
     return PluginState(pm, registry, infos, broken, blocked)
 
 
@@ -161,29 +182,51 @@ def _impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
 
 
 def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
+    """Call every plugin's collection hooks; a plugin that fails registers nothing.
+
+    Built-in plugins go first, then the others by name.
+    """
     registry = Registry()
     broken: list[BrokenPlugin] = []
+    impls: dict[str, list[tuple[str, Any]]] = {}
     for kind, hook_name in HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            plugin = impl.plugin_name
+            impls.setdefault(impl.plugin_name, []).append((kind, impl.function))
+    owner = {}  # (kind, name) -> plugin, for the duplicate message
+    order = sorted(impls, key=lambda p: (not (p in infos and infos[p].builtin), p))
+    for plugin in order:
+        pending: list[tuple[str, str, Any]] = []
 
-            def register(name: str, factory: Any, *, _kind: str = kind, _plugin: str = plugin) -> None:
-                registry.add(_kind, name, factory, _plugin)
-
-            try:
-                impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001 - includes RegistryError for duplicates
-                info = infos.get(plugin)
-                broken.append(
-                    BrokenPlugin(
-                        plugin,
-                        info.package if info else "?",
-                        info.version if info else "",
-                        _one_line(exc),
-                        traceback.format_exc(),
-                    )
+        def register(name: str, factory: Any, *, _kind: str = "") -> None:
+            clash = owner.get((_kind, name)) or (plugin if (_kind, name) in {(k, n) for k, n, _ in pending} else None)
+            if clash is not None:
+                raise RegistryError(
+                    f"{_kind} {name!r} is registered twice: by plugin {clash!r} ({_package(infos, clash)}) and by "
+                    f"plugin {plugin!r} ({_package(infos, plugin)}); block one of them (GENTOOL_BLOCK_PLUGINS) "
+                    "or rename its component"
                 )
+            pending.append((_kind, name, factory))
+
+        try:
+            for kind, function in impls[plugin]:
+                function(register=functools.partial(register, _kind=kind))
+            scratch = Registry()  # validates names and factories before anything is committed
+            for kind, name, factory in pending:
+                scratch.add(kind, name, factory, plugin)
+        except Exception as exc:  # noqa: BLE001 - includes RegistryError for duplicates
+            info = infos.get(plugin)
+            broken.append(BrokenPlugin(plugin, info.package if info else "?", info.version if info else "",
+                                       _one_line(exc), traceback.format_exc()))
+            continue
+        for kind, name, factory in pending:
+            registry.add(kind, name, factory, plugin)
+            owner[(kind, name)] = plugin
     return registry, broken
+
+
+def _package(infos: dict[str, PluginInfo], plugin: str) -> str:
+    info = infos.get(plugin)
+    return f"package {info.package} {info.version}".rstrip() if info else "registered in code"
 
 
 def _one_line(exc: BaseException) -> str:
