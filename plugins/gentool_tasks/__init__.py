@@ -2,9 +2,19 @@
 
 import gentool
 
+from gentool_tasks.animate import animate
+from gentool_tasks.inpaint import inpaint
+from gentool_tasks.interpolate import interpolate
 from gentool_tasks.sample import sample
+from gentool_tasks.schedules_plot import schedules
+from gentool_tasks.variations import variations
 
 
 @gentool.hookimpl
 def gentool_register_tasks(register):
     register("sample", sample)
+    register("inpaint", inpaint)
+    register("interpolate", interpolate)
+    register("variations", variations)
+    register("animate", animate)
+    register("schedules", schedules)

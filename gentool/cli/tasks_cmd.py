@@ -1,0 +1,192 @@
+"""``gentool inpaint | interpolate | variations | animate | schedules``: tasks on a trained run.
+
+Each command runs the registered task of its name on a run directory or
+checkpoint. Its options are the task's own recipe options, read from the
+registered function's signature when the command line is built (defaults and
+help come from the signature and the docstring's ``Args:`` block), so a task
+takes the same options in a recipe's ``[[tasks]]`` and here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, List, Literal, Optional, Union
+
+import typer
+from rich.markup import escape
+
+from gentool.cli.app import app, console, err, friendly
+
+SET_HELP = "Override a value of the run's recipe, e.g. --set sampler.steps=100 (TOML value syntax)."
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def cli_type(hint: Any) -> Any | None:
+    """The command-line type of an option annotation, or ``None`` if it has none (parsed as TOML)."""
+    hint = _unwrap_optional(hint)
+    if hint in (int, float, str, bool):
+        return hint
+    if hint is Path:
+        return str
+    origin = typing.get_origin(hint)
+    if origin is Literal and all(isinstance(a, str) for a in typing.get_args(hint)):
+        return hint
+    if origin in (list, tuple):
+        args = typing.get_args(hint)
+        if args and args[0] in (int, float, str):
+            return List[args[0]]
+    return None
+
+
+def _fmt(value: Any) -> str:
+    return "none" if value is None or value == [] or value == "" else str(value)
+
+
+def option_parameters(factory: Callable, reserved: set[str]) -> list[inspect.Parameter]:
+    """One ``typer.Option`` parameter per keyword-only parameter of ``factory``.
+
+    Every option defaults to ``None`` (not given), so the factory's signature
+    stays the only place that holds the defaults; the help shows them.
+    """
+    from gentool.options import option_docs, recipe_parameters, type_hints
+
+    hints, docs = type_hints(factory), option_docs(factory)
+    out = []
+    for name, p in recipe_parameters(factory).items():
+        if name in reserved:
+            continue
+        kind = cli_type(hints.get(name, p.annotation))
+        flag = "--" + name.replace("_", "-")
+        doc = docs.get(name, "").replace("``", "")
+        help_ = escape(doc if "(default:" in doc else f"{doc} [default: {_fmt(p.default)}]".strip())
+        if kind is bool:
+            decls, annotation = (f"{flag}/--no-{name.replace('_', '-')}",), Optional[bool]
+        else:
+            if kind is None:
+                help_ += " (a TOML value)"
+            decls, annotation = (flag,), Optional[kind if kind is not None else str]
+        out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                     default=typer.Option(None, *decls, help=help_, show_default=False)))
+    return out
+
+
+def parse_option(value: Any, hint: Any) -> Any:
+    """Options without a command-line type arrive as text: parse them as TOML values."""
+    if cli_type(hint) is not None or not isinstance(value, str):
+        return value
+    from gentool.recipe import parse_override
+
+    return parse_override(f"v={value}")[1]
+
+
+class TaskCommand:
+    """A Typer callback whose signature is ``fixed`` plus the registered task's options (looked up lazily)."""
+
+    def __init__(self, task: str, fixed: list[inspect.Parameter], body: Callable[..., None]):
+        self.task, self.fixed, self.body = task, fixed, body
+        self.__name__ = self.__qualname__ = task
+        self.__annotations__ = {}  # read by typing.get_type_hints; the signature carries the types
+        self.__module__ = __name__
+
+    def factory(self) -> Callable | None:
+        from gentool.plugins import registry
+        from gentool.registry import RegistryError
+
+        try:
+            return registry().get("task", self.task).factory
+        except RegistryError:
+            return None  # the command still exists and reports the missing task when run
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        factory = self.factory()
+        extra = option_parameters(factory, {p.name for p in self.fixed}) if factory else []
+        return inspect.Signature(self.fixed + extra)
+
+    def __call__(self, **kwargs: Any) -> None:
+        fixed = {p.name: kwargs.pop(p.name) for p in self.fixed}
+        self.body(self.task, options=kwargs, **fixed)
+
+
+def checked_options(factory: Callable, given: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, parsed and validated against the task."""
+    from gentool.options import OptionError, check_options, type_hints
+
+    hints = type_hints(factory)
+    options = {k: parse_option(v, hints.get(k)) for k, v in given.items() if v is not None and v != []}
+    try:
+        return check_options(factory, options)
+    except OptionError as exc:
+        raise ValueError(f"--{exc.key.replace('_', '-')}: {exc.message}") from None
+
+
+def report(result) -> None:
+    """Print the files a task wrote and its metrics."""
+    for f in result.files:
+        console.print(f"[green]wrote[/] {f}", highlight=False)
+    for k, v in result.metrics.items():
+        console.print(f"{k} = {v:.4g}", highlight=False)
+
+
+def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: Optional[Path],
+                      device: Optional[str], set_: List[str]) -> None:
+    """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/<task>``)."""
+    from gentool.recipe import ComponentSpec
+    from gentool.run import load_run
+
+    with err.status(f"loading {source}"):
+        run = load_run(source, device=device, overrides=list(set_ or []))
+    factory = run.registry.get("task", task).factory
+    spec = ComponentSpec(task, checked_options(factory, options))
+    if run.checkpoint is None:
+        err.print(f"[yellow]warning:[/] {source} has no checkpoint; the weights are untrained", highlight=False)
+    report(run.run_task(spec, out if out is not None else run.run_dir / task))
+
+
+def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+RUN_PARAMS = [
+    _param("source", typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."), Path),
+    _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/<command>].")), Optional[Path]),
+    _param("device", typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")), Optional[str]),
+    _param("set_", typer.Option([], "--set", help=SET_HELP), List[str]),
+]
+
+HELP = {
+    "inpaint": "Fill in a masked region of images (replacement, or RePaint with --resamplings > 1).",
+    "interpolate": "Interpolate between two images (Ho et al. sec. 4.3) or two seeds (slerp of x_T).",
+    "variations": "SDEdit variations: noise input images to a fraction --t of the diffusion, then denoise.",
+    "animate": "Animate the forward (noising) and reverse (sampling) processes as PNG strips and GIFs.",
+}
+
+for _name, _help in HELP.items():
+    app.command(_name, help=_help + " Options are the task's recipe options.")(
+        friendly(TaskCommand(_name, RUN_PARAMS, run_on_checkpoint))
+    )
+
+
+@app.command()
+@friendly
+def schedules(
+    names: Optional[List[str]] = typer.Argument(None, help=escape("Registered schedule names [default: all of them].")),
+    timesteps: int = typer.Option(1000, "--timesteps", "-T", help="T, the number of diffusion steps."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write schedules.png into."),
+) -> None:
+    """Plot alphas_cumprod and its square root for schedules side by side (e.g. linear cosine sigmoid)."""
+    from gentool.plugins import registry
+
+    task = registry().get("task", "schedules").factory
+    out.mkdir(parents=True, exist_ok=True)
+    report(task(None, out, names=list(names or []), timesteps=timesteps))

@@ -1,0 +1,218 @@
+"""The ``inpaint`` task: complete images given a mask of known pixels.
+
+After every reverse step the known region of the new state x_{t_next} is
+replaced by a fresh draw of q(x_{t_next} | x_0) of the known image (Lugmayr et
+al. 2022, eq. 8; the "replacement" method): a sampler callback, so it works
+with every sampler. After the last step (``t_next = -1``) the known pixels are
+pasted exactly. RePaint's resampling (Lugmayr et al. 2022, sec. 4.2, Algorithm
+1) jumps back from the current timestep by ``jump_length`` steps with
+q(x_{t+j} | x_t) and denoises again, ``resamplings`` times; it runs its own
+loop over the ancestral step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor
+
+from gentool import TaskResult, make_eps_fn
+from gentool.diffusion import Diffusion
+from gentool.images import save_grid
+
+from gentool_tasks.inputs import load_inputs
+from gentool_tasks.masks import MaskName, make_mask
+
+EIGHT = [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def abar(diffusion: Diffusion, t: int) -> float:
+    """alpha-bar at 0-based ``t``; ``t = -1`` (the data x_0) gives 1."""
+    return 1.0 if t < 0 else float(diffusion.alphas_cumprod_64[t])
+
+
+def replace_known(diffusion: Diffusion, x0: Tensor, known: Tensor, generator: torch.Generator | None) -> Callable:
+    """A sampler callback: known region of x_{t_next} <- a sample of q(x_{t_next} | x_0) (eq. 4)."""
+
+    def callback(info: dict) -> Tensor:
+        x, s = info["x"], int(info["t_next"])
+        if s < 0:
+            x_known = x0  # the final x_0: the known pixels themselves
+        else:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x_known = diffusion.q_sample(x0, torch.full((x.shape[0],), s, device=x.device), noise)
+        return known * x_known + (1 - known) * x
+
+    return callback
+
+
+def jump_schedule(n: int, jump_length: int, resamplings: int) -> list[int]:
+    """Positions ``0..n`` visited by RePaint (0: x_T, ``n``: x_0), as in Lugmayr et al.'s code.
+
+    Walking down one position at a time, at every ``jump_length``-th timestep
+    the walk goes back up ``jump_length`` positions, ``resamplings - 1`` times.
+    """
+    if jump_length < 1 or resamplings < 1:
+        raise ValueError(f"jump_length and resamplings must be at least 1, got {jump_length}, {resamplings}")
+    jumps = {u: resamplings - 1 for u in range(0, n - jump_length, jump_length)}
+    u, times = n, []
+    while u >= 1:
+        u -= 1
+        times.append(u)
+        if jumps.get(u, 0) > 0:
+            jumps[u] -= 1
+            for _ in range(jump_length):
+                u += 1
+                times.append(u)
+    times.append(-1)
+    return [n - 1 - v for v in times]  # time u (n-1 ... -1) to position
+
+
+def ancestral_step(eps_fn, diffusion: Diffusion, x: Tensor, t: int, s: int, generator, variance: str, clip: bool):
+    """x_s ~ p(x_s | x_t) (Ho et al. Algorithm 2 on the respaced step t -> s); returns (x_s, x0_hat)."""
+    a_t, a_s = abar(diffusion, t), abar(diffusion, s)
+    beta = 1.0 - a_t / a_s
+    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    x0 = diffusion.x0_from_eps(x, tt, eps_fn(x, tt))
+    if clip:
+        x0 = x0.clamp(-1, 1)
+    mean = (a_s**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t)) * x  # eq. 7
+    if s < 0:
+        return mean, x0
+    var = beta if variance == "beta" else beta * (1 - a_s) / (1 - a_t)
+    return mean + var**0.5 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), x0
+
+
+@torch.no_grad()
+def repaint(
+    eps_fn,
+    diffusion: Diffusion,
+    x0: Tensor,
+    known: Tensor,
+    x_T: Tensor,
+    *,
+    steps: int | None = None,
+    jump_length: int = 10,
+    resamplings: int = 10,
+    generator: torch.Generator | None = None,
+    variance: Literal["beta", "beta_tilde"] = "beta",
+    clip_denoised: bool = True,
+    progress: bool = True,
+) -> Tensor:
+    """RePaint (Lugmayr et al. 2022, Algorithm 1) over the (possibly respaced) timesteps."""
+    from gentool.progress import make_progress
+
+    ts = diffusion.timesteps(steps) + [-1]
+    path = jump_schedule(len(ts) - 1, jump_length, resamplings)
+    paste = replace_known(diffusion, x0, known, generator)
+    x = x_T
+    with make_progress(transient=True) as bar:
+        task = bar.add_task(f"RePaint (j={jump_length}, r={resamplings})", total=len(path) - 1, visible=progress)
+        for p, q in zip(path[:-1], path[1:]):
+            t, s = ts[p], ts[q]
+            if q == p + 1:  # down: denoise, then put the known region back
+                x, _ = ancestral_step(eps_fn, diffusion, x, t, s, generator, variance, clip_denoised)
+                x = paste({"x": x, "t_next": s})
+            else:  # up: x_s ~ q(x_s | x_t) = N(sqrt(abar_s / abar_t) x_t, (1 - abar_s / abar_t) I)
+                ratio = abar(diffusion, s) / abar(diffusion, t)
+                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise
+            bar.advance(task)
+    return x
+
+
+def inpaint_images(
+    run,
+    x0: Tensor,
+    known: Tensor,
+    *,
+    labels: Tensor | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    resamplings: int = 1,
+    jump_length: int = 10,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """Inpaint ``x0`` (``[B, C, H, W]`` in [-1, 1]) where ``known`` (``[B, 1, H, W]``) is 0."""
+    generator = generator if generator is not None else run.generator()
+    x0, known = x0.to(run.device), known.to(run.device)
+    x_T = run.noise(x0.shape[0], generator)
+    if resamplings <= 1:
+        return run.sample(x_T=x_T, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
+                          generator=generator, callback=replace_known(run.diffusion, x0, known, generator),
+                          progress=progress, description=f"inpaint ({x0.shape[0]} images)")
+    if sampler not in (None, "ancestral"):
+        raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler {sampler!r} cannot be used")
+    spec = run.recipe.sampler
+    opts = spec.options if spec.name == "ancestral" else {}
+    guidance = spec.guidance if guidance is None else guidance
+    eps_fn = make_eps_fn(run.sampling_model.eval(), run.diffusion, labels, guidance)
+    return repaint(eps_fn, run.diffusion, x0, known, x_T, steps=spec.steps if steps is None else steps,
+                   jump_length=jump_length, resamplings=resamplings, generator=generator,
+                   variance=opts.get("variance", "beta"), clip_denoised=opts.get("clip_denoised", True),
+                   progress=progress)
+
+
+def inpaint(
+    run,
+    out_dir: Path,
+    *,
+    indices: list[int] = EIGHT,
+    split: Literal["train", "test"] = "test",
+    images: list[str] = [],
+    mask: MaskName = "right",
+    fraction: float = 0.25,
+    mask_file: str = "",
+    resamplings: int = 1,
+    jump_length: int = 10,
+    label: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> TaskResult:
+    """Fill in a masked region of images; write ``inpaint.png`` and ``results.png``.
+
+    ``inpaint.png`` has one row per image: the input, the input with its hole
+    in grey, the result. Metrics: ``hole_mse`` (result vs input inside the
+    hole, on the [-1, 1] scale) and ``known_max_error`` (0: known pixels kept).
+
+    Args:
+        indices: positions in the data set's ``split`` of the images to inpaint.
+        split: the data split the indices refer to.
+        images: image files to inpaint instead of data-set images.
+        mask: the hole (the region painted in): the ``left``, ``right``,
+            ``top`` or ``bottom`` half, a ``centre`` box, ``random`` pixels or
+            random brush ``strokes`` (a new random mask per image).
+        fraction: area of the hole for ``centre``, ``random`` and ``strokes`` (0 to 1).
+        mask_file: a mask image used instead of the preset: white = hole,
+            black = keep (resized to the model's size).
+        resamplings: RePaint's r: times each jump is resampled (1: plain
+            replacement, works with every sampler; > 1 uses the ancestral step).
+        jump_length: RePaint's j: timesteps jumped back each time.
+        label: class for a conditional model (default: each data-set image's own label; none for files).
+        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
+        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
+        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
+        seed: seed of the noise and of random masks (default: the recipe's ``[run] seed``).
+    """
+    x0, labels = load_inputs(run, indices=indices, split=split, images=images, label=label)
+    generator = run.generator(seed)
+    mask_gen = torch.Generator().manual_seed(run.recipe.run.seed if seed is None else seed)
+    known = make_mask(len(x0), run.image_shape[1:], mask=mask, fraction=fraction, mask_file=mask_file,
+                      generator=mask_gen).to(run.device)
+    out = inpaint_images(run, x0, known, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
+                         resamplings=resamplings, jump_length=jump_length, generator=generator)
+    masked = known * x0  # the hole shows as mid-grey (0 on the [-1, 1] scale)
+    rows = torch.stack([x0, masked, out], 1).flatten(0, 1)
+    files = [save_grid(rows, Path(out_dir) / "inpaint.png", nrow=3), save_grid(out, Path(out_dir) / "results.png")]
+    hole = (1 - known).expand_as(x0)
+    metrics = {
+        "hole_mse": float(((out - x0) ** 2 * hole).sum() / hole.sum().clamp(min=1)),
+        "known_max_error": float(((out - x0).abs() * known).max()),
+    }
+    return TaskResult(files=files, metrics=metrics)

@@ -1,0 +1,146 @@
+"""The ``interpolate`` task: paths between two random seeds or between two images.
+
+* ``slerp``: spherical interpolation (Shoemake 1985) of two start noises x_T,
+  each frame decoded by the sampler;
+* ``latent``: Ho et al. (2020), sec. 4.3: both images are noised to step t
+  with the *same* noise, x_t = q_sample(x_0, t, eps) and x'_t likewise, mixed
+  linearly, x-bar_t = (1 - lambda) x_t + lambda x'_t, and decoded by the
+  reverse process from t.
+
+Every frame is decoded with the same sampler noise (the generator is reset to
+one state before each frame), so neighbouring frames differ only through
+lambda, and the frames at lambda = 0 and 1 are exactly the decodings of the
+two end points. ``t`` is a fraction of the diffusion as in the ``variations``
+task: the images go through ``round(t * T)`` forward steps (Ho et al.'s
+t = 500 of T = 1000 is t = 0.5; t = 0 interpolates the pixels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from gentool import TaskResult
+from gentool.images import save_grid
+
+from gentool_tasks.animate import save_gif, save_strip
+from gentool_tasks.inputs import class_labels, load_inputs
+from gentool_tasks.variations import noised_step
+
+
+def slerp(a: Tensor, b: Tensor, lam: float) -> Tensor:
+    """Spherical interpolation per sample: sin((1-l) theta)/sin theta a + sin(l theta)/sin theta b."""
+    a64, b64 = a.double().flatten(1), b.double().flatten(1)
+    cos = (a64 * b64).sum(1) / (a64.norm(dim=1) * b64.norm(dim=1))
+    theta = cos.clamp(-1, 1).acos()[:, None]
+    small = theta < 1e-6  # (nearly) parallel: the straight line is the arc
+    sin = theta.sin().where(~small, torch.ones_like(theta))
+    wa = torch.where(small, 1 - lam, ((1 - lam) * theta).sin() / sin)
+    wb = torch.where(small, torch.full_like(theta, lam), (lam * theta).sin() / sin)
+    return (wa * a64 + wb * b64).view(a.shape).to(a.dtype)
+
+
+def lambdas(frames: int) -> list[float]:
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2 (the two end points), got {frames}")
+    return [k / (frames - 1) for k in range(frames)]
+
+
+@torch.no_grad()
+def decode_frames(run, starts: list[Tensor], t_start: int, generator: torch.Generator, *, labels=None,
+                  guidance=None, sampler=None, steps=None) -> Tensor:
+    """Run the reverse process from each start (at ``t_start``) with the same sampler noise: ``[F, B, ...]``.
+
+    ``labels`` is ``None`` or one label tensor per frame. ``t_start = -1`` returns the starts.
+    """
+    if t_start < 0:
+        return torch.stack(starts)
+    state = generator.get_state()
+    out = []
+    for k, x in enumerate(starts):
+        generator.set_state(state)
+        out.append(run.sample(x_T=x, t_start=t_start, labels=None if labels is None else labels[k],
+                              guidance=guidance, steps=steps, sampler=sampler, generator=generator,
+                              description=f"frame {k + 1}/{len(starts)}"))
+    return torch.stack(out)
+
+
+def interpolate_latent(run, x_a: Tensor, x_b: Tensor, lams: list[float], t: float, *, noise: Tensor,
+                       generator: torch.Generator, labels=None, **sample_kw) -> Tensor:
+    """Ho et al. sec. 4.3: noise both to step t with ``noise``, mix linearly, decode. ``[F, B, ...]``."""
+    t_start = noised_step(t, run.diffusion.num_timesteps)
+    if t_start < 0:
+        x_ta, x_tb = x_a, x_b
+    else:
+        tt = torch.full((x_a.shape[0],), t_start, device=x_a.device)
+        x_ta, x_tb = run.diffusion.q_sample(x_a, tt, noise), run.diffusion.q_sample(x_b, tt, noise)
+    starts = [(1 - lam) * x_ta + lam * x_tb for lam in lams]
+    return decode_frames(run, starts, t_start, generator, labels=labels, **sample_kw)
+
+
+def interpolate(
+    run,
+    out_dir: Path,
+    *,
+    mode: Literal["latent", "slerp"] = "latent",
+    frames: int = 8,
+    t: float = 0.5,
+    seeds: list[int] = [0, 1],
+    rows: int = 1,
+    indices: list[int] = [0, 1],
+    split: Literal["train", "test"] = "test",
+    images: list[str] = [],
+    label: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> TaskResult:
+    """Interpolate between two images or two seeds; write ``interpolation.png`` (a row per pair) and ``.gif``.
+
+    Args:
+        mode: ``latent``: between images, noised to step t, mixed, decoded
+            (Ho et al. sec. 4.3); ``slerp``: spherical interpolation of two
+            start noises x_T drawn from ``seeds``.
+        frames: interpolation frames, lambda = 0, 1/(frames-1), ..., 1.
+        t: ``latent`` mode: how far to noise the images, a fraction of the T
+            steps (0.5 is Ho et al.'s t = 500 of 1000; 0 mixes the pixels).
+        seeds: ``slerp`` mode: the seeds of the two start noises.
+        rows: ``slerp`` mode: pairs of start noises (one row each).
+        indices: ``latent`` mode: data-set positions, taken in pairs (a, b, a, b, ...).
+        split: the data split the indices refer to.
+        images: ``latent`` mode: image files (in pairs) instead of data-set images.
+        label: class for a conditional model (default: ``latent`` uses each
+            pair's labels, a's up to lambda = 0.5 and b's after; ``slerp`` none).
+        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
+        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
+        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all).
+        seed: seed of the sampler noise shared by all frames, and of ``latent``'s forward noise.
+    """
+    lams, out_dir = lambdas(frames), Path(out_dir)
+    generator = run.generator(seed)
+    kw = dict(guidance=guidance, sampler=sampler, steps=steps)
+    files = []
+    if mode == "slerp":
+        if len(seeds) != 2 or rows < 1:
+            raise ValueError(f"slerp needs two seeds and rows >= 1, got seeds = {seeds}, rows = {rows}")
+        z_a, z_b = (run.noise(rows, run.generator(s)) for s in seeds)
+        y = class_labels(run, rows, label)
+        out = decode_frames(run, [slerp(z_a, z_b, lam) for lam in lams], run.diffusion.num_timesteps - 1,
+                            generator, labels=None if y is None else [y] * frames, **kw)
+    else:
+        if len(images or indices) % 2:
+            raise ValueError(f"latent interpolation takes images in pairs; got {len(images or indices)}")
+        x, y = load_inputs(run, indices=indices, split=split, images=images, label=label)
+        x_a, x_b = x[0::2], x[1::2]
+        noise = torch.randn(x_a.shape, generator=generator, device=x_a.device, dtype=x_a.dtype)
+        per_frame = None if y is None else [y[0::2] if lam < 0.5 else y[1::2] for lam in lams]
+        out = interpolate_latent(run, x_a, x_b, lams, t, noise=noise, generator=generator, labels=per_frame, **kw)
+        files.append(save_grid(torch.stack([x_a, x_b], 1).flatten(0, 1), out_dir / "inputs.png", nrow=2))
+    files.append(save_strip(out, out_dir / "interpolation.png"))
+    caps = [f"{k + 1}/{frames}: lambda = {lam:.3f}" for k, lam in enumerate(lams)]
+    files.append(save_gif(list(out), caps, out_dir / "interpolation.gif"))
+    return TaskResult(files=files)

@@ -1,0 +1,106 @@
+"""The ``variations`` task: SDEdit (Meng et al. 2022) with the discrete DDPM.
+
+An input x_0 is noised to step t with q(x_t | x_0) (Ho et al. eq. 4) and the
+reverse process runs from there (``t_start``), so the result keeps the input's
+coarse structure and re-invents its details; larger t strays further.
+
+``t`` is a fraction of the diffusion, as SDEdit's t_0 in [0, 1]: the input
+goes through ``round(t * T)`` forward steps, so ``t = 0`` adds no noise and
+returns the input unchanged, and ``t = 1`` noises through all T steps (the
+result is then unrelated to the input). In gentool's 0-based timesteps the
+noised image is x at ``t_start = round(t * T) - 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from gentool import TaskResult
+from gentool.images import save_grid
+
+from gentool_tasks.inputs import load_inputs
+
+
+def noised_step(t: float, num_timesteps: int) -> int:
+    """The 0-based timestep reached after ``round(t * T)`` forward steps (-1: no noise)."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(
+            f"t must be in [0, 1], a fraction of the T = {num_timesteps} diffusion steps, got {t} "
+            f"(for step k use t = k / {num_timesteps})"
+        )
+    return int(t * num_timesteps + 0.5) - 1  # round half up
+
+
+@torch.no_grad()
+def vary(
+    run,
+    x0: Tensor,
+    t: float,
+    n: int = 1,
+    *,
+    labels: Tensor | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """``n`` SDEdit variations of each image of ``x0``: ``[B * n, C, H, W]``, grouped by input."""
+    t_start = noised_step(t, run.diffusion.num_timesteps)
+    x = x0.to(run.device).repeat_interleave(n, 0)
+    if t_start < 0:
+        return x.clone()  # no noise, nothing to undo
+    generator = generator if generator is not None else run.generator()
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    x_t = run.diffusion.q_sample(x, torch.full((x.shape[0],), t_start, device=x.device), noise)
+    labels = labels.repeat_interleave(n, 0) if labels is not None else None
+    return run.sample(x_T=x_t, t_start=t_start, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
+                      generator=generator, progress=progress, description=f"variations (t = {t})")
+
+
+def variations(
+    run,
+    out_dir: Path,
+    *,
+    t: float = 0.5,
+    n: int = 4,
+    indices: list[int] = [0, 1, 2, 3],
+    split: Literal["train", "test"] = "test",
+    images: list[str] = [],
+    label: int | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+) -> TaskResult:
+    """SDEdit variations of input images; write ``variations.png`` (each row: the input, then its variations).
+
+    Metric: ``mse_to_input``, the mean squared distance of the variations
+    from their inputs (on the [-1, 1] scale).
+
+    Args:
+        t: how far to noise the inputs, a fraction of the T diffusion steps
+            (SDEdit's t_0): 0 returns the inputs, 1 starts from pure noise.
+        n: variations per input image.
+        indices: positions in the data set's ``split`` of the input images.
+        split: the data split the indices refer to.
+        images: image files to use instead of data-set images.
+        label: class for a conditional model (default: each data-set image's own label; none for files).
+        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
+        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
+        steps: sampling steps from the noised step down to 0 (default: the recipe's ``[sampler] steps``, else all).
+        seed: seed of the noise (default: the recipe's ``[run] seed``).
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    x0, labels = load_inputs(run, indices=indices, split=split, images=images, label=label)
+    out = vary(run, x0, t, n, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
+               generator=run.generator(seed))
+    rows = torch.cat([x0[:, None], out.view(len(x0), n, *x0.shape[1:])], 1).flatten(0, 1)
+    path = save_grid(rows, Path(out_dir) / "variations.png", nrow=n + 1)
+    mse = float(((out - x0.repeat_interleave(n, 0)) ** 2).mean())
+    return TaskResult(files=[path], metrics={"mse_to_input": mse})
