@@ -34,10 +34,18 @@ def plugin_rows() -> list[dict]:
 @app.command("list-plugins")
 def list_plugins(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of {kind, name, plugin, ...}."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the traceback of each broken plugin."),
+    docs: bool = typer.Option(False, "--docs", help="Print the recipe reference (Markdown) of every loaded component."),
+    builtin: bool = typer.Option(False, "--builtin", help="With --docs: only gentool's built-in plugins (docs/recipes.md)."),
 ) -> None:
     """List installed plugins and the components each provides; broken plugins are marked."""
     from gentool.plugins import state
 
+    if docs:
+        from gentool.docs import recipe_reference
+
+        print(recipe_reference(builtin_only=builtin), end="")
+        return
     st = state()
     rows = plugin_rows()
     if as_json:
@@ -62,3 +70,8 @@ def list_plugins(
     console.print(comps)
     if st.blocked:
         console.print(f"blocked: {', '.join(st.blocked)}")
+    if st.broken and not verbose:
+        console.print(f"{len(st.broken)} plugin(s) failed to load; `gentool list-plugins --verbose` shows why.")
+    for b in st.broken if verbose else []:
+        console.rule(f"[red]{b.name}[/] ({b.package} {b.version})")
+        console.print(b.detail or b.error, markup=False, highlight=False)

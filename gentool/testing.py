@@ -1,0 +1,484 @@
+"""Contract checks for gentool components, for plugin authors' own tests.
+
+Each ``check_*`` function exercises one component the way the core will use
+it and raises :class:`AssertionError` with a message naming the component and
+the rule it broke; it returns quietly when all is well. gentool's built-ins
+pass the same checks (``tests/test_contracts.py``). In a plugin's tests::
+
+    from gentool.testing import check_schedule, check_sampler
+
+    def test_quadratic_schedule():
+        check_schedule(quadratic, timesteps=50)
+
+    def test_my_sampler():
+        check_sampler(my_sampler)
+
+The sampler check runs the sampler on a data distribution whose optimal noise
+prediction is known in closed form (a Gaussian), so it also catches a sampler
+that runs but produces the wrong distribution.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from gentool.diffusion import Diffusion
+from gentool.interfaces import SAMPLER_RESERVED, TaskResult
+from gentool.options import OptionError, check_options, option_docs, recipe_parameters, type_hints
+
+PREDICTIONS = ("eps", "x0", "v")
+#: Positional parameters the core supplies to each kind of factory.
+POSITIONAL = {
+    "schedule": (),
+    "denoiser": (),
+    "conditioner": ("dim",),
+    "sampler": ("eps_fn", "diffusion", "x_T"),
+    "task": ("run", "out_dir"),
+    "data_source": ("split",),
+    "feature_extractor": (),
+}
+RESERVED = {"sampler": SAMPLER_RESERVED}
+
+
+def _label(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__name__
+
+
+def _require(ok: bool, who: str, message: str) -> None:
+    if not ok:
+        raise AssertionError(f"{who}: {message}")
+
+
+# -- the factory convention --------------------------------------------------
+
+def check_factory(kind: str, factory: Callable[..., Any]) -> None:
+    """The calling convention of a ``kind`` factory and its recipe reference.
+
+    Positional parameters are exactly those the core supplies (see
+    :data:`POSITIONAL`); every other parameter is keyword-only, annotated and
+    documented in the docstring's ``Args:`` block, and the docstring has a
+    one-line summary.
+    """
+    who = f"{kind} {_label(factory)}"
+    _require(kind in POSITIONAL, who, f"unknown kind; kinds are {', '.join(POSITIONAL)}")
+    _require(callable(factory), who, "is not callable")
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = list(inspect.signature(target).parameters.values())
+    if inspect.isclass(factory):
+        params = params[1:]  # self
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    want = list(POSITIONAL[kind])
+    _require(positional == want, who, f"positional parameters must be {want} (supplied by the core), got {positional}; "
+             "make recipe options keyword-only (after `*`)")
+    reserved = RESERVED.get(kind, ())
+    missing = [r for r in reserved if r not in recipe_parameters(factory)]
+    _require(not missing, who, f"must accept the keyword-only parameters {list(reserved)}; missing {missing}")
+    options = [name for name in recipe_parameters(factory) if name not in reserved]
+    hints = type_hints(factory)
+    unannotated = [n for n in options if n not in hints and recipe_parameters(factory)[n].annotation is inspect.Parameter.empty]
+    _require(not unannotated, who, f"options without a type annotation (recipes cannot be checked): {unannotated}")
+    doc = inspect.getdoc(factory) or ""
+    _require(bool(doc.strip()), who, "has no docstring; its first line is the summary `gentool list-plugins` shows")
+    undocumented = [n for n in options if n not in option_docs(factory)]
+    _require(not undocumented, who, f"options missing from the docstring's Args: block (the recipe reference): {undocumented}")
+
+
+def _resolve(kind: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` validated as a recipe table would be, defaults filled in."""
+    try:
+        return check_options(factory, options, reserved=RESERVED.get(kind, ()))
+    except OptionError as exc:
+        raise AssertionError(f"{kind} {_label(factory)}: options {options}: {exc}") from None
+
+
+# -- schedules ---------------------------------------------------------------
+
+def check_schedule(factory: Callable[..., Tensor], **options: Any) -> Tensor:
+    """A schedule gives float64 betas in (0, 1), length ``timesteps``, reproducibly.
+
+    Also checks that alpha-bar = cumprod(1 - beta) strictly decreases (every
+    step adds noise) and that :class:`gentool.Diffusion` accepts the betas.
+    Returns the betas.
+    """
+    check_factory("schedule", factory)
+    resolved = _resolve("schedule", factory, options)
+    who = f"schedule {_label(factory)}({', '.join(f'{k}={v!r}' for k, v in resolved.items())})"
+    betas = factory(**resolved)
+    _require(isinstance(betas, Tensor), who, f"must return a torch.Tensor of betas, got {type(betas).__name__}")
+    _require(betas.dtype == torch.float64, who, f"betas must be float64 (precision of alpha-bar near t = T), got {betas.dtype}")
+    _require(betas.ndim == 1 and betas.numel() >= 1, who, f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+    if "timesteps" in resolved:
+        _require(betas.numel() == resolved["timesteps"], who, f"expected {resolved['timesteps']} betas (timesteps), got {betas.numel()}")
+    _require(bool(torch.isfinite(betas).all()), who, "betas must be finite")
+    bad = ((betas <= 0) | (betas >= 1)).nonzero().flatten().tolist()
+    _require(not bad, who, f"every beta must lie in (0, 1); 0-based steps {bad[:5]} have {betas[bad[:5]].tolist()}")
+    abar = torch.cumprod(1.0 - betas, 0)  # Ho et al. eq. 4
+    flat = (abar[1:] >= abar[:-1]).nonzero().flatten().tolist()
+    _require(not flat, who, f"alphas_cumprod must strictly decrease; it does not after steps {flat[:5]}")
+    _require(torch.equal(factory(**resolved), betas), who, "two calls with the same options gave different betas")
+    Diffusion(betas)
+    return betas
+
+
+# -- denoisers and conditioners -------------------------------------------------
+
+def _check_grads(module: nn.Module, who: str) -> None:
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    _require(bool(params), who, "has no trainable parameters")
+    unused = [n for n, p in params if p.grad is None]
+    _require(not unused, who, f"parameters that get no gradient (unused; DDP needs every parameter used): {unused[:5]}")
+    _require(all(bool(torch.isfinite(p.grad).all()) for _, p in params), who, "non-finite gradients")
+    _require(any(bool(p.grad.abs().sum() > 0) for _, p in params), who, "every gradient is zero: the output does not depend on the parameters")
+
+
+def check_denoiser(net: nn.Module, x_shape: tuple[int, ...], *, timesteps: int = 1000, seed: int = 0) -> None:
+    """A denoiser maps ``(x_t, t, cond)`` to a tensor of ``x_t``'s shape and dtype.
+
+    ``x_shape`` is ``(B, C, H, W)`` with ``B >= 2``. Checks ``prediction`` and
+    ``cond_dim``, finiteness, that each sample's output does not depend on
+    the rest of the batch (in eval mode), and that the output is
+    differentiable with every parameter receiving a gradient.
+    """
+    who = f"denoiser {type(net).__name__}"
+    _require(isinstance(net, nn.Module), who, "must be a torch.nn.Module")
+    _require(len(x_shape) == 4 and x_shape[0] >= 2, who, f"x_shape must be (B >= 2, C, H, W), got {x_shape}")
+    prediction = getattr(net, "prediction", None)
+    _require(prediction in PREDICTIONS, who, f"attribute prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    _require(hasattr(net, "cond_dim"), who, "needs an attribute cond_dim (an int, or None if unconditional)")
+    cond_dim = net.cond_dim
+    _require(cond_dim is None or (isinstance(cond_dim, int) and cond_dim >= 1), who, f"cond_dim must be None or a positive int, got {cond_dim!r}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(x_shape, generator=g)
+    t = torch.randint(0, timesteps, (x_shape[0],), generator=g)
+    cond = torch.randn(x_shape[0], cond_dim, generator=g) if cond_dim else None
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            calls = [("net(x_t, t)", net(x, t))]
+            if cond is not None:
+                calls.append(("net(x_t, t, cond)", net(x, t, cond)))
+            for call, out in calls:
+                _require(isinstance(out, Tensor), who, f"{call} must return a tensor, got {type(out).__name__}")
+                _require(tuple(out.shape) == tuple(x_shape), who, f"{call} returned shape {tuple(out.shape)}, expected x_t's {tuple(x_shape)}")
+                _require(out.dtype == x.dtype, who, f"{call} returned {out.dtype}, expected x_t's {x.dtype}")
+                _require(bool(torch.isfinite(out).all()), who, f"{call} returned non-finite values")
+            out, alone = calls[-1][1], net(x[:1], t[:1], None if cond is None else cond[:1])
+            _require(torch.allclose(alone, out[:1], atol=1e-4, rtol=1e-3), who,
+                     "in eval mode a sample's output depends on the other samples in the batch")
+        net.zero_grad(set_to_none=True)
+        out = net(x, t, cond)
+        _require(out.requires_grad, who, "the output is not differentiable (no autograd graph)")
+        (out * torch.randn(out.shape, generator=g)).sum().backward()
+        _check_grads(net, who)
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.train(was_training)
+
+
+def check_conditioner(conditioner: nn.Module, dim: int) -> None:
+    """A conditioner maps int64 labels ``[B]`` (``-1``: none) to ``[B, dim]``.
+
+    In eval mode equal labels give equal rows, every ``-1`` gives the same
+    null embedding and nothing is random; the output is differentiable.
+    """
+    who = f"conditioner {type(conditioner).__name__}"
+    _require(isinstance(conditioner, nn.Module), who, "must be a torch.nn.Module")
+    k = getattr(conditioner, "num_classes", None)
+    _require(isinstance(k, int) and not isinstance(k, bool) and k >= 1, who, f"num_classes must be a positive int, got {k!r}")
+    labels = torch.tensor([0, k - 1, -1, 0, -1], dtype=torch.long)
+    was_training = conditioner.training
+    conditioner.eval()
+    try:
+        out = conditioner(labels)
+        _require(isinstance(out, Tensor) and tuple(out.shape) == (5, dim), who,
+                 f"labels [5] must give [5, {dim}], got {tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+        _require(out.is_floating_point() and bool(torch.isfinite(out).all()), who, "the embedding must be finite floats")
+        _require(torch.equal(out[0], out[3]), who, "equal labels gave different embeddings in eval mode")
+        _require(torch.equal(out[2], out[4]), who, "label -1 (the null token) gave different embeddings in eval mode")
+        _require(torch.equal(conditioner(labels), out), who, "two eval-mode calls gave different embeddings")
+        if any(p.requires_grad for p in conditioner.parameters()):
+            conditioner.zero_grad(set_to_none=True)
+            out.sum().backward()
+            grads = [p.grad for p in conditioner.parameters() if p.requires_grad]
+            _require(any(g is not None and bool(g.abs().sum() > 0) for g in grads), who, "the embedding is not differentiable")
+        conditioner.train()
+        with torch.no_grad():
+            _require(tuple(conditioner(labels).shape) == (5, dim), who, "train mode changed the output shape")
+    finally:
+        conditioner.zero_grad(set_to_none=True)
+        conditioner.train(was_training)
+
+
+# -- samplers ------------------------------------------------------------------
+
+#: The data of the sampler check: N(0, DATA_STD^2) per pixel.
+DATA_STD = 0.5
+
+
+def reference_diffusion(timesteps: int = 200) -> Diffusion:
+    """Linear betas scaled to ``timesteps`` (improved-diffusion's scaling: 1000/T times 1e-4..0.02)."""
+    scale = 1000 / timesteps
+    return Diffusion(torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64))
+
+
+def gaussian_eps_fn(diffusion: Diffusion, std: float = DATA_STD, counter: list[int] | None = None):
+    """The exact eps prediction E[eps | x_t] for data N(0, std^2 I).
+
+    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps is Gaussian with variance
+    v = abar std^2 + 1 - abar, so E[eps | x_t] = sqrt(1 - abar) x_t / v.
+    """
+
+    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+        if counter is not None:
+            counter[0] += 1
+        abar = diffusion.alphas_cumprod_64.to(x_t.device)[t].to(x_t.dtype).reshape(-1, *[1] * (x_t.ndim - 1))
+        return (1 - abar).sqrt() * x_t / (abar * std**2 + 1 - abar)
+
+    return eps_fn
+
+
+def _moments_ok(x: Tensor, who: str, what: str, tol: float) -> None:
+    mean, std = float(x.mean()), float(x.std())
+    _require(abs(mean) < 0.05 and abs(std - DATA_STD) < tol * DATA_STD, who,
+             f"{what}: samples have mean {mean:.3f} and std {std:.3f}; the data are N(0, {DATA_STD}^2) and the "
+             "noise prediction is exact, so a correct sampler gives mean 0 and std "
+             f"{DATA_STD} (within {tol:.0%})")
+
+
+def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float = 0.15, **options: Any) -> None:
+    """A sampler is reproducible, honours steps/t_start/callback and samples correctly.
+
+    On a reference diffusion (T = 200) with the exact noise prediction of
+    Gaussian data N(0, 0.5^2) it checks: the same generator gives the same
+    output; ``x_T`` is not modified; output of ``x_T``'s shape and dtype,
+    finite; mean and std of the samples right within ``tol`` (all steps and
+    from ``t_start = T // 2``); with ``steps`` at most ``steps`` callback calls
+    and ``2 * steps`` noise predictions, the callback sees ``i = 0, 1, ...``,
+    decreasing ``t`` starting at ``t_start`` and ``t_next = -1`` at the end;
+    a tensor returned by the callback replaces the state.
+    """
+    check_factory("sampler", sampler)
+    resolved = _resolve("sampler", sampler, options)
+    who = f"sampler {_label(sampler)}"
+    fn = functools.partial(sampler, **resolved)
+    diffusion = reference_diffusion()
+    T = diffusion.num_timesteps
+    nfe = [0]
+    eps_fn = gaussian_eps_fn(diffusion, counter=nfe)
+    x_T = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    x_keep = x_T.clone()
+
+    def gen(seed: int = 1) -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    out = fn(eps_fn, diffusion, x_T, generator=gen())
+    _require(torch.equal(x_T, x_keep), who, "modified x_T in place")
+    _require(isinstance(out, Tensor) and out.shape == x_T.shape and out.dtype == x_T.dtype, who,
+             f"must return a tensor of x_T's shape {tuple(x_T.shape)} and dtype {x_T.dtype}")
+    _require(bool(torch.isfinite(out).all()), who, "returned non-finite values")
+    _require(torch.equal(fn(eps_fn, diffusion, x_T, generator=gen()), out), who,
+             "two runs with identically seeded generators differ; draw all noise from `generator`")
+    _moments_ok(out, who, f"all {T} steps", tol)
+    passthrough = fn(eps_fn, diffusion, x_T, generator=gen(), callback=lambda info: None)
+    _require(torch.equal(passthrough, out), who, "a callback returning None changed the result")
+
+    seen: list[dict] = []
+    nfe[0] = 0
+    few = fn(eps_fn, diffusion, x_T, steps=steps, generator=gen(), callback=seen.append)
+    _require(bool(torch.isfinite(few).all()) and few.shape == x_T.shape, who, f"steps={steps}: bad output")
+    _require(1 <= len(seen) <= steps, who, f"steps={steps}: the callback ran {len(seen)} times, expected 1..{steps}")
+    _require(1 <= nfe[0] <= 2 * steps, who, f"steps={steps}: {nfe[0]} noise predictions, expected at most {2 * steps}")
+    _check_callbacks(seen, T - 1, x_T.shape, who)
+
+    t_start = T // 2
+    abar = float(diffusion.alphas_cumprod_64[t_start])
+    x_mid = torch.randn(x_T.shape, generator=gen(2)) * math.sqrt(abar * DATA_STD**2 + 1 - abar)  # x ~ q(x_t)
+    seen = []
+    mid = fn(eps_fn, diffusion, x_mid, t_start=t_start, generator=gen(), callback=seen.append)
+    _check_callbacks(seen, t_start, x_T.shape, who)
+    _moments_ok(mid, who, f"t_start={t_start}", tol)
+
+    def replace_last(info: dict) -> Tensor | None:
+        return torch.full_like(info["x"], 0.25) if info["t_next"] == -1 else None
+
+    replaced = fn(eps_fn, diffusion, x_T, steps=steps, generator=gen(), callback=replace_last)
+    _require(bool((replaced == 0.25).all()), who, "a tensor returned by the callback after the last step must be the result")
+
+
+def _check_callbacks(seen: list[dict], t_first: int, shape: torch.Size, who: str) -> None:
+    _require(bool(seen), who, "the callback was never called")
+    keys = {"i", "t", "t_next", "x", "x0"}
+    for n, info in enumerate(seen):
+        _require(isinstance(info, dict) and keys <= set(info), who, f"callback argument must be a dict with keys {sorted(keys)}")
+        _require(info["i"] == n, who, f"callback {n} got i = {info['i']}")
+        _require(info["t_next"] < info["t"], who, f"callback {n}: t_next {info['t_next']} is not below t {info['t']}")
+        _require(tuple(info["x"].shape) == tuple(shape), who, f"callback {n}: x has shape {tuple(info['x'].shape)}")
+        if n:
+            _require(info["t"] == seen[n - 1]["t_next"], who, f"callback {n}: t = {info['t']} but the previous t_next was {seen[n - 1]['t_next']}")
+    _require(int(seen[0]["t"]) == t_first, who, f"the first step must be at t = {t_first}, got {seen[0]['t']}")
+    _require(int(seen[-1]["t_next"]) == -1, who, f"the last step must end at t_next = -1 (the data), got {seen[-1]['t_next']}")
+
+
+# -- tasks ---------------------------------------------------------------------
+
+def tiny_recipe(output_dir: str | Path, *, conditional: bool = True, timesteps: int = 20) -> dict[str, Any]:
+    """TOML data of a tiny recipe (toy data 1x8x8, a small U-Net, T = ``timesteps``, no training)."""
+    recipe: dict[str, Any] = {
+        "run": {"name": "tiny", "output_dir": str(output_dir), "device": "cpu", "compile": False},
+        "data": {"name": "toy", "n": 16, "image_size": 8, "channels": 1, "num_classes": 2},
+        "schedule": {"name": "linear", "timesteps": timesteps, "beta_start": 1e-3, "beta_end": 0.3},
+        "denoiser": {"name": "unet", "in_channels": 1, "image_size": 8, "channels": 32, "channel_mult": [1, 2],
+                     "num_res_blocks": 1, "attention_resolutions": [4], "dropout": 0.0, "class_cond": conditional},
+        "train": {"steps": 0, "batch_size": 4},
+    }
+    if conditional:
+        recipe["conditioner"] = {"name": "class_embedding", "num_classes": 2}
+    return recipe
+
+
+def tiny_run(output_dir: str | Path, *, conditional: bool = True, timesteps: int = 20, perturb: float = 0.02):
+    """A built :class:`gentool.Run` from :func:`tiny_recipe` for task checks.
+
+    The U-Net's zero-initialised output layer would make every prediction 0,
+    so its weights are perturbed by ``perturb`` times a fixed Gaussian.
+    """
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+
+    run = build(load_recipe(data=tiny_recipe(output_dir, conditional=conditional, timesteps=timesteps)), device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for model in filter(None, (run.model, run.ema)):
+            for p in model.denoiser.conv_out.parameters():
+                p.copy_(perturb * torch.randn(p.shape, generator=g))
+    return run
+
+
+def check_task(task: Callable[..., TaskResult], run, *, out_dir: str | Path | None = None, **options: Any) -> TaskResult:
+    """A task writes only inside ``out_dir`` and returns what it wrote and measured.
+
+    ``run`` is a built :class:`gentool.Run` (see :func:`tiny_run`). Checks the
+    :class:`gentool.TaskResult`: every file exists, is not empty and lies in
+    ``out_dir``; every metric is a finite number; something was written or
+    measured. Returns the result.
+    """
+    check_factory("task", task)
+    resolved = _resolve("task", task, options)
+    who = f"task {_label(task)}"
+    out_dir = Path(tempfile.mkdtemp(prefix="gentool-task-")) if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = task(run, out_dir, **resolved)
+    _require(isinstance(result, TaskResult), who, f"must return a gentool.TaskResult, got {type(result).__name__}")
+    _require(bool(result.files or result.metrics), who, "wrote no files and measured no metrics")
+    root = out_dir.resolve()
+    for f in result.files:
+        path = Path(f).resolve()
+        _require(path.is_file(), who, f"reported file {f} does not exist")
+        _require(path.stat().st_size > 0, who, f"reported file {f} is empty")
+        _require(root in path.parents, who, f"wrote {f} outside its out_dir {out_dir}")
+    for key, value in result.metrics.items():
+        _require(isinstance(key, str), who, f"metric names must be strings, got {key!r}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _require(number and math.isfinite(value), who, f"metric {key!r} must be a finite number, got {value!r}")
+    return result
+
+
+# -- data sources --------------------------------------------------------------
+
+def _check_item(item: Any, who: str, where: str, classes: list) -> tuple[int, ...]:
+    _require(isinstance(item, (tuple, list)) and len(item) == 2, who, f"{where} must be an (image, label) pair")
+    image, label = item
+    _require(isinstance(image, Tensor), who, f"{where}: the image must be a tensor, got {type(image).__name__}")
+    _require(image.dtype == torch.float32 and image.ndim == 3, who,
+             f"{where}: the image must be float32 [C, H, W], got {image.dtype} {tuple(image.shape)}")
+    _require(bool(torch.isfinite(image).all()), who, f"{where}: non-finite pixels")
+    lo, hi = float(image.min()), float(image.max())
+    _require(lo >= -1 - 1e-5 and hi <= 1 + 1e-5, who, f"{where}: pixels must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
+    _require(type(label) is int, who, f"{where}: the label must be a Python int (-1 for none), got {type(label).__name__}")
+    _require(label >= -1, who, f"{where}: label {label} < -1")
+    if classes:
+        _require(label < len(classes), who, f"{where}: label {label} but only {len(classes)} classes")
+    return tuple(image.shape)
+
+
+def check_data_source(factory: Callable[..., Any], *, splits: tuple[str, ...] = ("train", "test"), **options: Any) -> dict:
+    """A data source gives ``(float32 [C, H, W] in [-1, 1], int label)`` for each split.
+
+    Checks a few items of each split (first, middle, last), that every image
+    has one shape, and that an unknown split is refused with ``ValueError``.
+    Returns ``{split: dataset}``.
+    """
+    check_factory("data_source", factory)
+    resolved = _resolve("data_source", factory, options)
+    who = f"data source {_label(factory)}"
+    shapes: set[tuple[int, ...]] = set()
+    built = {}
+    for split in splits:
+        ds = factory(split, **resolved)
+        _require(hasattr(ds, "__len__") and hasattr(ds, "__getitem__"), who, f"{split}: must return a map-style Dataset")
+        n = len(ds)
+        _require(n >= 1, who, f"the {split} split is empty")
+        classes = list(getattr(ds, "classes", None) or [])
+        for i in sorted({0, n // 2, n - 1}):
+            shapes.add(_check_item(ds[i], who, f"{split}[{i}]", classes))
+        built[split] = ds
+    _require(len(shapes) == 1, who, f"images of different shapes: {sorted(shapes)}")
+    try:
+        factory("validation", **resolved)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(f"{who}: split 'validation' must raise ValueError (splits are 'train' and 'test')")
+    return built
+
+
+# -- feature extractors --------------------------------------------------------
+
+def check_feature_extractor(factory: Callable[..., Any], *, image_size: int = 32, **options: Any) -> None:
+    """A feature extractor is a ``torch_fidelity.FeatureExtractorBase`` giving finite features.
+
+    Runs it on a uint8 batch ``[2, 3, image_size, image_size]`` and checks one
+    tensor per requested feature, each with the batch as its first dimension.
+    """
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    check_factory("feature_extractor", factory)
+    resolved = _resolve("feature_extractor", factory, options)
+    fx = factory(**resolved)
+    who = f"feature extractor {type(fx).__name__}"
+    _require(isinstance(fx, FeatureExtractorBase), who, "must be a torch_fidelity.feature_extractor_base.FeatureExtractorBase")
+    requested = list(fx.get_requested_features_list())
+    _require(set(requested) <= set(fx.get_provided_features_list()), who, "requests features it does not provide")
+    x = torch.randint(0, 256, (2, 3, image_size, image_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = fx.eval()(x)
+    _require(isinstance(feats, tuple) and len(feats) == len(requested), who,
+             f"forward must return a tuple of {len(requested)} tensors (one per requested feature)")
+    for name, f in zip(requested, feats):
+        _require(isinstance(f, Tensor) and f.shape[0] == 2, who, f"feature {name!r} must be a tensor with the batch first")
+        _require(bool(torch.isfinite(f.float()).all()), who, f"feature {name!r} is not finite")
+
+
+__all__ = [
+    "check_conditioner",
+    "check_data_source",
+    "check_denoiser",
+    "check_factory",
+    "check_feature_extractor",
+    "check_sampler",
+    "check_schedule",
+    "check_task",
+    "gaussian_eps_fn",
+    "reference_diffusion",
+    "tiny_recipe",
+    "tiny_run",
+]

@@ -1,0 +1,16 @@
+"""An example gentool plugin: the ``quadratic`` schedule and the ``heun`` sampler."""
+
+import gentool
+
+from gentool_example.heun import heun
+from gentool_example.quadratic import quadratic
+
+
+@gentool.hookimpl
+def gentool_register_schedules(register):
+    register("quadratic", quadratic)
+
+
+@gentool.hookimpl
+def gentool_register_samplers(register):
+    register("heun", heun)

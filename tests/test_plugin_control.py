@@ -1,0 +1,387 @@
+"""Plugin control: autoload switch, blocking, duplicates, broken plugins, and every hook.
+
+Throwaway third-party packages are written into a temporary folder as an
+importable module plus a ``*.dist-info`` with ``METADATA`` and
+``entry_points.txt``, exactly what pip installs, and that folder is put on
+``sys.path`` (or ``PYTHONPATH`` for the one subprocess test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import gentool
+from gentool import plugins
+from gentool.cli import app
+from gentool.plugins import HOOKS, load_plugins
+from gentool.recipe import load_recipe
+from gentool.run import build
+from gentool.testing import tiny_recipe
+
+SCHEDULE = '''
+import torch
+import gentool
+
+
+def flat(*, timesteps: int = 10) -> torch.Tensor:
+    """Constant betas.
+
+    Args:
+        timesteps: number of steps.
+    """
+    return torch.full((timesteps,), 0.1, dtype=torch.float64)
+
+
+@gentool.hookimpl
+def gentool_register_schedules(register):
+    for name in {names!r}:
+        register(name, flat)
+'''
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch):
+    monkeypatch.delenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("GENTOOL_BLOCK_PLUGINS", raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """``add(dist, module_source, ep_name=...)`` installs a throwaway plugin package on sys.path."""
+    root = tmp_path / "site"
+    root.mkdir()
+    made: list[str] = []
+
+    def add(dist: str, source: str, *, ep_name: str | None = None, version: str = "1.2.3", module: str | None = None) -> str:
+        module = module or f"{dist.replace('-', '_')}_{tmp_path.name[-8:].replace('-', '_')}"
+        (root / f"{module}.py").write_text(source, encoding="utf-8")
+        info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+        (info / "entry_points.txt").write_text(f"[gentool]\n{ep_name or dist} = {module}\n", encoding="utf-8")
+        made.append(module)
+        return module
+
+    monkeypatch.syspath_prepend(str(root))
+    add.root = root
+    yield add
+    for module in made:
+        sys.modules.pop(module, None)
+
+
+def schedule_plugin(*names: str) -> str:
+    return SCHEDULE.format(names=list(names))
+
+
+def broken_names(state) -> dict[str, str]:
+    return {b.name: b.error for b in state.broken}
+
+
+# -- discovery, autoload switch, blocking ---------------------------------------------
+
+def test_third_party_plugin_is_loaded_with_its_package_and_version(site):
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    st = load_plugins()
+    info = {p.name: p for p in st.plugins}["flat"]
+    assert (info.package, info.version, info.builtin) == ("gentool-flat", "1.2.3", False)
+    assert info.hooks == ["gentool_register_schedules"]
+    assert st.registry.get("schedule", "flat").plugin == "flat"
+    assert not st.broken
+
+
+@pytest.mark.parametrize("value, loaded", [("1", False), ("true", False), ("YES", False), ("0", True), ("", True)])
+def test_disable_plugin_autoload_keeps_only_builtins(site, monkeypatch, value, loaded):
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    monkeypatch.setenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", value)
+    st = load_plugins()
+    assert (("schedule", "flat") in st.registry) is loaded
+    assert ("schedule", "linear") in st.registry  # built-ins always load
+    assert all(p.builtin for p in st.plugins) is not loaded
+
+
+@pytest.mark.parametrize("blocked", ["flat", "gentool-flat", " other , flat "])
+def test_block_plugins_by_entry_point_or_package_name(site, monkeypatch, blocked):
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    monkeypatch.setenv("GENTOOL_BLOCK_PLUGINS", blocked)
+    st = load_plugins()
+    assert ("schedule", "flat") not in st.registry
+    assert "flat" not in {p.name for p in st.plugins}
+    assert not st.broken
+    result = CliRunner().invoke(app, ["list-plugins"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "blocked:" in result.output
+
+
+def test_a_blocked_builtin_is_not_loaded():
+    st = load_plugins(blocked=["schedules"])
+    assert not st.registry.names("schedule")
+    assert ("sampler", "ancestral") in st.registry
+
+
+# -- duplicates -----------------------------------------------------------------------
+
+def test_duplicate_of_a_builtin_names_both_packages_and_the_builtin_wins(site):
+    site("gentool-clash", schedule_plugin("quadratic_x", "linear"), ep_name="clash")
+    st = load_plugins()
+    error = broken_names(st)["clash"]
+    assert "'linear'" in error
+    assert "gentool-clash" in error and "gentool 0.1" in error
+    assert "'schedules'" in error and "'clash'" in error
+    assert "GENTOOL_BLOCK_PLUGINS" in error
+    # the built-in plugin keeps all its schedules; the clashing plugin registers nothing
+    assert {st.registry.get("schedule", n).plugin for n in ("linear", "cosine", "sigmoid")} == {"schedules"}
+    assert ("schedule", "quadratic_x") not in st.registry
+    assert "clash" not in {p.name for p in st.plugins}
+
+
+def test_duplicate_between_two_packages_names_both(site):
+    site("gentool-aaa", schedule_plugin("shared"), ep_name="aaa")
+    site("gentool-zzz", schedule_plugin("shared"), ep_name="zzz")
+    st = load_plugins()
+    assert st.registry.get("schedule", "shared").plugin == "aaa"  # by plugin name: stable, whatever the path order
+    error = broken_names(st)["zzz"]
+    assert "gentool-aaa 1.2.3" in error and "gentool-zzz 1.2.3" in error
+
+
+def test_same_entry_point_name_in_two_packages_is_reported(site):
+    site("gentool-one", schedule_plugin("one"), ep_name="same", module="gentool_one_mod")
+    site("gentool-two", schedule_plugin("two"), ep_name="same", module="gentool_two_mod")
+    st = load_plugins()
+    assert len(st.broken) == 1, st.broken
+    error = st.broken[0].error
+    assert "'same'" in error and "gentool-one" in error and "gentool-two" in error
+    assert len([p for p in st.plugins if p.name == "same"]) == 1
+
+
+# -- broken plugins ---------------------------------------------------------------------
+
+def test_plugin_raising_on_import_is_broken_and_list_plugins_exits_0(site):
+    site("gentool-bad", "raise ImportError('needs libfoo 2')\n", ep_name="bad")
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    st = load_plugins()
+    assert broken_names(st) == {"bad": "ImportError: needs libfoo 2"}
+    assert ("schedule", "flat") in st.registry
+    plugins.reset(st)
+    runner = CliRunner()
+    table = runner.invoke(app, ["list-plugins"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "BROKEN" in table.output and "needs libfoo 2" in table.output and "gentool-bad" in table.output
+    verbose = runner.invoke(app, ["list-plugins", "--verbose"], env={"COLUMNS": "200"})
+    assert verbose.exit_code == 0 and "Traceback" in verbose.output
+    rows = json.loads(runner.invoke(app, ["list-plugins", "--json"]).output)
+    bad = [r for r in rows if r["kind"] == "broken"]
+    assert bad == [{"kind": "broken", "name": "bad", "plugin": "bad", "package": "gentool-bad",
+                    "version": "1.2.3", "error": "ImportError: needs libfoo 2"}]
+
+
+def test_plugin_raising_while_registering_registers_nothing(site):
+    source = schedule_plugin("early") + "\n\n@gentool.hookimpl\ndef gentool_register_samplers(register):\n    raise RuntimeError('boom')\n"
+    site("gentool-half", source, ep_name="half")
+    st = load_plugins()
+    assert broken_names(st) == {"half": "RuntimeError: boom"}
+    assert ("schedule", "early") not in st.registry
+    assert "half" not in {p.name for p in st.plugins}
+
+
+def test_misspelt_hook_is_reported(site):
+    source = schedule_plugin("fine").replace("def gentool_register_schedules", "def gentool_register_schedule")
+    site("gentool-typo", source, ep_name="typo")
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    st = load_plugins()
+    assert "unknown hook 'gentool_register_schedule'" in broken_names(st)["typo"]
+    assert "typo" not in {p.name for p in st.plugins}
+    assert ("schedule", "flat") in st.registry
+
+
+def test_cli_in_a_fresh_process_with_blocked_and_broken_plugins(site):
+    """The environment variables are read by a real ``gentool`` process."""
+    site("gentool-bad", "import no_such_module_xyz\n", ep_name="bad")
+    site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
+    site("gentool-blocked", schedule_plugin("blocked_one"), ep_name="blockme")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site.root), os.environ.get("PYTHONPATH", "")]),
+           "GENTOOL_BLOCK_PLUGINS": "blockme"}
+    out = subprocess.run([sys.executable, "-m", "gentool", "list-plugins", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    names = {(r["kind"], r["name"]) for r in rows}
+    assert ("schedule", "flat") in names and ("schedule", "blocked_one") not in names
+    assert [r["error"] for r in rows if r["kind"] == "broken"] == ["ModuleNotFoundError: No module named 'no_such_module_xyz'"]
+
+
+# -- every hook is honoured by the core (tests/test_docs.py requires one test per hook) ---------
+
+def probe(hook: str, name: str, factory) -> types.ModuleType:
+    """An in-code plugin implementing only ``hook``, registering ``factory`` as ``name``."""
+    module = types.ModuleType(f"probe_{hook}")
+
+    def impl(register):
+        register(name, factory)
+
+    impl.__name__ = hook
+    setattr(module, hook, gentool.hookimpl(impl))
+    return module
+
+
+def probe_state(hook: str, name: str, factory):
+    st = load_plugins(autoload=False, blocked=[], extra=[("probe", probe(hook, name, factory))])
+    assert not st.broken, st.broken
+    assert {p.name: p.hooks for p in st.plugins}["probe"] == [hook]
+    return st
+
+
+def build_tiny(st, tmp_path, **tables):
+    data = tiny_recipe(tmp_path)
+    data.update(tables)
+    return build(load_recipe(data=data, registry=st.registry), registry=st.registry, device="cpu")
+
+
+def test_hook_gentool_register_schedules(tmp_path):
+    def flat(*, timesteps: int = 5) -> torch.Tensor:
+        """Constant betas 0.1.
+
+        Args:
+            timesteps: T.
+        """
+        return torch.full((timesteps,), 0.1, dtype=torch.float64)
+
+    st = probe_state("gentool_register_schedules", "flat", flat)
+    run = build_tiny(st, tmp_path, schedule={"name": "flat", "timesteps": 7})
+    assert run.diffusion.num_timesteps == 7
+    torch.testing.assert_close(run.diffusion.alphas_cumprod_64, 0.9 ** torch.arange(1, 8, dtype=torch.float64))
+
+
+class Shift(torch.nn.Module):
+    prediction, cond_dim = "eps", None
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, x_t, t, cond=None):
+        return torch.zeros_like(x_t) + self.value
+
+
+def test_hook_gentool_register_denoisers(tmp_path):
+    def shift(*, value: float = 0.0) -> Shift:
+        """Predicts a constant.
+
+        Args:
+            value: the constant.
+        """
+        return Shift(value)
+
+    st = probe_state("gentool_register_denoisers", "shift", shift)
+    data = tiny_recipe(tmp_path, conditional=False)
+    data["denoiser"] = {"name": "shift", "value": 0.5}
+    run = build(load_recipe(data=data, registry=st.registry), registry=st.registry, device="cpu")
+    assert isinstance(run.model.denoiser, Shift) and float(run.model.denoiser.value.detach()) == 0.5
+    assert run.sample(2, progress=False).shape == (2, 1, 8, 8)
+
+
+def test_hook_gentool_register_conditioners(tmp_path):
+    seen = {}
+
+    class Zero(torch.nn.Module):
+        num_classes = 3
+
+        def forward(self, labels):
+            return torch.zeros(labels.shape[0], seen["dim"])
+
+    def zero(dim: int, *, scale: float = 1.0) -> Zero:
+        """A zero embedding.
+
+        Args:
+            scale: unused.
+        """
+        seen["dim"] = dim
+        return Zero()
+
+    st = probe_state("gentool_register_conditioners", "zero", zero)
+    run = build_tiny(st, tmp_path, conditioner={"name": "zero"})
+    assert seen["dim"] == run.model.denoiser.cond_dim == 4 * 32
+    assert run.num_classes == 3
+
+
+def test_hook_gentool_register_samplers(tmp_path):
+    calls = []
+
+    def constant(eps_fn, diffusion, x_T, *, steps=None, t_start=None, generator=None, callback=None, value: float = 0.0):
+        """Returns a constant image.
+
+        Args:
+            value: the constant.
+        """
+        calls.append(steps)
+        return torch.full_like(x_T, value)
+
+    st = probe_state("gentool_register_samplers", "constant", constant)
+    run = build_tiny(st, tmp_path, sampler={"name": "constant", "value": 0.25, "steps": 3})
+    x = run.sample(2, progress=False)
+    assert calls == [3] and bool((x == 0.25).all())
+
+
+def test_hook_gentool_register_tasks(tmp_path):
+    def note(run, out_dir: Path, *, text: str = "hi") -> gentool.TaskResult:
+        """Writes a note.
+
+        Args:
+            text: what to write.
+        """
+        path = out_dir / "note.txt"
+        path.write_text(f"{text} {run.diffusion.num_timesteps}")
+        return gentool.TaskResult(files=[path], metrics={"T": run.diffusion.num_timesteps})
+
+    st = probe_state("gentool_register_tasks", "note", note)
+    data = tiny_recipe(tmp_path)
+    data["tasks"] = [{"name": "note", "text": "T ="}]
+    recipe = load_recipe(data=data, registry=st.registry)
+    result = build(recipe, registry=st.registry, device="cpu").run_task(recipe.tasks[0])
+    assert result.files[0].read_text() == "T = 20" and result.metrics == {"T": 20}
+
+
+def test_hook_gentool_register_data_sources(tmp_path):
+    def ones(split: str, *, n: int = 3) -> list:
+        """All-ones images.
+
+        Args:
+            n: number of images.
+        """
+        return [(torch.ones(1, 8, 8), 0 if split == "train" else 1)] * n
+
+    st = probe_state("gentool_register_data_sources", "ones", ones)
+    run = build_tiny(st, tmp_path, data={"name": "ones", "n": 5})
+    assert len(run.dataset("train")) == 5 and run.dataset("test")[0][1] == 1
+
+
+def test_hook_gentool_register_feature_extractors():
+    def fx(*, width: int = 4):
+        """A feature extractor.
+
+        Args:
+            width: feature width.
+        """
+        return width
+
+    st = probe_state("gentool_register_feature_extractors", "probe_fx", fx)
+    component = st.registry.get("feature_extractor", "probe_fx")
+    assert component.factory is fx and component.plugin == "probe"
+
+
+def test_every_hook_has_a_kind():
+    from gentool import hookspecs
+
+    specs = {n for n in dir(hookspecs) if n.startswith("gentool_")}
+    assert specs == set(HOOKS.values())
