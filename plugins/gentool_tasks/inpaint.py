@@ -52,7 +52,7 @@ def jump_schedule(n: int, jump_length: int, resamplings: int) -> list[int]:
     """Positions ``0..n`` visited by RePaint (0: x_T, ``n``: x_0), as in Lugmayr et al.'s code.
 
     Walking down one position at a time, at every ``jump_length``-th timestep
-    the walk goes back up ``jump_length`` positions, ``resamplings - 1`` times.
+    the walk jumps back up ``jump_length`` positions, ``resamplings - 1`` times.
     """
     if jump_length < 1 or resamplings < 1:
         raise ValueError(f"jump_length and resamplings must be at least 1, got {jump_length}, {resamplings}")
@@ -63,9 +63,8 @@ def jump_schedule(n: int, jump_length: int, resamplings: int) -> list[int]:
         times.append(u)
         if jumps.get(u, 0) > 0:
             jumps[u] -= 1
-            for _ in range(jump_length):
-                u += 1
-                times.append(u)
+            u += jump_length  # one jump of j steps (the reference code takes j single steps)
+            times.append(u)
     times.append(-1)
     return [n - 1 - v for v in times]  # time u (n-1 ... -1) to position
 
@@ -83,6 +82,13 @@ def ancestral_step(eps_fn, diffusion: Diffusion, x: Tensor, t: int, s: int, gene
         return mean, x0
     var = beta if variance == "beta" else beta * (1 - a_s) / (1 - a_t)
     return mean + var**0.5 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), x0
+
+
+def renoise(diffusion: Diffusion, x: Tensor, t: int, s: int, generator: torch.Generator | None) -> Tensor:
+    """x_s ~ q(x_s | x_t) = N(sqrt(abar_s / abar_t) x_t, (1 - abar_s / abar_t) I) for s > t (eq. 2 over s - t steps)."""
+    ratio = abar(diffusion, s) / abar(diffusion, t)
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return ratio**0.5 * x + (1 - ratio) ** 0.5 * noise
 
 
 @torch.no_grad()
@@ -115,10 +121,8 @@ def repaint(
             if q == p + 1:  # down: denoise, then put the known region back
                 x, _ = ancestral_step(eps_fn, diffusion, x, t, s, generator, variance, clip_denoised)
                 x = paste({"x": x, "t_next": s})
-            else:  # up: x_s ~ q(x_s | x_t) = N(sqrt(abar_s / abar_t) x_t, (1 - abar_s / abar_t) I)
-                ratio = abar(diffusion, s) / abar(diffusion, t)
-                noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x = ratio**0.5 * x + (1 - ratio) ** 0.5 * noise
+            else:  # up: jump back from the current timestep
+                x = renoise(diffusion, x, t, s, generator)
             bar.advance(task)
     return x
 

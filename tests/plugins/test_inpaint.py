@@ -1,0 +1,198 @@
+"""The ``inpaint`` task: known pixels kept, holes filled consistently, RePaint's schedule, masks.
+
+The filling is checked on the two-point data set (every image is -M or +M in
+every pixel), whose optimal denoiser is known in closed form: given half an
+image, the only consistent completion is the same constant, so a sampler that
+really conditions on the known region must paint the hole with the known sign.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import gentool
+from gentool.images import to_uint8
+from gentool.model import DiffusionModel
+from gentool.testing import check_task, tiny_run
+
+from gentool_tasks.inpaint import inpaint, inpaint_images, jump_schedule, renoise, replace_known
+from gentool_tasks.masks import make_mask
+
+SAMPLERS = gentool.registry().names("sampler")
+M = 0.5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread (and never oversubscribe a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TwoPoints(nn.Module):
+    """The optimal eps for x0 = +-M in every pixel, equally likely (E[x0|x_t] = M tanh(sqrt(abar) M sum x_t / (1-abar)))."""
+
+    prediction, cond_dim = "eps", None
+
+    def __init__(self, abar: torch.Tensor):
+        super().__init__()
+        self.abar = abar
+
+    def forward(self, x, t, cond=None):
+        a = self.abar[t].reshape(-1, 1, 1, 1)
+        x0 = M * torch.tanh(a.sqrt() * M * x.double().sum((1, 2, 3), keepdim=True) / (1 - a))
+        return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("inpaint"), conditional=True)
+
+
+@pytest.fixture(scope="module")
+def two_point_run(tmp_path_factory):
+    run = tiny_run(tmp_path_factory.mktemp("two_points"), conditional=False)
+    run.model, run.ema = DiffusionModel(TwoPoints(run.diffusion.alphas_cumprod_64)), None
+    return run
+
+
+def signs_image(n: int = 8) -> torch.Tensor:
+    """Alternating -M and +M constant images [n, 1, 8, 8]."""
+    s = torch.tensor([(-1.0) ** k for k in range(n)])
+    return (M * s).view(n, 1, 1, 1).expand(n, 1, 8, 8).contiguous()
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_known_pixels_are_kept_for_every_sampler(unet_run, sampler):
+    x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    known = make_mask(6, (8, 8), mask="random", fraction=0.5, generator=torch.Generator().manual_seed(2))
+    out = inpaint_images(unet_run, x0, known, labels=torch.tensor([0, 1, 0, 1, 0, 1]), sampler=sampler,
+                         steps=8, progress=False)
+    keep = known.bool().expand_as(x0)
+    assert torch.equal(to_uint8(out)[keep], to_uint8(x0)[keep])
+    assert not torch.equal(to_uint8(out)[~keep], to_uint8(x0)[~keep])  # the hole was painted, not copied
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_hole_takes_the_sign_of_the_known_half(two_point_run, sampler):
+    x0 = signs_image()
+    known = make_mask(8, (8, 8), mask="right")
+    out = inpaint_images(two_point_run, x0, known, sampler=sampler, generator=torch.Generator().manual_seed(0),
+                         progress=False)
+    assert (out - x0).abs().max() < 0.02
+
+
+def test_repaint_fills_the_hole_consistently(two_point_run):
+    x0 = signs_image()
+    known = make_mask(8, (8, 8), mask="top")
+    out = inpaint_images(two_point_run, x0, known, resamplings=3, jump_length=4, progress=False,
+                         generator=torch.Generator().manual_seed(0))
+    assert (out - x0).abs().max() < 0.02
+
+
+def test_without_replacement_the_hole_is_a_coin_flip(two_point_run):
+    # the negative control of the two tests above: plain sampling ignores the known half
+    out = two_point_run.sample(8, generator=torch.Generator().manual_seed(0), progress=False)
+    assert ((out.mean((1, 2, 3)) > 0) != (signs_image().mean((1, 2, 3)) > 0)).any()
+
+
+def test_replacement_draws_from_q_and_pastes_at_the_end(unet_run):
+    d = unet_run.diffusion
+    x0 = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    known = make_mask(64, (8, 8), mask="left")
+    x = torch.randn(64, 1, 8, 8)
+    cb = replace_known(d, x0, known, torch.Generator().manual_seed(4))
+    s = 7
+    out = cb({"x": x, "t_next": s})
+    keep = known.bool().expand_as(x)
+    a = float(d.alphas_cumprod_64[s])
+    z = (out - a**0.5 * x0) / (1 - a) ** 0.5  # should be N(0, 1) on the known pixels (eq. 4)
+    assert abs(float(z[keep].mean())) < 0.1 and abs(float(z[keep].std()) - 1) < 0.1
+    assert torch.equal(out[~keep], x[~keep])
+    final = cb({"x": x, "t_next": -1})
+    assert torch.equal(final[keep], x0[keep]) and torch.equal(final[~keep], x[~keep])
+
+
+@pytest.mark.parametrize("t,s", [(-1, 4), (3, 13), (0, 19)])
+def test_renoise_jumps_to_q_of_the_later_step(unet_run, t, s):
+    # x_t ~ q(x_t | x0) jumped to s must be distributed as q(x_s | x0) = N(sqrt(abar_s) x0, 1 - abar_s)
+    betas = torch.linspace(1e-3, 0.3, 20, dtype=torch.float64)  # the tiny recipe's schedule, written out
+    abar = torch.cumprod(1 - betas, 0).tolist()
+    a_t, a_s = (1.0 if t < 0 else abar[t]), abar[s]
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.full((100_000, 1, 1, 1), 0.7)
+    x_t = a_t**0.5 * x0 + (1 - a_t) ** 0.5 * torch.randn(x0.shape, generator=g)
+    x_s = renoise(unet_run.diffusion, x_t, t, s, g)
+    assert abs(float(x_s.mean()) - a_s**0.5 * 0.7) < 0.02
+    assert abs(float(x_s.var()) - (1 - a_s)) < 0.02
+
+
+def test_jump_schedule_by_hand():
+    # n = 6 positions, j = 2, r = 2: jump points at times 0 and 2 (positions 5 and 3), walked out by hand
+    assert jump_schedule(6, 2, 2) == [0, 1, 2, 3, 1, 2, 3, 4, 5, 3, 4, 5, 6]
+    assert jump_schedule(6, 2, 1) == list(range(7))  # no resampling: straight down
+    path = jump_schedule(50, 10, 10)
+    moves = np.diff(path)
+    assert set(moves.tolist()) == {1, -10} and path[0] == 0 and path[-1] == 50
+    assert (moves == 1).sum() == 50 + 9 * 10 * 4  # 4 jump points, each resampled 9 more times
+
+
+def test_all_known_mask_returns_the_input(unet_run, tmp_path):
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    out = inpaint_images(unet_run, x0, torch.ones(4, 1, 8, 8), progress=False)
+    assert torch.equal(out, x0)
+    black = tmp_path / "nothing_to_paint.png"
+    Image.new("L", (32, 32), 0).save(black)
+    check_task(inpaint, unet_run, out_dir=tmp_path / "out", indices=[0, 1], mask_file=str(black))
+    grid = np.asarray(Image.open(tmp_path / "out" / "inpaint.png").convert("L"))
+    for r in range(2):  # rows: input | masked input | result, 8x8 cells with 2 px padding
+        y = 2 + r * 10
+        assert np.array_equal(grid[y : y + 8, 2:10], grid[y : y + 8, 22:30])
+
+
+@pytest.mark.parametrize("options", [{"mask": "left"}, {"mask": "left", "resamplings": 2, "jump_length": 3, "steps": 10}])
+def test_task_keeps_the_known_half_in_its_png(unet_run, tmp_path, options):
+    result = check_task(inpaint, unet_run, out_dir=tmp_path, indices=[0, 1, 2], **options)
+    assert result.metrics["known_max_error"] == 0.0 and result.metrics["hole_mse"] > 0
+    grid = np.asarray(Image.open(tmp_path / "inpaint.png").convert("L"))
+    for r in range(3):
+        y = 2 + r * 10
+        inp, res = grid[y : y + 8, 2:10], grid[y : y + 8, 22:30]
+        assert np.array_equal(inp[:, 4:], res[:, 4:])  # "left" repaints columns 0-3, keeps 4-7
+
+
+def test_repaint_refuses_other_samplers(unet_run):
+    with pytest.raises(ValueError, match="ancestral"):
+        inpaint_images(unet_run, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), resamplings=2, sampler="ddim")
+
+
+@pytest.mark.parametrize("mask", ["left", "right", "top", "bottom", "centre", "random", "strokes"])
+def test_mask_presets(mask):
+    known = make_mask(3, (16, 16), mask=mask, fraction=0.25, generator=torch.Generator().manual_seed(0))
+    assert known.shape == (3, 1, 16, 16) and set(known.unique().tolist()) == {0.0, 1.0}
+    hole = 1 - known
+    expected = {"left": 0.5, "right": 0.5, "top": 0.5, "bottom": 0.5, "centre": 0.25, "random": 0.25}
+    if mask in expected:
+        assert torch.allclose(hole.mean((1, 2, 3)), torch.tensor(expected[mask]))
+    else:
+        assert (hole.mean((1, 2, 3)) >= 0.25).all()
+    if mask == "left":
+        assert hole[:, :, :, :8].all() and not hole[:, :, :, 8:].any()
+    if mask == "centre":
+        assert hole[:, :, 4:12, 4:12].all() and hole.sum() == 3 * 64
+
+
+def test_mask_file_white_is_the_hole(tmp_path):
+    img = np.zeros((32, 32), np.uint8)
+    img[:, 16:] = 255  # the right half is white
+    Image.fromarray(img).save(tmp_path / "m.png")
+    known = make_mask(2, (8, 8), mask_file=str(tmp_path / "m.png"))
+    assert known[:, :, :, :4].all() and not known[:, :, :, 4:].any()
+    with pytest.raises(FileNotFoundError):
+        make_mask(1, (8, 8), mask_file=str(tmp_path / "missing.png"))
