@@ -3,8 +3,12 @@
 import gentool
 
 from gentool_samplers.ancestral import ancestral
+from gentool_samplers.ddim import ddim
+from gentool_samplers.dpm_solver import dpmpp_2m
 
 
 @gentool.hookimpl
 def gentool_register_samplers(register):
     register("ancestral", ancestral)
+    register("ddim", ddim)
+    register("dpmpp_2m", dpmpp_2m)
