@@ -3,6 +3,8 @@
 import gentool
 
 from gentool_tasks.animate import animate
+from gentool_tasks.class_grid import class_grid
+from gentool_tasks.guidance_sweep import guidance_sweep
 from gentool_tasks.inpaint import inpaint
 from gentool_tasks.interpolate import interpolate
 from gentool_tasks.sample import sample
@@ -13,6 +15,8 @@ from gentool_tasks.variations import variations
 @gentool.hookimpl
 def gentool_register_tasks(register):
     register("sample", sample)
+    register("class_grid", class_grid)
+    register("guidance_sweep", guidance_sweep)
     register("inpaint", inpaint)
     register("interpolate", interpolate)
     register("variations", variations)
