@@ -133,9 +133,9 @@ def checked_options(factory: Callable, given: dict[str, Any]) -> dict[str, Any]:
 def report(result) -> None:
     """Print the files a task wrote and its metrics."""
     for f in result.files:
-        console.print(f"[green]wrote[/] {f}", highlight=False)
+        console.print(f"[green]wrote[/] {escape(str(f))}", highlight=False, soft_wrap=True)
     for k, v in result.metrics.items():
-        console.print(f"{k} = {v:.4g}", highlight=False)
+        console.print(f"{k} = {v:.4g}", highlight=False, soft_wrap=True)
 
 
 def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: Optional[Path],
