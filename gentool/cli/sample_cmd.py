@@ -1,0 +1,145 @@
+"""``gentool sample``: generate images from a trained run with any sampler, steps and guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+from rich.markup import escape
+
+from gentool.cli.app import app, console, err, friendly
+
+
+@dataclass
+class Generated:
+    """What :func:`generate` wrote: the grid, the single images and the settings used."""
+
+    grid: Path
+    images: list[Path] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_classes(text: str | None) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (``None`` or ``""``: no classes)."""
+    if not text:
+        return []
+    try:
+        return [int(c) for c in text.replace(" ", "").split(",") if c != ""]
+    except ValueError:
+        raise ValueError(f"--classes must be comma-separated class indices like 0,1,2, got {text!r}") from None
+
+
+def parse_sampler_options(items: list[str]) -> dict[str, Any]:
+    """``["eta=1", "clip_denoised=false"]`` -> ``{"eta": 1, "clip_denoised": False}`` (TOML values)."""
+    from gentool.recipe import parse_override
+
+    out = {}
+    for item in items:
+        keys, value = parse_override(item)
+        out[".".join(keys)] = value
+    return out
+
+
+def labels_for(run, n: int, classes: list[int], guidance: float | None):
+    """Labels ``[n]`` cycling through ``classes`` (all classes when empty), or None if unconditional."""
+    import torch
+
+    if not run.num_classes:
+        if classes:
+            raise ValueError("--classes given, but this run is unconditional (its recipe has no [conditioner])")
+        if guidance:
+            raise ValueError("--guidance needs a class-conditional run; this one is unconditional")
+        return None
+    bad = [c for c in classes if not 0 <= c < run.num_classes]
+    if bad:
+        raise ValueError(f"--classes must be in 0..{run.num_classes - 1}, got {bad}")
+    pool = classes or list(range(run.num_classes))
+    return torch.tensor([pool[i % len(pool)] for i in range(n)])
+
+
+def generate(
+    run,
+    out_dir: Path,
+    *,
+    n: int = 16,
+    classes: list[int] = (),
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    sampler_options: dict[str, Any] | None = None,
+    nrow: int | None = None,
+    individual: bool = True,
+    progress: bool = True,
+) -> Generated:
+    """Sample ``n`` images from ``run`` into ``out_dir``: ``grid.png`` and ``images/*.png``.
+
+    Labels cycle through ``classes``, so with the default ``nrow`` (the number
+    of classes) each column of the grid is one class.
+    """
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    labels = labels_for(run, n, list(classes), guidance)
+    name = sampler or run.recipe.sampler.name
+    w = run.recipe.sampler.guidance if guidance is None else guidance
+    x = run.sample(n, labels=labels, guidance=w if labels is not None else 0.0, steps=steps, sampler=name,
+                   sampler_options=sampler_options, generator=run.generator(seed), progress=progress,
+                   description=f"{name} ({n} images)")
+    from gentool.images import save_grid, save_images
+
+    out_dir = Path(out_dir)
+    if nrow is None and labels is not None:
+        nrow = len(classes) or run.num_classes
+    result = Generated(save_grid(x, out_dir / "grid.png", nrow=nrow))
+    if individual:
+        for i, path in enumerate(save_images(x, out_dir / "images")):
+            target = path.with_name(f"{i:05d}_class{int(labels[i])}.png") if labels is not None else path
+            result.images.append(path.rename(target))
+    result.settings = {"sampler": name, "steps": steps or run.recipe.sampler.steps or "all",
+                       "guidance": w if labels is not None else None, "seed": run.recipe.run.seed if seed is None else seed,
+                       "checkpoint step": run.step}
+    return result
+
+
+def default_out(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None) -> Path:
+    name = sampler or run.recipe.sampler.name
+    w = run.recipe.sampler.guidance if guidance is None else guidance
+    seed = run.recipe.run.seed if seed is None else seed
+    return run.run_dir / "generated" / f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}_seed{seed}"
+
+
+@app.command()
+@friendly
+def sample(
+    source: Path = typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler, e.g. ancestral, ddim, dpmpp_2m [default: the recipe's].")),
+    steps: Optional[int] = typer.Option(None, "--steps", help=escape("Network evaluations [default: the recipe's, else all T].")),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w; 0 is plain conditional sampling [default: the recipe's].")),
+    classes: Optional[str] = typer.Option(None, "--classes", help=escape("Comma-separated class indices to cycle through, e.g. 0,1,2 [default: all].")),
+    n: int = typer.Option(16, "--n", help="Number of images."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the start noise and the sampler [default: the recipe's].")),
+    option: List[str] = typer.Option([], "--option", "-O", help="A sampler option, e.g. -O eta=1 (TOML value syntax); repeatable."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<settings>].")),
+    nrow: Optional[int] = typer.Option(None, "--nrow", help=escape("Images per grid row [default: one column per class].")),
+    individual: bool = typer.Option(True, "--individual/--grid-only", help="Also write every image as its own PNG."),
+    device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
+    set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
+) -> None:
+    """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
+    from gentool.run import load_run
+
+    with err.status(f"loading {source}"):
+        run = load_run(source, device=device, overrides=list(set_))
+    if run.checkpoint is None:
+        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint; the weights are untrained", highlight=False)
+    out_dir = out if out is not None else default_out(run, sampler, steps, guidance, seed)
+    result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
+                      steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,
+                      individual=individual)
+    console.print(", ".join(f"{k} = {v}" for k, v in result.settings.items() if v is not None), highlight=False)
+    console.print(f"[green]wrote[/] {escape(str(result.grid))}", highlight=False, soft_wrap=True)
+    if result.images:
+        console.print(f"[green]wrote[/] {len(result.images)} images in {escape(str(result.images[0].parent))}",
+                      highlight=False, soft_wrap=True)
