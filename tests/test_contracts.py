@@ -1,0 +1,395 @@
+"""Every built-in component passes the contract checks of :mod:`gentool.testing`.
+
+The tests are parametrised over every name the built-in plugins register, so
+a new component is checked the moment it is registered, with its factory's
+defaults. Where the defaults are too big for a unit test or need files on
+disk, add small options to ``OPTIONS`` (or a writer to ``DATA_FILES``) below.
+The second half checks that each check catches the mistake it exists for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gentool
+from gentool import testing
+from gentool.interfaces import KINDS
+from gentool.plugins import state
+
+TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1, 2], num_res_blocks=1,
+                 attention_resolutions=[4], dropout=0.0)
+#: (kind, name) -> recipe options replacing too-big defaults.
+OPTIONS: dict[tuple[str, str], dict] = {
+    ("denoiser", "unet"): TINY_UNET,
+    ("task", "sample"): {"n": 4},
+}
+#: Keyword arguments of the check itself (not recipe options).
+CHECK_KWARGS: dict[tuple[str, str], dict] = {
+    ("feature_extractor", "gentool-cnn28"): {"image_size": 28},
+}
+#: Components whose only defaults need a download: the full check runs when
+#: the file is present, the calling convention and documentation always.
+INCEPTION = Path(torch.hub.get_dir()) / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+DOWNLOADS: dict[tuple[str, str], tuple[Path, dict]] = {
+    ("feature_extractor", "inception-v3-compat"): (INCEPTION, {"weights_path": str(INCEPTION)}),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and far faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def builtin_components() -> list:
+    st = state()
+    builtin = {p.name for p in st.plugins if p.builtin}
+    return [c for c in gentool.registry().components() if c.plugin in builtin]
+
+
+def params():
+    return [pytest.param(c.kind, c.name, id=f"{c.kind}:{c.name}") for c in builtin_components()]
+
+
+# -- data sources whose defaults read files: tiny files in the real formats ------------
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    magic = 2051 if array.ndim == 3 else 2049
+    path.write_bytes(struct.pack(f">i{array.ndim}i", magic, *array.shape) + array.astype(np.uint8).tobytes())
+
+
+def _idx_files(raw: Path) -> None:
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256)
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.array([0, 5, 9]))
+
+
+def mnist_files(tmp: Path, monkeypatch) -> dict:
+    _idx_files(tmp / "MNIST" / "raw")
+    return {"root": str(tmp)}
+
+
+def fashion_mnist_files(tmp: Path, monkeypatch) -> dict:
+    _idx_files(tmp / "FashionMNIST" / "raw")
+    return {"root": str(tmp), "system_dir": ""}
+
+
+def cifar10_files(tmp: Path, monkeypatch) -> dict:
+    import gentool_data.cifar as cifar
+
+    class Unchecked(cifar.CIFAR10):  # torchvision checks md5 sums, which tiny files cannot match
+        train_list = [[n, None] for n, _ in cifar.CIFAR10.train_list]
+        test_list = [[n, None] for n, _ in cifar.CIFAR10.test_list]
+        meta = {**cifar.CIFAR10.meta, "md5": None}
+
+    monkeypatch.setattr(cifar, "CIFAR10", Unchecked)
+    folder = tmp / cifar.CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class {k}" for k in range(10)]}, f)
+    for name in [n for n, _ in Unchecked.train_list + Unchecked.test_list]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": np.full((2, 3072), 200, np.uint8), "labels": [1, 2]}, f)
+    return {"root": str(tmp)}
+
+
+def _pngs(folder: Path) -> None:
+    for k, cls in enumerate(["a", "b"]):
+        (folder / cls).mkdir(parents=True)
+        Image.new("RGB", (20, 12), (40 * k, 100, 250)).save(folder / cls / "0.png")
+
+
+def image_folder_files(tmp: Path, monkeypatch) -> dict:
+    _pngs(tmp / "images")
+    return {"root": str(tmp / "images"), "image_size": 8}
+
+
+def hf_dataset_files(tmp: Path, monkeypatch) -> dict:
+    pytest.importorskip("datasets", reason="hf_dataset needs the optional extra: pip install gentool[hf]")
+    _pngs(tmp / "images")  # read as an "imagefolder" by datasets
+    return {"path": str(tmp / "images"), "image_size": 8, "test_fraction": 0.5, "label_column": "label"}
+
+
+DATA_FILES = {
+    "mnist": mnist_files,
+    "fashion_mnist": fashion_mnist_files,
+    "cifar10": cifar10_files,
+    "image_folder": image_folder_files,
+    "hf_dataset": hf_dataset_files,
+}
+
+
+# -- the built-ins -----------------------------------------------------------------------
+
+def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
+    factory = gentool.registry().get(kind, name).factory
+    options = dict(OPTIONS.get((kind, name), {}))
+    extra = CHECK_KWARGS.get((kind, name), {})
+    if (kind, name) in DOWNLOADS:
+        path, download_options = DOWNLOADS[(kind, name)]
+        testing.check_factory(kind, factory)
+        if not path.is_file():
+            return  # needs a download; the calling convention and docs were checked
+        options.update(download_options)
+    if kind == "schedule":
+        testing.check_schedule(factory, **options)
+    elif kind == "denoiser":
+        testing.check_factory(kind, factory)
+        net = factory(**testing._resolve(kind, factory, options))
+        shape = (2, options.get("in_channels", 3), options.get("image_size", 8), options.get("image_size", 8))
+        testing.check_denoiser(net, shape)
+    elif kind == "conditioner":
+        testing.check_factory(kind, factory)
+        testing.check_conditioner(factory(64, **testing._resolve(kind, factory, options)), 64)
+    elif kind == "sampler":
+        testing.check_sampler(factory, **options)
+    elif kind == "task":
+        testing.check_task(factory, testing.tiny_run(tmp_path / "runs"), out_dir=tmp_path / "out", **options)
+    elif kind == "data_source":
+        if name in DATA_FILES:
+            options = {**DATA_FILES[name](tmp_path, monkeypatch), **options}
+        testing.check_data_source(factory, **options)
+    elif kind == "feature_extractor":
+        testing.check_feature_extractor(factory, **extra, **options)
+    else:  # pragma: no cover - a new kind needs a check here
+        raise AssertionError(f"no contract check for kind {kind!r}; add one to gentool.testing and here")
+
+
+@pytest.mark.parametrize("kind, name", params())
+def test_builtin_component_passes_its_contract(kind, name, tmp_path, monkeypatch):
+    check_registered(kind, name, tmp_path, monkeypatch)
+
+
+def test_every_kind_has_builtins_and_a_check():
+    kinds = {c.kind for c in builtin_components()}
+    assert kinds == set(KINDS), f"kinds without a built-in component: {set(KINDS) - kinds}"
+
+
+def test_overrides_name_registered_components():
+    names = {(c.kind, c.name) for c in builtin_components()}
+    stale = [key for key in [*OPTIONS, *CHECK_KWARGS, *DOWNLOADS] if key not in names]
+    stale += [("data_source", n) for n in DATA_FILES if ("data_source", n) not in names]
+    assert not stale, f"options for components that are no longer registered: {stale}"
+
+
+# -- each check catches what it exists for ---------------------------------------------------
+
+def good_schedule(*, timesteps: int = 10, beta: float = 0.1) -> torch.Tensor:
+    """Constant betas.
+
+    Args:
+        timesteps: T.
+        beta: the beta.
+    """
+    return torch.full((timesteps,), beta, dtype=torch.float64)
+
+
+def test_check_schedule_accepts_a_good_schedule_and_returns_its_betas():
+    torch.testing.assert_close(testing.check_schedule(good_schedule, timesteps=3), torch.full((3,), 0.1, dtype=torch.float64))
+
+
+BROKEN_BETAS = {
+    "float32": (lambda T: torch.full((T,), 0.1), "float64"),
+    "length": (lambda T: torch.full((T + 1,), 0.1, dtype=torch.float64), "expected 10 betas"),
+    "zero": (lambda T: torch.linspace(0, 0.1, T, dtype=torch.float64), r"\(0, 1\)"),
+    "random": (lambda T: torch.rand(T, dtype=torch.float64) * 0.1 + 0.01, "different betas"),
+}
+
+
+@pytest.mark.parametrize("mistake", BROKEN_BETAS)
+def test_check_schedule_catches(mistake):
+    make, message = BROKEN_BETAS[mistake]
+
+    def broken(*, timesteps: int = 10) -> torch.Tensor:
+        """Broken betas.
+
+        Args:
+            timesteps: T.
+        """
+        return make(timesteps)
+
+    with pytest.raises(AssertionError, match=message):
+        testing.check_schedule(broken)
+
+
+def test_check_factory_catches_undocumented_and_positional_options():
+    def undocumented(*, timesteps: int = 10, beta: float = 0.1) -> torch.Tensor:
+        """Constant betas.
+
+        Args:
+            timesteps: T.
+        """
+        return good_schedule(timesteps=timesteps, beta=beta)
+
+    def positional(timesteps: int = 10) -> torch.Tensor:
+        """Constant betas."""
+        return good_schedule(timesteps=timesteps)
+
+    with pytest.raises(AssertionError, match=r"Args: block.*\['beta'\]"):
+        testing.check_schedule(undocumented)
+    with pytest.raises(AssertionError, match="positional parameters must be"):
+        testing.check_schedule(positional)
+    with pytest.raises(AssertionError, match="unknown key 'betta'"):
+        testing.check_schedule(good_schedule, betta=0.2)
+
+
+class Net(torch.nn.Module):
+    prediction, cond_dim = "eps", None
+
+    def __init__(self, mode: str = "good") -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = torch.nn.Conv2d(1, 1, 1)
+        self.unused = torch.nn.Linear(2, 2) if mode == "unused" else None
+
+    def forward(self, x_t, t, cond=None):
+        out = self.conv(x_t)
+        if self.mode == "shape":
+            return out[:, :, :-1]
+        if self.mode == "dtype":
+            return out.double()
+        if self.mode == "detached":
+            return out.detach()
+        if self.mode == "batch":
+            return out - out.mean()
+        return out
+
+
+def test_check_denoiser_accepts_a_good_net():
+    testing.check_denoiser(Net(), (3, 1, 4, 4))
+
+
+@pytest.mark.parametrize("mode, message", [("shape", "shape"), ("dtype", "float64"), ("detached", "not differentiable"),
+                                           ("batch", "depends on the other samples"), ("unused", "no gradient")])
+def test_check_denoiser_catches(mode, message):
+    with pytest.raises(AssertionError, match=message):
+        testing.check_denoiser(Net(mode), (3, 1, 4, 4))
+
+
+def test_check_denoiser_catches_a_bad_prediction_attribute():
+    net = Net()
+    net.prediction = "noise"
+    with pytest.raises(AssertionError, match="prediction"):
+        testing.check_denoiser(net, (2, 1, 4, 4))
+
+
+def test_check_conditioner_catches_a_random_null_token():
+    class Noisy(torch.nn.Module):
+        num_classes = 3
+
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(3, 4)
+
+        def forward(self, labels):
+            out = self.emb(labels.clamp(min=0))
+            return torch.where((labels < 0)[:, None], torch.randn_like(out), out)
+
+    with pytest.raises(AssertionError, match="null token"):
+        testing.check_conditioner(Noisy(), 4)
+
+
+def _sampler_doc(fn):
+    fn.__doc__ = "A broken sampler.\n"
+    return fn
+
+
+def ancestral():
+    return gentool.registry().get("sampler", "ancestral").factory
+
+
+@pytest.mark.parametrize("name, message", [
+    ("global_rng", "identically seeded generators"),
+    ("in_place", "modified x_T"),
+    ("no_callback", "callback ran 0 times"),
+    ("ignores_t_start", "first step must be at t = 100"),
+    ("wrong_sign", "std"),
+    ("ignores_replacement", "returned by the callback"),
+])
+def test_check_sampler_catches(name, message):
+    base = ancestral()
+
+    def broken(eps_fn, diffusion, x_T, *, steps=None, t_start=None, generator=None, callback=None):
+        if name == "global_rng":
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**30, ())))
+        if name == "in_place":
+            x_T.mul_(1.0)
+            x_T.add_(1e-3)
+        if name == "no_callback":
+            callback = None
+        if name == "ignores_t_start":
+            t_start = None
+        if name == "wrong_sign":
+            return base(lambda x, t: -eps_fn(x, t), diffusion, x_T, steps=steps, t_start=t_start,
+                        generator=generator, callback=callback)
+        if name == "ignores_replacement" and callback is not None:
+            inner = callback
+
+            def callback(info):
+                inner(info)  # the returned replacement is dropped
+        return base(eps_fn, diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=callback)
+
+    with pytest.raises(AssertionError, match=message):
+        testing.check_sampler(_sampler_doc(broken))
+
+
+def test_check_task_catches_files_outside_out_dir(tmp_path):
+    def leaky(run, out_dir: Path, *, n: int = 1) -> gentool.TaskResult:
+        """Writes next to its folder.
+
+        Args:
+            n: unused.
+        """
+        path = out_dir.parent / "leak.txt"
+        path.write_text("x")
+        return gentool.TaskResult(files=[path])
+
+    run = testing.tiny_run(tmp_path / "runs")
+    with pytest.raises(AssertionError, match="outside its out_dir"):
+        testing.check_task(leaky, run, out_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize("item, message", [
+    ((torch.zeros(1, 4, 4, dtype=torch.uint8), 0), "float32"),
+    ((torch.full((1, 4, 4), 2.0), 0), r"\[-1, 1\]"),
+    ((torch.zeros(1, 4, 4), 1.0), "Python int"),
+    ((torch.zeros(4, 4), 0), r"\[C, H, W\]"),
+])
+def test_check_data_source_catches(item, message):
+    def source(split: str, *, n: int = 2) -> list:
+        """A broken source.
+
+        Args:
+            n: items.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(split)
+        return [item] * n
+
+    with pytest.raises(AssertionError, match=message):
+        testing.check_data_source(source)
+
+
+def test_check_data_source_requires_unknown_splits_to_be_refused():
+    def lenient(split: str, *, n: int = 2) -> list:
+        """Any split.
+
+        Args:
+            n: items.
+        """
+        return [(torch.zeros(1, 4, 4), 0)] * n
+
+    with pytest.raises(AssertionError, match="'validation' must raise ValueError"):
+        testing.check_data_source(lenient)

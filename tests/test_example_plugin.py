@@ -1,0 +1,184 @@
+"""The example third-party plugin, installed with pip as a user would install it.
+
+``plugins/examples/gentool-example`` is built into a wheel and installed with
+pip into a temporary ``--target`` folder (so the shared environment is never
+touched); putting that folder on ``sys.path`` is what installing it into the
+environment does. Removing the folder uninstalls it. The last test follows
+docs/plugins.md word for word in a fresh virtual environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gentool import plugins
+from gentool.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "plugins" / "examples" / "gentool-example"
+DOC = ROOT / "docs" / "plugins.md"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is as fast, and far faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pip_env(editable: bool = False) -> dict[str, str]:
+    """Offline, no build isolation when the build backend is already importable; else pip's defaults."""
+    env = dict(os.environ)
+    needed = ["hatchling"] + (["editables"] if editable else [])
+    if all(importlib.util.find_spec(m) is not None for m in needed):
+        env.update(PIP_NO_BUILD_ISOLATION="0", PIP_NO_INDEX="1")  # "0" turns isolation off (pip's inverted flag)
+    return env
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The example plugin pip-installed into a temporary site folder."""
+    site = tmp_path_factory.mktemp("site")
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(EXAMPLE)]
+    out = subprocess.run(cmd, env=pip_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (site / "gentool_example-0.1.0.dist-info" / "entry_points.txt").is_file()
+    yield site
+    shutil.rmtree(site)
+    for name in [m for m in sys.modules if m == "gentool_example" or m.startswith("gentool_example.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def on_path(installed, monkeypatch):
+    monkeypatch.delenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("GENTOOL_BLOCK_PLUGINS", raising=False)
+    monkeypatch.syspath_prepend(str(installed))
+    plugins.reset()
+    yield installed
+    plugins.reset()
+
+
+def test_list_plugins_shows_the_package_and_its_version(on_path):
+    result = CliRunner().invoke(app, ["list-plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {(r["kind"], r["name"]): r for r in json.loads(result.output)}
+    for key in [("schedule", "quadratic"), ("sampler", "heun")]:
+        assert rows[key]["package"] == "gentool-example" and rows[key]["version"] == "0.1.0"
+        assert rows[key]["plugin"] == "example" and rows[key]["module"] == "gentool_example"
+    assert not [r for r in rows.values() if r["kind"] == "broken"]
+    table = CliRunner().invoke(app, ["list-plugins"], env={"COLUMNS": "200"})
+    assert re.search(r"example\s+.\s+gentool-example\s+.\s+0\.1\.0", table.output), table.output
+
+
+def test_the_installed_components_pass_gentools_contract_checks(on_path):
+    from gentool.testing import check_sampler, check_schedule
+
+    registry = plugins.registry()
+    betas = check_schedule(registry.get("schedule", "quadratic").factory, timesteps=4, beta_start=0.01, beta_end=0.04)
+    torch.testing.assert_close(betas.sqrt(), torch.linspace(0.1, 0.2, 4, dtype=torch.float64))  # sqrt evenly spaced
+    check_sampler(registry.get("sampler", "heun").factory)
+    check_sampler(registry.get("sampler", "heun").factory, second_order=False)
+
+
+def test_a_recipe_using_its_components_runs(on_path, tmp_path):
+    from gentool.api import run_recipe
+
+    result = run_recipe(EXAMPLE / "example.toml", overrides=[f'run.output_dir="{tmp_path.as_posix()}"', "train.steps=4"],
+                        progress=False, log=lambda m: None)
+    run_dir = tmp_path / "example"
+    resolved = (run_dir / "recipe.resolved.toml").read_text()
+    assert 'name = "quadratic"' in resolved and 'name = "heun"' in resolved
+    (name, task), = result.tasks
+    assert name == "sample" and (run_dir / "sample" / "grid.png") in task.files
+    assert result.run.step == 4
+
+
+def test_uninstalling_removes_it(installed, monkeypatch, tmp_path):
+    monkeypatch.delenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("GENTOOL_BLOCK_PLUGINS", raising=False)
+    copy = tmp_path / "site"
+    shutil.copytree(installed, copy)
+    monkeypatch.syspath_prepend(str(copy))
+    assert ("schedule", "quadratic") in plugins.load_plugins().registry
+    shutil.rmtree(copy)  # what `pip uninstall` does to a --target install
+    import importlib
+
+    importlib.invalidate_caches()
+    assert ("schedule", "quadratic") not in plugins.load_plugins().registry
+
+
+# -- docs/plugins.md, word for word ------------------------------------------------------
+
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```$", re.S | re.M)
+
+
+def tutorial_script(text: str) -> str:
+    """A bash script doing what the page says: write each titled file, run each ``$ `` line.
+
+    Only ```` ```console ```` blocks are run (their ``$ `` lines), and only
+    blocks with a ``title="path"`` are written; ```` ```bash ```` and
+    ```` ```text ```` blocks are for reading.
+    """
+    lines = ["set -euo pipefail"]
+    for lang, info, body in FENCE.findall(text):
+        title = re.search(r'title="([^"]+)"', info)
+        if title:
+            lines += [f"mkdir -p \"$(dirname '{title.group(1)}')\"", f"cat > '{title.group(1)}' <<'GENTOOL_DOC_EOF'",
+                      body.rstrip("\n"), "GENTOOL_DOC_EOF"]
+        elif lang == "console":
+            lines += [line[2:] for line in body.splitlines() if line.startswith("$ ")]
+    return "\n".join(lines) + "\n"
+
+
+def fresh_venv(path: Path) -> Path:
+    """A new virtual environment that sees this one's packages (torch, gentool) underneath its own.
+
+    Like ``--system-site-packages`` with the test environment as the system:
+    a ``.pth`` file adds this environment's site-packages after the new one's,
+    and ``bin/gentool`` is the console script pip writes for gentool.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    py = path / "bin" / "python"
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    import site
+
+    parents = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    Path(purelib, "_gentool_test_parent.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in parents), encoding="utf-8")
+    script = path / "bin" / "gentool"
+    script.write_text(f"#!{py}\nimport sys\nfrom gentool.cli import main\nsys.exit(main())\n", encoding="utf-8")
+    script.chmod(0o755)
+    return path
+
+
+@pytest.mark.slow
+def test_following_the_write_a_plugin_guide_word_for_word(tmp_path):
+    venv = fresh_venv(tmp_path / "venv")
+    work = tmp_path / "work"
+    work.mkdir()
+    script = tutorial_script(DOC.read_text(encoding="utf-8"))
+    assert "pip install -e ." in script and "gentool run example.toml" in script
+    env = {**pip_env(editable=True), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200",
+           "VIRTUAL_ENV": str(venv), "GENTOOL_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
+    assert re.search(r"gentool-example\s+.\s+0\.1\.0", out.stdout), out.stdout
+    assert "3 passed" in out.stdout
+    assert (work / "gentool-example" / "runs" / "example" / "sample" / "grid.png").is_file()
+    assert "Successfully uninstalled gentool-example-0.1.0" in out.stdout
