@@ -39,9 +39,9 @@ def make_eps_fn(
         if not use_cfg:
             out = model(x_t, t, labels)
             return diffusion.to_eps(out.float(), x_t, t, prediction)
-        null = torch.full_like(labels, -1)
-        out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null]))
+        null = torch.full_like(labels, -1)  # -1: the conditioner's null token
         x2, t2 = torch.cat([x_t, x_t]), torch.cat([t, t])
+        out = model(x2, t2, torch.cat([labels, null]))
         eps_cond, eps_uncond = diffusion.to_eps(out.float(), x2, t2, prediction).chunk(2)
         return guided_eps(eps_cond, eps_uncond, guidance)
 
