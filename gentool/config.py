@@ -79,27 +79,58 @@ class TrainConfig:
     on_nan: Literal["stop", "skip"] = "stop"
 
 
+#: Metric names ``[eval] metrics`` and ``gentool eval --metrics`` accept.
+EvalMetric = Literal["fid", "isc", "kid", "prc", "loss_t", "bpd"]
+
+
 @dataclass(kw_only=True)
 class EvalConfig:
-    """The ``[eval]`` table: metrics computed during training.
+    """The ``[eval]`` table: metrics during training and the defaults of ``gentool eval``.
+
+    Sample metrics (fid, isc, kid, prc) compare generated images with a data
+    split through a torch-fidelity feature extractor; loss_t (the test loss at
+    ``[train] test_loss_timesteps``) and bpd (bits/dim, Ho et al. eq. 5) are
+    computed on the test split.
 
     Args:
-        every: steps between evaluations (0: only when asked with ``gentool eval``).
-        metrics: metric names, e.g. ``["fid"]``; see ``gentool eval --help``.
-        n: number of generated samples per evaluation.
-        split: the data split to compare with.
-        feature_extractor: registered feature-extractor name (default: torch-fidelity's Inception).
-        feature_weights: local weights file for the feature extractor.
+        every: steps between evaluations during training (0: only with ``gentool eval``).
+        metrics: metric names: ``fid``, ``isc`` (Inception Score), ``kid``, ``prc`` (precision and recall), ``loss_t``, ``bpd``.
+        n: generated samples per evaluation during training (``gentool eval`` defaults to 50000).
+        batch_size: images per sampling and feature-extraction batch.
+        split: the data split the samples are compared with (Ho et al. use ``"train"``).
+        reference_n: data-split images behind the reference statistics (0: the whole split).
+        feature_extractor: a registered feature extractor (``gentool list-plugins``) or any torch-fidelity one, e.g. ``"vgg16"``.
+        feature_weights: local weights file of the feature extractor (empty: its default; Inception's is downloaded).
+        sampler: registered sampler for the evaluation samples (empty: the recipe's ``[sampler]``).
+        steps: sampling steps (0: the recipe's ``[sampler] steps``).
+        bpd_timesteps: bits/dim over all T steps (0, exact) or K randomly drawn KL terms (an unbiased estimate).
+        data_batches: test-split batches of ``batch_size`` used by ``loss_t`` and ``bpd`` (0: the whole split).
         keep_best: keep the checkpoint with the best value of the first metric.
     """
 
     every: int = 0
-    metrics: list[str] = field(default_factory=lambda: ["fid"])
+    metrics: list[EvalMetric] = field(default_factory=lambda: ["fid"])
     n: int = 2000
+    batch_size: int = 250
     split: Literal["train", "test"] = "train"
+    reference_n: int = 0
     feature_extractor: str = "inception-v3-compat"
     feature_weights: str = ""
+    sampler: str = ""
+    steps: int = 0
+    bpd_timesteps: int = 0
+    data_batches: int = 0
     keep_best: bool = False
+
+    def __post_init__(self) -> None:
+        from gentool.options import OptionError  # a recipe error naming eval.<key>
+
+        for key in ("n", "batch_size"):
+            if getattr(self, key) < 1:
+                raise OptionError(key, f"must be at least 1, got {getattr(self, key)}", getattr(self, key))
+        for key in ("every", "reference_n", "steps", "bpd_timesteps", "data_batches"):
+            if getattr(self, key) < 0:
+                raise OptionError(key, f"must not be negative, got {getattr(self, key)}", getattr(self, key))
 
 
 def as_dict(config) -> dict:

@@ -1,1 +1,46 @@
-"""Built-in gentool plugin (components arrive with their issue)."""
+"""Built-in feature extractors for FID, IS, KID and precision/recall.
+
+* ``inception-v3-compat``: torch-fidelity's Inception-v3, the standard of papers.
+* ``gentool-cnn28``: a small CNN for 28x28 grey images, fast on the CPU and
+  usable without any download (seeded random weights or a trained classifier).
+
+Any other extractor torch-fidelity knows (``vgg16``, ``clip-vit-b-32``, ...)
+can be named in ``[eval] feature_extractor`` without being registered here.
+"""
+
+import gentool
+
+from gentool_metrics.cnn28 import CNN28, train_classifier
+from gentool_metrics.inception import inception_v3
+
+
+def cnn28(*, weights_path: str = "", seed: int = 0) -> CNN28:
+    """A small CNN for 28x28 grey images (MNIST, Fashion-MNIST); no download needed.
+
+    Args:
+        weights_path: weights written by ``gentool_metrics.train_classifier``
+            (a classifier trained on the data; its features and logits are
+            meaningful); empty: random weights drawn from ``seed``.
+        seed: seed of the random weights (numbers compare only between
+            evaluations with the same seed).
+    """
+    return CNN28("gentool-cnn28", ["pool", "logits"], feature_extractor_weights_path=weights_path or None, seed=seed)
+
+
+def register_with_torch_fidelity() -> None:
+    """Make ``gentool-cnn28`` known to torch-fidelity by name (once per process)."""
+    from torch_fidelity import register_feature_extractor
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    if "gentool-cnn28" not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor("gentool-cnn28", CNN28)
+
+
+@gentool.hookimpl
+def gentool_register_feature_extractors(register):
+    register_with_torch_fidelity()
+    register("inception-v3-compat", inception_v3)
+    register("gentool-cnn28", cnn28)
+
+
+__all__ = ["CNN28", "cnn28", "inception_v3", "register_with_torch_fidelity", "train_classifier"]

@@ -1,0 +1,212 @@
+"""``gentool eval`` and evaluation during training: samples -> features -> metrics -> report."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentool.config import EvalConfig
+from gentool.evaluation.features import build_extractor, concat, extract, feature_layer, to_rgb_uint8
+from gentool.evaluation.fidelity import REFERENCE_METRICS, SAMPLE_METRICS, sample_metrics
+from gentool.evaluation.likelihood import bpd_metric, loss_t_metric
+from gentool.evaluation.reference import reference_features
+
+MIN_SAMPLES = 10  # IS splits, KID subsets and k-NN precision/recall need a few images
+
+
+def progress_bar(enabled: bool = True):
+    """gentool's progress bar; a disabled one never takes the terminal (e.g. inside training's)."""
+    from gentool.progress import make_progress
+
+    bar = make_progress(transient=True)
+    bar.disable = bar.disable or not enabled
+    return bar
+
+
+def sampler_settings(run, config: EvalConfig, guidance: float | None) -> dict[str, Any]:
+    spec = run.recipe.sampler
+    name = config.sampler or spec.name
+    options = spec.options if name == spec.name else {}
+    steps = config.steps or spec.steps
+    return {"name": name, "steps": steps or run.diffusion.num_timesteps, "guidance": spec.guidance if guidance is None else guidance,
+            "options": options, "_steps": steps}
+
+
+def generate_features(run, fx, *, n: int, batch_size: int, sampler: dict, seed: int,
+                      save_samples: str | Path | None, bar) -> dict[str, torch.Tensor]:
+    """Sample ``n`` images in batches and return their features; PNG files only if ``save_samples``."""
+    generator = run.generator(seed)
+    steps_per_batch = len(run.diffusion.timesteps(sampler["_steps"]))
+    task = bar.add_task(f"sampling {n} images", total=n)
+    folder = Path(save_samples) if save_samples else None
+    parts = []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        labels = torch.arange(start, start + b) % run.num_classes if run.num_classes else None  # classes in turn
+
+        def step(info, b=b):
+            bar.advance(task, b / steps_per_batch)
+
+        x = run.sample(b, labels=labels, guidance=sampler["guidance"], steps=sampler["_steps"], sampler=sampler["name"],
+                       generator=generator, callback=step, progress=False)
+        images = to_rgb_uint8(x)
+        parts.append(extract(fx, images))
+        if folder is not None:
+            save_pngs(x, folder, start)
+        bar.update(task, completed=start + b)
+    return concat(parts)
+
+
+def save_pngs(x: torch.Tensor, folder: Path, start: int) -> None:
+    from torchvision.utils import save_image
+
+    from gentool.images import to_unit
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(to_unit(x)):
+        save_image(image, folder / f"{start + i:06d}.png")
+
+
+def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None, guidance: float | None = None,
+             seed: int | None = None, cache_dir: str | Path | None = None, save_samples: str | Path | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Compute ``config.metrics`` for a built run (EMA weights) and return the report.
+
+    ``n`` (default ``config.n``) images are sampled with the recipe's sampler
+    (or ``config.sampler``/``config.steps``) from a fixed ``seed`` (default the
+    recipe's) and compared with the data split ``config.split`` through the
+    feature extractor; the reference features come from the cache when they
+    can. The feature extractor and its weights are checked before sampling.
+    """
+    config = config or run.recipe.eval or EvalConfig()
+    n = config.n if n is None else int(n)
+    seed = run.recipe.run.seed if seed is None else seed
+    metrics = list(dict.fromkeys(config.metrics))
+    wanted = [m for m in metrics if m in SAMPLE_METRICS]
+    if wanted and n < MIN_SAMPLES:
+        raise ValueError(f"n must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
+    t_start = time.perf_counter()
+    report: dict[str, Any] = {"metrics": {}, "n": n if wanted else 0, "step": run.step,
+                              "checkpoint": str(run.checkpoint) if run.checkpoint else None,
+                              "run_dir": str(run.run_dir), "seed": seed, "device": str(run.device), "time_s": {}}
+    values, times = report["metrics"], report["time_s"]
+    with progress_bar(progress) as bar:
+        if wanted:
+            sampler = sampler_settings(run, config, guidance)
+            values.update(_sample_metrics(run, config, wanted, n, sampler, seed, cache_dir, save_samples, bar, report))
+        if "loss_t" in metrics:
+            t0 = time.perf_counter()
+            values.update(loss_t_metric(run, batch_size=config.batch_size, max_batches=config.data_batches))
+            times["loss_t"] = time.perf_counter() - t0
+        if "bpd" in metrics:
+            t0 = time.perf_counter()
+            bpd, count = bpd_metric(run, batch_size=config.batch_size, max_batches=config.data_batches,
+                                    timesteps=config.bpd_timesteps, seed=seed, bar=bar)
+            values.update(bpd)
+            times["bpd"] = time.perf_counter() - t0
+            report["bpd"] = {"images": count, "timesteps": config.bpd_timesteps or "all"}
+    times["total"] = time.perf_counter() - t_start
+    report["time_s"] = {k: round(v, 3) for k, v in times.items()}
+    report["versions"] = versions()
+    report["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return report
+
+
+def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler: dict, seed: int,
+                    cache_dir, save_samples, bar, report: dict[str, Any]) -> dict[str, float]:
+    """Extractor (checked first), reference features (cached), samples' features, then the metrics."""
+    times = report["time_s"]
+    fx = build_extractor(run.registry, config.feature_extractor, config.feature_weights, wanted).to(run.device)
+    for metric in wanted:
+        feature_layer(fx, metric)  # a missing feature fails now, not after sampling
+    report["feature_extractor"] = {"name": config.feature_extractor, "weights": config.feature_weights or None}
+    reference = None
+    if any(m in REFERENCE_METRICS for m in wanted):
+        t0 = time.perf_counter()
+        reference, info = reference_features(run, fx, split=config.split, reference_n=config.reference_n,
+                                             weights=config.feature_weights, batch_size=config.batch_size,
+                                             cache_dir=cache_dir, bar=bar)
+        times["reference"] = time.perf_counter() - t0
+        report["reference"] = {"split": config.split, **info}
+    t0 = time.perf_counter()
+    feats = generate_features(run, fx, n=n, batch_size=config.batch_size, sampler=sampler, seed=seed,
+                              save_samples=save_samples, bar=bar)
+    times["sampling"] = time.perf_counter() - t0
+    report["sampler"] = {k: v for k, v in sampler.items() if not k.startswith("_")}
+    if save_samples:
+        report["samples_dir"] = str(save_samples)
+    return sample_metrics(wanted, fx, feats, reference)
+
+
+def versions() -> dict[str, str]:
+    import torch_fidelity
+
+    import gentool
+
+    return {"gentool": gentool.__version__, "torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__}
+
+
+def evaluate_in_training(run, step: int) -> dict[str, float]:
+    """The recipe's ``[eval]`` metrics on ``[eval] n`` samples of the EMA model, for the train loop.
+
+    Draws no numbers from the global random state (the training stays
+    reproducible) and leaves the model in the mode it found it in.
+    """
+    config = run.recipe.eval or EvalConfig()
+    was_training = run.model.training
+    devices = [run.device] if run.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            report = evaluate(run, config, progress=False)
+    finally:
+        run.model.train(was_training)
+    return dict(report["metrics"])
+
+
+def default_report_path(run) -> Path:
+    return run.run_dir / "eval" / f"step_{run.step:08d}.json"
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Save the report as indented JSON (folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def parse_metrics(text: str) -> list[str]:
+    """``"fid,isc"`` -> ``["fid", "isc"]``; an unknown name fails with the closest valid ones."""
+    import typing
+
+    from gentool.config import EvalMetric
+    from gentool.registry import closest
+
+    valid = list(typing.get_args(EvalMetric))
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ValueError(f"--metrics names no metric; valid: {', '.join(valid)}")
+    for name in names:
+        if name not in valid:
+            near = closest(name, valid)
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+            raise ValueError(f"unknown metric {name!r}; {hint}valid: {', '.join(valid)}")
+    return names
+
+
+def eval_config(run, **overrides: Any) -> EvalConfig:
+    """The recipe's ``[eval]`` table (or the defaults) with every non-None override applied."""
+    import dataclasses
+
+    base = run.recipe.eval or EvalConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(changes.get("metrics"), str):
+        changes["metrics"] = parse_metrics(changes["metrics"])
+    if "split" in changes and changes["split"] not in ("train", "test"):
+        raise ValueError(f"--split must be train or test, got {changes['split']!r}")
+    return dataclasses.replace(base, **changes)
