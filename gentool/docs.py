@@ -100,12 +100,12 @@ def options_table(factory: Callable[..., Any], reserved: tuple[str, ...] = ()) -
 
 
 def docstring_parts(obj: Any) -> tuple[str, str]:
-    """``(summary, body)`` of a docstring; the body stops at the ``Args:`` block."""
+    """``(summary, body)`` of a docstring: its first paragraph, and the rest up to ``Args:``."""
     doc = inspect.getdoc(obj) or ""
-    lines = doc.splitlines()
-    summary = lines[0].strip() if lines else ""
+    head, _, rest = doc.partition("\n\n")
+    summary = " ".join(line.strip() for line in head.splitlines())
     body: list[str] = []
-    for line in lines[1:]:
+    for line in rest.splitlines():
         if line.strip() in ("Args:", "Arguments:", "Parameters:", "Returns:", "Raises:"):
             break
         body.append(line)
@@ -179,7 +179,8 @@ def recipe_reference(builtin_only: bool = True) -> str:
     out += ["", *_config_section("[run]", RunConfig)]
     for kind, (title, table, call) in KIND_SECTIONS.items():
         components = st.registry.components(kind)
-        out += [f"## {title}", "", f"The `{table}` table; the core calls `{call}`.", ""]
+        what = f"Named by the `{table}` key" if " " in table else f"The `{table}` table"
+        out += [f"## {title}", "", f"{what}; the core calls `{call}`.", ""]
         if kind == "sampler":
             out += ["Every `[sampler]` table also has these keys:", "", "| key | type | default | description |",
                     "|---|---|---|---|"]
@@ -258,7 +259,7 @@ def cli_reference() -> str:
     ]
     commands = {name: group.get_command(ctx, name) for name in group.list_commands(ctx)}
     for name, cmd in commands.items():
-        summary = inspect.cleandoc(cmd.help or "").split("\n")[0]
+        summary = " ".join(inspect.cleandoc(cmd.help or "").split("\n\n")[0].split())
         out.append(f"| [`gentool {name}`](#gentool-{name}) | {_cell(summary)} |")
     out.append("")
     for name, cmd in commands.items():
