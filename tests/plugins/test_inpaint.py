@@ -156,7 +156,11 @@ def test_all_known_mask_returns_the_input(unet_run, tmp_path):
         assert np.array_equal(grid[y : y + 8, 2:10], grid[y : y + 8, 22:30])
 
 
-@pytest.mark.parametrize("options", [{"mask": "left"}, {"mask": "left", "resamplings": 2, "jump_length": 3, "steps": 10}])
+@pytest.mark.parametrize("options", [
+    {"mask": "left"},
+    {"mask": "left", "guidance": 1.5, "label": 1, "sampler": "ddim", "steps": 6},
+    {"mask": "left", "resamplings": 2, "jump_length": 3, "steps": 10, "guidance": 1.5},
+])
 def test_task_keeps_the_known_half_in_its_png(unet_run, tmp_path, options):
     result = check_task(inpaint, unet_run, out_dir=tmp_path, indices=[0, 1, 2], **options)
     assert result.metrics["known_max_error"] == 0.0 and result.metrics["hole_mse"] > 0
