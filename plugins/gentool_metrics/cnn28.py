@@ -24,8 +24,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 NAME = "gentool-cnn28"
 SIZE = 28
 FEATURES = ("pool", "logits")
-#: the state-dict keys of :func:`_net` (its layers 0, 3, 6 and 9 hold weights)
-WEIGHT_KEYS = frozenset(f"{i}.{p}" for i in (0, 3, 6, 9) for p in ("weight", "bias"))
+#: the state-dict keys of :func:`_net` (its layers 0, 3, 6 and 10 hold weights)
+WEIGHT_KEYS = frozenset(f"{i}.{p}" for i in (0, 3, 6, 10) for p in ("weight", "bias"))
 
 
 def _net(num_classes: int) -> nn.Sequential:
@@ -65,7 +65,7 @@ class CNN28(FeatureExtractorBase):
         state = None
         if feature_extractor_weights_path:
             state = load_weights(feature_extractor_weights_path)
-            num_classes = state["9.weight"].shape[0]
+            num_classes = state["10.weight"].shape[0]
         with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG untouched
             torch.manual_seed(seed)
             self.net = _net(num_classes)
