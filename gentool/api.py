@@ -60,14 +60,19 @@ def run_recipe(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """``gentool run``: validate, build, train (resuming), then run every task."""
+    """``gentool run``: validate, build, train (resuming), then run every task.
+
+    Under ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
+    and only rank 0 runs the tasks.
+    """
+    from gentool.engine import distributed
     from gentool.engine.train import train
 
     recipe = load_recipe(path, overrides=list(overrides))
-    run = build(recipe, device=device)
+    run = build(recipe, device=distributed.local_device(device or recipe.run.device))
     result = RunResult(run)
     result.train = train(run, resume=resume, force=force, progress=progress, log=log)
-    if result.train.interrupted or not run_tasks:
+    if result.train.interrupted or not run_tasks or not distributed.env().main:
         return result
     for spec in recipe.tasks:
         log(f"task {spec.name}")

@@ -41,7 +41,9 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear learning-rate warm-up from 0.
         grad_clip: clip the global gradient norm to this value (0 turns clipping off).
-        grad_accum: micro-batches accumulated per optimiser step.
+        grad_accum: micro-batches per optimiser step: each process's share of
+            ``batch_size`` is split into this many and their gradients summed, so
+            the optimiser still sees the global batch (less memory, same maths).
         ema_decay: decay of the exponential moving average of the weights (0 turns EMA off).
         ema_warmup: ramp the EMA decay as min(decay, (1 + n) / (10 + n)) early in training.
         loss: ``"l2"`` (L_simple, eq. 14) or ``"l1"``.
@@ -50,9 +52,11 @@ class TrainConfig:
         keep_last: how many recent checkpoints to keep.
         milestone_every: also keep every checkpoint whose step is a multiple of this (0: none).
         sample_every: steps between sample grids written to ``samples/`` (0: none).
+        sample_n: images in each of those grids (the EMA model, the recipe's sampler, a fixed seed).
         log_every: steps between metric lines in ``metrics.jsonl``.
         test_loss_every: steps between test-split losses at fixed timesteps (0: none).
-        test_loss_timesteps: the fixed 0-based timesteps of the test loss.
+        test_loss_timesteps: the fixed 0-based timesteps of the test loss (values >= T use T - 1).
+        test_loss_batches: test-split batches (of at most 256 images) behind each test loss.
         num_workers: data-loader worker processes.
         on_nan: what a non-finite loss does: ``"stop"`` the run or ``"skip"`` the step.
     """
@@ -72,11 +76,26 @@ class TrainConfig:
     keep_last: int = 3
     milestone_every: int = 0
     sample_every: int = 0
+    sample_n: int = 16
     log_every: int = 50
     test_loss_every: int = 0
     test_loss_timesteps: list[int] = field(default_factory=lambda: [10, 100, 500, 900])
+    test_loss_batches: int = 8
     num_workers: int = 0
     on_nan: Literal["stop", "skip"] = "stop"
+
+    def __post_init__(self) -> None:
+        from gentool.options import OptionError  # a recipe error naming train.<key>
+
+        for key in ("sample_n", "test_loss_batches"):
+            if getattr(self, key) < 1:
+                raise OptionError(key, f"must be at least 1, got {getattr(self, key)}", getattr(self, key))
+        if any(t < 0 for t in self.test_loss_timesteps):
+            raise OptionError("test_loss_timesteps", f"timesteps are 0-based and must not be negative, got "
+                              f"{self.test_loss_timesteps}", self.test_loss_timesteps)
+        if self.grad_accum >= 1 and self.batch_size % self.grad_accum:
+            raise OptionError("grad_accum", f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
+                              f"({self.grad_accum})", self.grad_accum)
 
 
 #: Metric names ``[eval] metrics`` and ``gentool eval --metrics`` accept.

@@ -40,16 +40,27 @@ def check(
 def run(
     recipe: Path = typer.Argument(..., help="Recipe TOML file."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume from the run directory's latest checkpoint."),
-    force: bool = typer.Option(False, "--force", help="Resume even if the run directory was written by a different recipe."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Resume from the run directory's newest good checkpoint (the default)."),
+    force: bool = typer.Option(False, "--force", help="Resume checkpoints written by a different recipe; "
+                               "with --no-resume, move old checkpoints aside and start over."),
     device: Optional[str] = typer.Option(None, help="Override [run] device."),
     tasks: bool = typer.Option(True, "--tasks/--no-tasks", help="Run the recipe's [[tasks]] after training."),
 ) -> None:
-    """Train per the recipe's [train] table (resuming if possible), then run its tasks."""
+    """Train per the recipe's [train] table (resuming if possible), then run its tasks.
+
+    Ctrl-C or SIGTERM saves a checkpoint and stops; the same command resumes.
+    For several GPUs: torchrun --nproc-per-node N -m gentool run RECIPE.
+    """
     from gentool.api import run_recipe
+    from gentool.engine.distributed import env
 
     result = run_recipe(recipe, overrides=set_, resume=resume, force=force, device=device,
-                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False))
+                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+    if not env().main:
+        return
+    if result.train.interrupted:
+        raise typer.Exit(128 + result.train.signal)  # the shell's convention for "stopped by a signal"
     for name, task_result in result.tasks:
         for f in task_result.files[:5]:
             console.print(f"[green]wrote[/] {f}")

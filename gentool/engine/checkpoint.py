@@ -4,17 +4,22 @@ A checkpoint is a ``torch.save`` file of tensors and plain Python values only,
 loaded with ``torch.load(weights_only=True)``. It is written atomically: to a
 temporary file in the same folder, flushed and fsynced, then renamed over the
 final name, so a crash leaves either the old or the new file, never half of one.
-Files are ``checkpoints/step_00001000.pt`` in the run directory.
+Files are ``checkpoints/step_00001000.pt`` in the run directory; ``best.pt``
+(the best evaluation so far) sits beside them but never counts as the latest.
+A file that fails to load is renamed ``*.pt.corrupt`` when training resumes,
+so it can neither be resumed from nor crowd a good checkpoint out of the last N.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -22,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gentool.run import Run
 
 CHECKPOINT_DIR = "checkpoints"
+BEST = "best.pt"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -31,6 +37,18 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def best_path(run_dir: Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / BEST
+
+
+def step_of(path: Path) -> int:
+    """The step in a checkpoint's file name."""
+    m = _NAME.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a step_NNNNNNNN.pt checkpoint name")
+    return int(m.group(1))
 
 
 def run_dir_of(path: Path) -> Path:
@@ -48,30 +66,65 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+    """Write ``path`` through a temporary file in its folder: flush, fsync, rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _suppress():
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass
         raise
     return path
 
 
-class _suppress:
-    def __enter__(self):
-        return self
+def atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
-    def __exit__(self, *exc):
-        return True
+
+def atomic_copy(src: Path, dst: Path) -> Path:
+    """Copy ``src`` to ``dst`` atomically."""
+    def write(f):
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+
+    return atomic_write(dst, write)
+
+
+def clean_partial(run_dir: Path) -> list[Path]:
+    """Delete temporary files left by a write that a crash interrupted."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def quarantine(path: Path) -> Path:
+    """Rename a bad checkpoint to ``*.corrupt`` so it is never picked again."""
+    path = Path(path)
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    return target
+
+
+def archive(run_dir: Path) -> Path | None:
+    """Move a run's checkpoints aside (``checkpoints.replaced-<time>``) before starting over."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return None
+    target = folder.with_name(f"{CHECKPOINT_DIR}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(folder, target)
+    return target
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -82,19 +135,39 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refused, ...
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{path}: not a gentool checkpoint (no model weights or step)")
     return state
 
 
-def latest_good(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads; bad newer ones are skipped with a warning."""
+def _reason(exc: Exception) -> str:
+    """One line on why torch.load failed (its own messages run to a page)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refused = [line for line in lines if line.startswith("WeightsUnpickler error")]
+    if refused:
+        return f"it holds objects other than tensors and plain values, never loaded by gentool: {refused[0][:200]}"
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else 'no detail'}"
+
+
+def latest_good(
+    run_dir: Path,
+    *,
+    on_bad: Callable[[str], None] | None = None,
+    quarantine_bad: bool = False,
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads; bad newer ones are reported and skipped.
+
+    Each bad file is reported through ``on_bad`` (default: a warning) with its
+    path and what is wrong; ``quarantine_bad`` also renames it ``*.corrupt``.
+    """
+    report = on_bad or (lambda message: warnings.warn(message, stacklevel=3))
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return path, load_checkpoint(path)
         except CheckpointError as exc:
-            warnings.warn(f"{exc}; falling back to the previous checkpoint", stacklevel=2)
+            moved = f"; renamed it {quarantine(path).name}" if quarantine_bad else ""
+            report(f"{exc}; falling back to the previous checkpoint{moved}")
     return None
 
 

@@ -4,6 +4,10 @@ Each epoch is a fresh permutation drawn from ``seed + epoch``; step ``k``
 reads batch ``k mod batches_per_epoch`` of epoch ``k // batches_per_epoch``.
 So resuming at step ``k`` needs no saved loader state, and under
 torch.distributed each rank reads its own slice of the same global batch.
+The loader has its own generator, so creating it never draws from torch's
+global RNG (whose state a checkpoint restores). Random augmentation in
+worker processes (``num_workers > 0``) is seeded per loader start, so it
+repeats exactly only with ``num_workers = 0``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def step_loader(
 ) -> Iterator:
     """An endless iterator of ``(images, labels)`` batches starting at ``start_step``."""
     sampler = StepBatchSampler(len(dataset), batch_size, seed=seed, start_step=start_step, rank=rank, world=world)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + start_step * 7919 + rank)  # worker seeds
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-                        persistent_workers=num_workers > 0)
+                        persistent_workers=num_workers > 0, generator=generator)
     return iter(loader)

@@ -1,23 +1,41 @@
-"""Exponential moving average of the weights (parameters only, never buffers)."""
+"""Exponential moving average of the weights (parameters only; buffers are copied, never averaged).
+
+The diffusion schedule is not part of the model (see :class:`gentool.Diffusion`),
+so its buffers can never be averaged by accident.
+"""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def ema_decay(decay: float, num_updates: int, warmup: bool = True) -> float:
-    """The decay for update ``num_updates`` (0-based): min(decay, (1 + n) / (10 + n)) with warm-up."""
+    """The decay for update ``num_updates`` (0-based): min(decay, (1 + n) / (10 + n)) with warm-up.
+
+    The warm-up (as in TensorFlow's ExponentialMovingAverage with num_updates)
+    lets the average forget the random initialisation quickly early on.
+    """
     if warmup:
         return min(decay, (1.0 + num_updates) / (10.0 + num_updates))
     return decay
 
 
 @torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta, for parameters only."""
-    ema_params = [p for p in ema.parameters()]
+def ema_update(ema: nn.Module, model: nn.Module, decay: float, gate: Tensor | None = None) -> None:
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta for parameters; buffers are copied.
+
+    ``gate`` (a 0-dim bool device tensor) makes the update a no-op where it is
+    false, without the host reading it (a skipped non-finite step on the GPU).
+    """
+    ema_params = list(ema.parameters())
     params = [p.detach() for p in model.parameters()]
     if len(ema_params) != len(params):
         raise ValueError("EMA and model have different parameters")
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    if gate is None:
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    else:
+        weight = gate.to(params[0].dtype if params else torch.float32) * (1.0 - decay)
+        torch._foreach_lerp_(ema_params, params, [weight] * len(params))
+    for eb, b in zip(ema.buffers(), model.buffers()):  # e.g. normalisation statistics
+        eb.copy_(b)

@@ -1,32 +1,54 @@
-"""The training loop: L_simple (Ho et al. eq. 14, Algorithm 1) with AdamW and EMA."""
+"""The training loop: L_simple (Ho et al. eq. 14, Algorithm 1) with AdamW, EMA and exact resume.
+
+One optimiser step:
+
+1. the step's global batch (a function of (seed, step); this rank's slice of
+   it), split into ``train.grad_accum`` micro-batches; for each, t ~ U{0..T-1}
+   and eps ~ N(0, I) from the step generator, loss (eq. 14) / k, backward;
+2. gradients all-reduced by DDP (on the last micro-batch), clipped;
+3. a non-finite loss or gradient stops the run or skips the step (nonfinite.py);
+4. AdamW with the warm-up learning rate, then the EMA update.
+
+Around it: metrics every ``log_every`` steps, checkpoints every
+``checkpoint_every`` (and at the end), sample grids, the test loss,
+evaluation, and SIGINT/SIGTERM saving a checkpoint before stopping.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from gentool.engine import checkpoint as ckpt
+from gentool.engine import distributed, rng, state
+from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
 from gentool.engine.data import step_loader
 from gentool.engine.ema import ema_decay, ema_update
-from gentool.engine.step import diffusion_loss
+from gentool.engine.metrics import METRICS, MetricsLog, StepStats
+from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
+from gentool.engine.optim import clip_gradients, is_finite, lr_at, make_optimizer, set_lr
+from gentool.engine.periodic import Periodic
+from gentool.engine.progress_bar import TrainProgress
+from gentool.engine.signals import StopRequest
+from gentool.engine.step import diffusion_loss, draw
 from gentool.run import RESOLVED_RECIPE, Run
 
+PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (and always at the end)
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
+__all__ = ["NonFiniteLossError", "RecipeMismatchError", "RunDirectoryError", "TrainResult", "train"]
 
 
 class RecipeMismatchError(RuntimeError):
     """A run directory written by a different recipe."""
+
+
+class RunDirectoryError(ValueError):
+    """A run directory that cannot be used as asked (e.g. --no-resume over old checkpoints)."""
 
 
 @dataclass
@@ -36,178 +58,255 @@ class TrainResult:
     checkpoint: Path | None
     resumed_from: int
     interrupted: bool = False
+    signal: int = 0  # the signal that interrupted the run (SIGINT 2, SIGTERM 15)
 
 
-def recipe_fingerprint(run: Run) -> str:
-    """A hash of the recipe parts that define the model and its training (not steps)."""
-    d = run.recipe.to_dict()
-    keep = {k: d.get(k) for k in ("data", "schedule", "denoiser", "conditioner")}
-    keep["train"] = {k: v for k, v in d["train"].items() if k not in ("steps", "checkpoint_every", "keep_last", "sample_every", "log_every", "num_workers", "test_loss_every")}
-    keep["seed"] = d["run"]["seed"]
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
-
-
-class _Stop:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def save(run: Run, optimizer: torch.optim.Optimizer, generator: torch.Generator, fingerprint: str) -> Path:
-    state = {
-        "step": run.step,
-        "model": run.model.state_dict(),
-        "ema": run.ema.state_dict() if run.ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "rng": rng_state(generator),
-        "recipe_fingerprint": fingerprint,
-    }
-    path = ckpt.atomic_save(state, ckpt.checkpoint_path(run.run_dir, run.step))
-    tr = run.recipe.train
-    ckpt.prune(run.run_dir, tr.keep_last, tr.milestone_every)
-    run.checkpoint = path
-    return path
-
-
-def make_optimizer(run: Run) -> torch.optim.Optimizer:
-    tr = run.recipe.train
-    kwargs: dict[str, Any] = {"lr": tr.lr, "weight_decay": tr.weight_decay}
-    if run.device.type == "cuda":
-        kwargs["fused"] = True
-    return torch.optim.AdamW(run.model.parameters(), **kwargs)
-
-
-def train(run: Run, *, resume: bool = True, force: bool = False, progress: bool = True, log=print) -> TrainResult:
+def train(run: Run, *, resume: bool = True, force: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
     """Train ``run.model`` per the recipe's ``[train]`` table, resuming if possible.
 
-    Writes ``recipe.resolved.toml``, ``metrics.jsonl`` and ``checkpoints/`` into
-    the run directory. ``force`` resumes a run directory written by a different
-    recipe.
+    Writes ``recipe.resolved.toml``, ``metrics.jsonl``, ``checkpoints/``,
+    ``plots/`` and ``samples/`` into the run directory (rank 0 only). With
+    ``resume`` it continues from the newest readable checkpoint; ``force``
+    resumes one written by a different recipe (or, without ``resume``, moves
+    old checkpoints aside). Under ``torchrun`` it trains with DDP.
     """
-    tr, rc = run.recipe.train, run.recipe.run
-    run_dir = run.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = recipe_fingerprint(run)
-    optimizer = make_optimizer(run)
-    generator = torch.Generator(device=run.device).manual_seed(rc.seed)
-    start = 0
-    found = ckpt.latest_good(run_dir) if resume else None
-    if found is not None:
-        path, state = found
-        if state.get("recipe_fingerprint") != fingerprint and not force:
+    dist_info = distributed.setup(run.device)
+    trainer = Trainer(run, dist_info, log if dist_info.main else (lambda message: None))
+    try:
+        trainer.restore(resume=resume, force=force)
+        return trainer.fit(progress=progress and dist_info.main)
+    finally:
+        trainer.close()
+        distributed.teardown()
+
+
+class Trainer:
+    """The state of one training session: optimiser, step generator, logs."""
+
+    def __init__(self, run: Run, dist_info: distributed.Dist, log: Callable[[str], None]) -> None:
+        self.run, self.dist, self.log, self.tr = run, dist_info, log, run.recipe.train
+        if self.tr.batch_size % (dist_info.world * self.tr.grad_accum):
+            raise ValueError(f"train.batch_size ({self.tr.batch_size}) must split evenly over {dist_info.world} "
+                             f"process(es) times train.grad_accum ({self.tr.grad_accum}) micro-batches")
+        self.key = state.recipe_key(run.recipe)
+        self.optimizer = make_optimizer(run.model, lr=self.tr.lr, weight_decay=self.tr.weight_decay,
+                                        device=run.device)
+        self.generator = torch.Generator(device=run.device)
+        self.start, self.best, self.last_saved = 0, None, -1
+        self.loss_value, self._plotted = math.nan, -math.inf
+        self.metrics: MetricsLog | None = None
+        self._found: tuple[Path, dict[str, Any]] | None = None
+
+    # -- resuming -----------------------------------------------------------
+    def restore(self, *, resume: bool, force: bool) -> None:
+        """Load the checkpoint to resume from (chosen by rank 0), or start afresh."""
+        decision = self._choose(resume, force) if self.dist.main else None
+        kind, value = distributed.broadcast(decision)
+        if kind == "error":
+            raise RunDirectoryError(value)
+        if value is None:
+            # a fresh run draws the same numbers whatever this process did before (and differs per rank)
+            rng.seed_all(rng.rank_seed(self.run.recipe.run.seed, self.dist.rank), self.generator)
+            self.log(f"starting a new run in {self.run.run_dir}")
+            return
+        path = Path(value)
+        st = self._found[1] if self._found is not None else ckpt.load_checkpoint(path)
+        self._found = None
+        diff = state.mismatch(st, self.key)
+        if diff and not force:
             raise RecipeMismatchError(
-                f"{run_dir} holds checkpoints of a different recipe; use another run name "
-                "([run] name or --set run.name=...), delete the folder, or pass --force to resume anyway"
-            )
-        run.model.load_state_dict(state["model"])
-        if run.ema is not None and state.get("ema") is not None:
-            run.ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], generator)
-        run.step = start = int(state["step"])
-        run.checkpoint = path
-        log(f"resuming from {path} (step {start})")
-    (run_dir / RESOLVED_RECIPE).write_text(run.recipe.dumps(), encoding="utf-8")
-    if start >= tr.steps:
-        return TrainResult(run.step, float("nan"), run.checkpoint, start)
+                f"{self.run.run_dir} holds checkpoints of a different recipe ({'; '.join(diff[:6])}); use the "
+                "recipe that wrote them, another run name (--set run.name=...), or --force to resume anyway")
+        if diff:
+            self.log(f"warning: --force: resuming checkpoints of a different recipe ({'; '.join(diff[:6])})")
+        for note in state.load_training_state(self.run, self.optimizer, st, self.generator,
+                                              self.dist.rank, self.dist.world):
+            self.log(f"note: {note}")
+        self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
+        self.run.checkpoint = path
+        self.log(f"resuming from {path} (step {self.start} of {self.tr.steps})")
 
-    dataset = run.dataset("train")
-    batches = step_loader(dataset, tr.batch_size, seed=rc.seed, start_step=start, num_workers=tr.num_workers,
-                          pin_memory=run.device.type == "cuda")
-    model, diffusion = run.model, run.diffusion
-    model.train()
-    prediction = model.prediction
-    use_bf16 = uses_bf16(run)
-    metrics_file = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
-    from gentool.progress import make_progress
-    from rich.progress import TextColumn
+    def _choose(self, resume: bool, force: bool) -> tuple[str, str | None]:
+        run_dir = self.run.run_dir
+        ckpt.clean_partial(run_dir)
+        existing = ckpt.list_checkpoints(run_dir)
+        if not resume:
+            if existing and not force:
+                return ("error", f"{run_dir} already holds checkpoints (up to step {ckpt.step_of(existing[-1])}); "
+                        "--no-resume would mix two runs there. Resume instead, use another run name "
+                        "(--set run.name=...), or pass --force to move the old checkpoints aside")
+            if existing:
+                self.log(f"moved the old checkpoints to {ckpt.archive(run_dir)}")
+            return ("path", None)
+        self._found = ckpt.latest_good(run_dir, on_bad=lambda m: self.log(f"warning: {m}"), quarantine_bad=True)
+        if self._found is None:
+            if existing:
+                self.log(f"warning: no readable checkpoint in {run_dir / ckpt.CHECKPOINT_DIR}; starting from step 0")
+            return ("path", None)
+        return ("path", str(self._found[0]))
 
-    loss_value = float("nan")
-    t0, seen = time.perf_counter(), 0
-    interrupted = False
-    with _Stop() as stop, metrics_file, make_progress(TextColumn("{task.fields[status]}")) as bar:
-        task = bar.add_task("training", total=tr.steps, completed=start, status="", visible=progress)
-        while run.step < tr.steps:
-            x0, labels = next(batches)
-            x0 = x0.to(run.device, non_blocking=True)
-            labels = labels.to(run.device, non_blocking=True) if model.conditioner is not None else None
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(run.step, tr.lr, tr.warmup_steps)
-            loss = diffusion_loss(model, diffusion, x0, labels, generator, prediction=prediction,
-                                  loss=tr.loss, autocast=use_bf16)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip if tr.grad_clip > 0 else math.inf)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                if tr.on_nan == "stop":
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss_value}) at step {run.step + 1}; the last good checkpoint "
-                        f"is {run.checkpoint or 'none'} (set train.on_nan = \"skip\" to skip such steps)"
-                    )
-                log(f"skipping step {run.step + 1}: non-finite loss {loss_value}")
-                continue
-            optimizer.step()
+    # -- the loop ------------------------------------------------------------
+    def fit(self, *, progress: bool) -> TrainResult:
+        run, tr = self.run, self.tr
+        if self.dist.main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            (run.run_dir / RESOLVED_RECIPE).write_text(run.recipe.dumps(), encoding="utf-8")
+        if run.step >= tr.steps:
+            self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
+            return self._result()
+        prep = prepare(run, self.dist, self.log)
+        batches = step_loader(run.dataset("train"), tr.batch_size, seed=run.recipe.run.seed, start_step=run.step,
+                              num_workers=tr.num_workers, pin_memory=run.device.type == "cuda",
+                              rank=self.dist.rank, world=self.dist.world)
+        self.metrics = MetricsLog(run.run_dir / METRICS, run.step) if self.dist.main else None
+        stats = StepStats(run.device)
+        deferred = deferred_checks(run.device) and bool(self.optimizer.defaults.get("fused"))
+        guard = NonFiniteGuard(tr.on_nan, deferred, run.device)
+        periodic = Periodic(run, self.log, self.best)
+        run.model.train()
+        self._plotted = time.monotonic()
+        with StopRequest() as stop, TrainProgress(tr.steps, run.step, enabled=progress, log=self.log) as bar:
+            while run.step < tr.steps:
+                self._step(next(batches), prep, stats, guard)
+                self._after_step(stats, guard, periodic, bar)
+                if distributed.any_flag(stop.requested):
+                    return self._interrupted(stop, periodic, guard)
+        self._plot()
+        return self._result()
+
+    def _step(self, batch, prep: Prepared, stats: StepStats, guard: NonFiniteGuard) -> None:
+        run, tr = self.run, self.tr
+        x0, labels = batch
+        x0 = prep.to_device(x0, run.device)
+        labels = labels.to(run.device, non_blocking=True) if run.model.conditioner is not None else None
+        set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._accumulate(x0, labels, prep)
+        grad_norm = clip_gradients(run.model.parameters(), tr.grad_clip)
+        bad = distributed.any_device_(~is_finite(loss, grad_norm))  # the same verdict on every rank
+        self._update(bad, guard, loss)
+        stats.add(loss, grad_norm, bad)
+        run.step += 1
+
+    def _accumulate(self, x0, labels, prep: Prepared) -> torch.Tensor:
+        """Sum of the micro-batch losses / k, each backpropagated (gradient accumulation).
+
+        t and eps are drawn for the whole batch first, so k only changes how the
+        same sum is split: the trajectory does not depend on train.grad_accum.
+        """
+        k, run = self.tr.grad_accum, self.run
+        t, noise = draw(run.diffusion, x0, self.generator)
+        ls = labels.chunk(k) if labels is not None else [None] * k
+        parts = list(zip(x0.chunk(k), t.chunk(k), noise.chunk(k), ls))
+        total = torch.zeros((), device=run.device)
+        for i, (xb, tb, nb, lb) in enumerate(parts):
+            with prep.no_sync(sync=i == k - 1):
+                loss = diffusion_loss(prep.net, run.diffusion, xb, lb, None, prediction=run.model.prediction,
+                                      loss=self.tr.loss, autocast=prep.bf16, t=tb, noise=nb) / k
+                loss.backward()
+            total += loss.detach()
+        return total
+
+    def _update(self, bad: torch.Tensor, guard: NonFiniteGuard, loss: torch.Tensor) -> None:
+        """AdamW and EMA, unless the step is non-finite (checked now, or gated on the device)."""
+        run, step = self.run, self.run.step + 1
+        decay = ema_decay(self.tr.ema_decay, run.step, self.tr.ema_warmup)
+        if guard.deferred:
+            self.optimizer.found_inf = bad.float()  # the fused kernel skips the update (and its step count)
+            self.optimizer.step()
             if run.ema is not None:
-                ema_update(run.ema, model, ema_decay(tr.ema_decay, run.step, tr.ema_warmup))
-            run.step += 1
-            seen += x0.shape[0]
-            if run.step % tr.log_every == 0 or run.step == tr.steps:
-                dt = time.perf_counter() - t0
-                record = {"step": run.step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"],
-                          "grad_norm": float(grad_norm), "img_per_s": seen / dt if dt > 0 else 0.0}
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                t0, seen = time.perf_counter(), 0
-            bar.update(task, completed=run.step, status=f"loss {loss_value:.4f}")
-            if run.step % tr.checkpoint_every == 0 or run.step == tr.steps:
-                save(run, optimizer, generator, fingerprint)
-            if stop.requested:
-                interrupted = True
-                if run.checkpoint is None or ckpt.checkpoint_path(run_dir, run.step) != run.checkpoint:
-                    save(run, optimizer, generator, fingerprint)
-                log(f"interrupted: saved {run.checkpoint} at step {run.step}")
-                break
-    model.eval()
-    return TrainResult(run.step, loss_value, run.checkpoint, start, interrupted)
+                ema_update(run.ema, run.model, decay, gate=~bad)
+            guard.record(bad, step)
+            return
+        if bool(bad):
+            if self.tr.on_nan == "stop":
+                raise guard.error(step, run.checkpoint)
+            self.log(f"skipping step {step}: non-finite loss ({float(loss):.4g}) or gradient")
+            return
+        self.optimizer.step()
+        if run.ema is not None:
+            ema_update(run.ema, run.model, decay)
 
+    def _after_step(self, stats: StepStats, guard: NonFiniteGuard, periodic: Periodic, bar) -> None:
+        run, tr = self.run, self.tr
+        step, last = run.step, run.step == tr.steps
+        log_due = step % tr.log_every == 0 or last
+        save_due = step % tr.checkpoint_every == 0 or last or periodic.keep_best_due(step)
+        if guard.deferred and (log_due or save_due):
+            first_bad = guard.pending()
+            if first_bad is not None and tr.on_nan == "stop":
+                raise guard.error(first_bad, run.checkpoint, detected_at=step)
+        if log_due:
+            self._log_line(stats, bar)
+        improved = periodic.after_step(step, self._write) if self.dist.main else False
+        if save_due:
+            path = self.save(periodic.best.record)
+            if improved and path is not None:
+                ckpt.atomic_copy(path, ckpt.best_path(run.run_dir))
+                rec = periodic.best.record
+                self.log(f"new best {rec['metric']} = {rec['value']:.4g}: copied step {step} to "
+                         f"{ckpt.best_path(run.run_dir)}")
+        bar.advance(step)
 
-def uses_bf16(run: Run) -> bool:
-    """bf16 autocast: asked for, or ``"auto"`` on CUDA."""
-    precision = run.recipe.train.precision
-    return precision == "bf16" or (precision == "auto" and run.device.type == "cuda")
+    def _log_line(self, stats: StepStats, bar) -> None:
+        rec = stats.flush(self.tr.batch_size)
+        self.loss_value = rec["loss"]
+        record = {"step": self.run.step, "loss": rec["loss"], "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": rec["grad_norm"], "skipped": rec["skipped"],
+                  "steps_per_s": rec["steps_per_s"], "img_per_s": rec["img_per_s"]}
+        self._write(record)
+        bar.show(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+
+    # -- saving ---------------------------------------------------------------
+    def save(self, best: dict[str, Any] | None = None) -> Path | None:
+        """Write a checkpoint of the current step (rank 0); every rank must call it (RNG states)."""
+        rngs = distributed.all_gather(rng.capture(self.generator, self.run.device))
+        self.last_saved = self.run.step
+        if not self.dist.main:
+            return None
+        run, tr = self.run, self.tr
+        st = state.training_state(run, self.optimizer, rngs, self.key, best)
+        path = ckpt.atomic_save(st, ckpt.checkpoint_path(run.run_dir, run.step))
+        ckpt.prune(run.run_dir, tr.keep_last, tr.milestone_every)
+        run.checkpoint = path
+        if time.monotonic() - self._plotted > PLOT_INTERVAL_S:  # frequent checkpoints: plot now and then
+            self._plot()
+        return path
+
+    def _interrupted(self, stop: StopRequest, periodic: Periodic, guard: NonFiniteGuard) -> TrainResult:
+        first_bad = guard.pending() if guard.deferred else None
+        if first_bad is not None and self.tr.on_nan == "stop":
+            raise guard.error(first_bad, self.run.checkpoint, detected_at=self.run.step)
+        if self.last_saved != self.run.step:
+            self.save(periodic.best.record)
+        signum = stop.signum or 15  # another rank was signalled
+        from gentool.engine.signals import name
+
+        self.log(f"interrupted by {name(signum)}: saved {self.run.checkpoint} at step {self.run.step}; "
+                 "run the same command again to resume")
+        return self._result(interrupted=True, signal=signum)
+
+    def _plot(self) -> None:
+        if not self.dist.main:
+            return
+        self._plotted = time.monotonic()
+        try:
+            from gentool.engine.plots import plot_metrics
+
+            plot_metrics(self.run.run_dir)
+        except Exception as exc:  # noqa: BLE001 - a plot must never stop training
+            self.log(f"warning: could not draw the plots: {type(exc).__name__}: {exc}")
+
+    def _result(self, **extra) -> TrainResult:
+        return TrainResult(self.run.step, self.loss_value, self.run.checkpoint, self.start, **extra)
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        self.run.model.eval()

@@ -1,0 +1,51 @@
+"""AdamW with linear warm-up and gradient clipping (the DDPM recipe: Ho et al. 2020, App. B)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor
+
+
+def use_fused(device: torch.device) -> bool:
+    """The fused (single-kernel) AdamW on CUDA; the plain one elsewhere."""
+    return device.type == "cuda"
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters, fused on CUDA."""
+    fused = use_fused(device)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
+def lr_at(step: int, lr: float, warmup: int) -> float:
+    """The learning rate of 0-based ``step``: linear warm-up from lr / warmup to lr."""
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def clip_gradients(params: Iterable[torch.nn.Parameter], max_norm: float) -> Tensor:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping); returns the norm before clipping.
+
+    The norm stays a device tensor: reading it is the caller's choice of when to sync.
+    """
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+
+def is_finite(*values: Tensor) -> Tensor:
+    """A 0-dim bool tensor on the values' device: all finite (no host sync)."""
+    ok = torch.isfinite(values[0]).all()
+    for v in values[1:]:
+        ok = ok & torch.isfinite(v).all()
+    return ok

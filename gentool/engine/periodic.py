@@ -1,0 +1,116 @@
+"""Work done every K steps on rank 0: sample grids, the test loss, evaluation and the best checkpoint.
+
+Each runs inside :func:`gentool.engine.rng.preserved`, so it never changes
+what the training steps draw: a run with these hooks trains exactly the same
+weights as one without them, and a resumed run stays bit-identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from gentool.engine import rng
+from gentool.engine.test_loss import resolve_timesteps, test_losses
+
+SAMPLES = "samples"
+#: metrics where a higher value is better; every other metric is kept at its lowest
+HIGHER_IS_BETTER = frozenset({"is", "isc", "inception_score", "precision", "recall", "prc"})
+
+
+def sample_grid(run, step: int, n: int) -> Path:
+    """``samples/step_XXXXXXXX.png``: ``n`` images from the EMA model with a fixed seed."""
+    from gentool.images import save_grid
+
+    labels = torch.arange(n) % run.num_classes if run.num_classes else None
+    x = run.sample(n, labels=labels, generator=run.generator(), progress=False)
+    return save_grid(x, run.run_dir / SAMPLES / f"step_{step:08d}.png")
+
+
+class BestKeeper:
+    """The best value so far of one evaluation metric (lowest, or highest where that is better)."""
+
+    def __init__(self, record: dict[str, Any] | None = None) -> None:
+        self.record = record
+
+    @staticmethod
+    def metric_of(metrics: dict[str, float], wanted: list[str]) -> str:
+        for name in wanted:
+            if name in metrics:
+                return name
+        return next(iter(metrics))
+
+    def update(self, metrics: dict[str, float], step: int, wanted: list[str]) -> bool:
+        """Whether ``metrics`` improve on the best so far (then it becomes the best)."""
+        if not metrics:
+            return False
+        name = self.metric_of(metrics, wanted)
+        value = float(metrics[name])
+        higher = name.split("/")[0].lower() in HIGHER_IS_BETTER
+        if self.record is not None and self.record.get("metric") == name:
+            old = self.record["value"]
+            if not (value > old if higher else value < old):
+                return False
+        self.record = {"metric": name, "value": value, "step": step, "higher_is_better": higher}
+        return True
+
+
+class Periodic:
+    """Decides what is due at a step and does it (on rank 0 only)."""
+
+    def __init__(self, run, log: Callable[[str], None], best: dict[str, Any] | None) -> None:
+        self.run, self.log = run, log
+        tr, self.eval = run.recipe.train, run.recipe.eval
+        self.timesteps: list[int] = []
+        if tr.test_loss_every:
+            self.timesteps, note = resolve_timesteps(tr.test_loss_timesteps, run.diffusion.num_timesteps)
+            if note:
+                log(f"note: {note}")
+        self.best = BestKeeper(best)
+        self._evaluate: Callable | None = None
+        self._eval_broken = False
+
+    def eval_due(self, step: int) -> bool:
+        return bool(self.eval is not None and self.eval.every and step % self.eval.every == 0)
+
+    def keep_best_due(self, step: int) -> bool:
+        """An evaluation that may produce a new best.pt: every rank saves a checkpoint then."""
+        return self.eval_due(step) and bool(self.eval.keep_best)
+
+    def after_step(self, step: int, write: Callable[[dict[str, Any]], None]) -> bool:
+        """Run what is due at ``step``; returns whether an evaluation improved on the best."""
+        tr, improved = self.run.recipe.train, False
+        with rng.preserved(self.run.device):
+            if tr.sample_every and step % tr.sample_every == 0:
+                self.log(f"step {step}: wrote {sample_grid(self.run, step, tr.sample_n)}")
+            if tr.test_loss_every and step % tr.test_loss_every == 0:
+                losses = test_losses(self.run, self.timesteps, max_batches=tr.test_loss_batches,
+                                     batch_size=min(tr.batch_size, 256))
+                write({"step": step, **{f"test_loss/t={t}": v for t, v in losses.items()}})
+            if self.eval_due(step):
+                improved = self._evaluate_now(step, write)
+        self.run.model.train()
+        return improved
+
+    def _evaluate_now(self, step: int, write) -> bool:
+        evaluate = self._evaluator()
+        if evaluate is None:
+            return False
+        metrics = {k: float(v) for k, v in evaluate(self.run, step).items()}
+        write({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        self.log(f"step {step}: " + ", ".join(f"{k} = {v:.4g}" for k, v in metrics.items()))
+        return bool(self.eval.keep_best) and self.best.update(metrics, step, list(self.eval.metrics))
+
+    def _evaluator(self) -> Callable | None:
+        if self._evaluate is None and not self._eval_broken:
+            try:  # another part of gentool; training works without it
+                from gentool.evaluation import evaluate_in_training
+            except ImportError as exc:
+                self._eval_broken = True
+                self.log(f"warning: [eval] every = {self.eval.every} but evaluation is unavailable ({exc}); "
+                         "training goes on without it")
+                return None
+            self._evaluate = evaluate_in_training
+        return self._evaluate

@@ -1,0 +1,38 @@
+"""SIGINT and SIGTERM ask the training loop to save a checkpoint and stop after the current step."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Any
+
+
+class StopRequest:
+    """A context manager turning SIGINT/SIGTERM into a flag; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._old: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second signal: stop now, without saving
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def name(signum: int) -> str:
+    return signal.Signals(signum).name if signum else ""

@@ -1,0 +1,115 @@
+"""What a training checkpoint holds, and putting it back.
+
+A checkpoint holds the model, its EMA, the optimiser, the step (which is also
+the data position: the data order is a function of (seed, step), see
+:mod:`gentool.engine.data`), every rank's RNG states, the best evaluation so
+far, the resolved recipe and the part of it that defines the training
+trajectory (the "recipe key"), so that a run directory is never resumed by a
+different recipe by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+import gentool
+from gentool.engine import rng
+from gentool.recipe import Recipe
+
+FORMAT = 1
+# [train] keys that change bookkeeping, not the trajectory: a resumed run may change them freely
+# (grad_accum splits the same global batch differently; steps extends or shortens the run).
+BOOKKEEPING = frozenset({
+    "steps", "checkpoint_every", "keep_last", "milestone_every", "sample_every", "sample_n", "log_every",
+    "test_loss_every", "test_loss_timesteps", "test_loss_batches", "num_workers", "on_nan", "grad_accum",
+})
+# [data] keys that say where the data lives, not what it is
+DATA_LOCATION = frozenset({"root", "download"})
+
+
+def recipe_key(recipe: Recipe) -> dict[str, Any]:
+    """The recipe parts that define the model and its training trajectory."""
+    d = recipe.to_dict()
+    key: dict[str, Any] = {"seed": d["run"]["seed"]}
+    for section in ("data", "schedule", "denoiser", "conditioner"):
+        if section in d:
+            key[section] = d[section]
+    if "data" in key:
+        key["data"] = {k: v for k, v in key["data"].items() if k not in DATA_LOCATION}
+    key["train"] = {k: v for k, v in d["train"].items() if k not in BOOKKEEPING}
+    return json.loads(json.dumps(key, default=str))
+
+
+def fingerprint(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["train.lr: 0.0002 -> 0.001", ...]``: where two recipe keys differ."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += recipe_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def mismatch(state: dict[str, Any], key: dict[str, Any]) -> list[str]:
+    """How the recipe that wrote ``state`` differs from ``key`` (empty: the same)."""
+    if state.get("recipe_fingerprint") == fingerprint(key):
+        return []
+    old = state.get("recipe_key")
+    if not isinstance(old, str):
+        return ["the checkpoint was written by an older gentool without a recipe key"]
+    return recipe_diff(json.loads(old), key) or ["the recipe fingerprints differ"]
+
+
+def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, Any]],
+                   key: dict[str, Any], best: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full checkpoint of ``run`` at ``run.step``: model, EMA, optimiser, RNGs, recipe."""
+    tr = run.recipe.train
+    return {
+        "format": FORMAT,
+        "step": run.step,
+        "model": run.model.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "rng": rngs,  # one entry per rank
+        "data": {"step": run.step, "seed": run.recipe.run.seed, "batch_size": tr.batch_size, "world": len(rngs)},
+        "best": best,
+        "recipe": run.recipe.dumps(),
+        "recipe_key": json.dumps(key, sort_keys=True),
+        "recipe_fingerprint": fingerprint(key),
+        "versions": {"gentool": str(gentool.__version__), "torch": str(torch.__version__)},
+    }
+
+
+def load_training_state(run, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                        generator: torch.Generator, rank: int, world: int) -> list[str]:
+    """Put a checkpoint back into ``run`` and ``optimizer``; returns notes for the log."""
+    run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state.get("ema") or state["model"])
+    flags = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
+    optimizer.load_state_dict(state["optimizer"])
+    for group, (fused, foreach) in zip(optimizer.param_groups, flags):  # this machine's choice, not the saver's
+        group["fused"], group["foreach"] = fused, foreach
+    run.step = int(state["step"])
+    return _restore_rngs(state["rng"], generator, run, rank, world)
+
+
+def _restore_rngs(rngs: Any, generator: torch.Generator, run, rank: int, world: int) -> list[str]:
+    rngs = [rngs] if isinstance(rngs, dict) else list(rngs)
+    if len(rngs) == world:
+        return rng.restore(rngs[rank], generator, run.device)
+    # a different number of processes: the run goes on, but not bit-identically
+    generator.manual_seed(rng.rank_seed(run.recipe.run.seed, rank) + run.step)
+    torch.manual_seed(rng.rank_seed(run.recipe.run.seed, rank) + run.step)
+    return [f"the checkpoint was written by {len(rngs)} process(es), this run has {world}: "
+            "the data order is kept but random draws restart from a fresh seed"]

@@ -1,0 +1,111 @@
+"""EMA against its formula, warm-up, gradient accumulation, bf16 autocast and torch.compile on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _engine_util import build, checkpoint, one_thread, quiet_train, write_recipe
+from torch import nn
+
+from gentool.engine import accel
+from gentool.engine.ema import ema_decay, ema_update
+from gentool.engine import train as train_module
+from gentool.engine.optim import clip_gradients, lr_at
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
+class WithBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+        self.register_buffer("stat", torch.zeros(2))
+
+
+def test_ema_update_is_the_formula_for_parameters_and_copies_buffers():
+    torch.manual_seed(0)
+    ema, model = WithBuffer(), WithBuffer()
+    model.stat.fill_(7.0)
+    before = {k: v.clone().double() for k, v in ema.named_parameters()}
+    ema_update(ema, model, 0.75)
+    for name, p in model.named_parameters():
+        expected = 0.75 * before[name] + 0.25 * p.detach().double()  # theta_ema <- d theta_ema + (1 - d) theta
+        assert torch.allclose(dict(ema.named_parameters())[name].double(), expected, atol=1e-7)
+    assert torch.equal(ema.stat, model.stat)  # copied, not averaged
+
+
+def test_a_false_gate_leaves_the_ema_untouched():
+    ema, model = WithBuffer(), WithBuffer()
+    before = [p.clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.5, gate=torch.tensor(False))
+    assert all(torch.equal(a, b) for a, b in zip(before, ema.parameters()))
+
+
+def test_ema_decay_warm_up_and_lr_warm_up_values():
+    assert ema_decay(0.9999, 0) == pytest.approx(1 / 10)
+    assert ema_decay(0.9999, 90) == pytest.approx(91 / 100)
+    assert ema_decay(0.9, 1000) == 0.9 and ema_decay(0.9999, 5, warmup=False) == 0.9999
+    assert [lr_at(s, 1.0, 4) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_at(0, 3e-4, 0) == 3e-4
+
+
+def test_the_ema_of_a_training_run_follows_its_formula(tmp_path):
+    recipe = write_recipe(tmp_path, steps=4, checkpoint_every=1, train="keep_last = 10")
+    run = build(recipe)
+    theta0 = {k: v.clone().double() for k, v in run.model.state_dict().items()}
+    quiet_train(run)
+    names = [n for n, _ in run.model.named_parameters()]
+    ema = {n: theta0[n] for n in names}  # the EMA starts at the initial weights
+    for k in range(1, 5):
+        state = checkpoint(run.run_dir, k)
+        d = min(0.9, (1 + (k - 1)) / (10 + (k - 1)))  # update n = k - 1, ema_decay = 0.9, warm-up on
+        ema = {n: d * ema[n] + (1 - d) * state["model"][n].double() for n in names}
+        for n in names:
+            assert torch.allclose(state["ema"][n].double(), ema[n], atol=1e-6), (k, n)
+    assert not torch.allclose(ema[names[0]], theta0[names[0]])
+
+
+def test_gradient_accumulation_splits_the_same_global_batch(tmp_path, monkeypatch):
+    grads = []
+
+    def capture(params, max_norm):
+        params = list(params)
+        grads.append([p.grad.clone() for p in params])
+        return clip_gradients(params, max_norm)
+
+    monkeypatch.setattr(train_module, "clip_gradients", capture)
+    for name, accum in (("one", 1), ("four", 4)):
+        run = build(write_recipe(tmp_path, name=name, steps=1, checkpoint_every=1, train=f"grad_accum = {accum}"))
+        result, _ = quiet_train(run)
+    one, four = grads
+    assert len(one) == len(four) and any(float(g.abs().max()) > 1e-3 for g in one)
+    for a, b in zip(one, four):  # the same t, eps and images: the same gradient of the batch mean
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_bf16_autocast_trains_on_the_cpu_when_asked(tmp_path):
+    run = build(write_recipe(tmp_path, steps=2, checkpoint_every=2, train='precision = "bf16"'))
+    assert accel.uses_bf16(run)
+    result, _ = quiet_train(run)
+    assert result.step == 2 and result.loss == result.loss  # finite, not NaN
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # autocast, not a cast of the weights
+
+
+def test_compile_settings():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert accel.should_compile("auto", cuda) and not accel.should_compile("auto", cpu)
+    assert accel.should_compile(True, cpu) and not accel.should_compile(False, cuda)
+
+
+def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypatch):
+    monkeypatch.setenv(accel.COMPILE_BACKEND_ENV, "eager")  # dynamo's tracing without a C++ compiler
+    compiled = build(write_recipe(tmp_path, name="compiled", steps=2, checkpoint_every=2), "run.compile=true")
+    eager = build(write_recipe(tmp_path, name="eager", steps=2, checkpoint_every=2), "run.compile=false")
+    _, log = quiet_train(compiled)
+    quiet_train(eager)
+    assert any("torch.compile" in m for m in log)
+    state = checkpoint(compiled.run_dir, 2)
+    assert state["model"].keys() == eager.model.state_dict().keys()  # no _orig_mod. prefixes
+    for key, value in eager.model.state_dict().items():
+        assert torch.allclose(state["model"][key], value, atol=1e-6), key
+        assert torch.allclose(state["ema"][key], eager.ema.state_dict()[key], atol=1e-6), key
