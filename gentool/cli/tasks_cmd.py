@@ -4,7 +4,9 @@ Each command runs the registered task of its name on a run directory or
 checkpoint. Its options are the task's own recipe options, read from the
 registered function's signature when the command line is built (defaults and
 help come from the signature and the docstring's ``Args:`` block), so a task
-takes the same options in a recipe's ``[[tasks]]`` and here.
+takes the same options in a recipe's ``[[tasks]]`` and here. (Reading the
+signatures loads the plugins when Typer builds the command line, never when
+``gentool`` is imported.)
 """
 
 from __future__ import annotations
