@@ -31,10 +31,10 @@ def progress_bar(enabled: bool = True):
 def sampler_settings(run, config: EvalConfig, guidance: float | None) -> dict[str, Any]:
     spec = run.recipe.sampler
     name = config.sampler or spec.name
-    options = spec.options if name == spec.name else {}
+    options = dict(run.sampler(name).keywords)  # resolved options; an unknown name fails before any work
     steps = config.steps or spec.steps
-    return {"name": name, "steps": steps or run.diffusion.num_timesteps, "guidance": spec.guidance if guidance is None else guidance,
-            "options": options, "_steps": steps}
+    w = (spec.guidance if guidance is None else guidance) if run.num_classes else 0.0  # unconditional: no guidance
+    return {"name": name, "steps": steps or run.diffusion.num_timesteps, "guidance": w, "options": options, "_steps": steps}
 
 
 def generate_features(run, fx, *, n: int, batch_size: int, sampler: dict, seed: int,
@@ -121,7 +121,8 @@ def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler:
                     cache_dir, save_samples, bar, report: dict[str, Any]) -> dict[str, float]:
     """Extractor (checked first), reference features (cached), samples' features, then the metrics."""
     times = report["time_s"]
-    fx = build_extractor(run.registry, config.feature_extractor, config.feature_weights, wanted).to(run.device)
+    # every metric's features, so the reference cache key does not depend on the metrics asked for
+    fx = build_extractor(run.registry, config.feature_extractor, config.feature_weights).to(run.device)
     for metric in wanted:
         feature_layer(fx, metric)  # a missing feature fails now, not after sampling
     report["feature_extractor"] = {"name": config.feature_extractor, "weights": config.feature_weights or None}
