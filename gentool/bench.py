@@ -46,6 +46,8 @@ class BenchSettings:
         steps: timed training steps (3 / 50); also the timed sampling calls unless ``sample_steps``.
         warmup: untimed steps before timing, compilation included (1 / 10).
         compile: torch.compile (default: the recipe's ``[run] compile``; "auto" is CUDA only).
+        compile_mode: torch.compile mode of the training forward and backward (default: torch's
+            default; try "max-autotune-no-cudagraphs"). Sampling always uses "reduce-overhead" on CUDA.
         channels_last: channels-last weights and inputs (False / True).
         bf16: bf16 autocast (default: the recipe's ``train.precision``; "auto" is CUDA only).
         sample_batch: images per sampling call (``batch`` / 256); guidance doubles the rows.
@@ -57,6 +59,7 @@ class BenchSettings:
     steps: int | None = None
     warmup: int | None = None
     compile: bool | None = None
+    compile_mode: str | None = None
     channels_last: bool | None = None
     bf16: bool | None = None
     sample_batch: int | None = None
@@ -180,7 +183,7 @@ def count_flops(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
 def train_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
                      s: BenchSettings, device: torch.device, *, lr: float = 2e-4, loss: str = "l2") -> dict[str, float]:
     """Images per second of whole optimiser steps (forward, backward, AdamW) at ``s.batch``."""
-    fast = prepare_for_speed(model, device, channels_last=s.channels_last, compile=s.compile)
+    fast = prepare_for_speed(model, device, channels_last=s.channels_last, compile=s.compile, mode=s.compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True if device.type == "cuda" else None)
     gen = torch.Generator(device=device).manual_seed(0)
     x0 = torch.rand((s.batch, *shape), device=device, generator=gen) * 2 - 1
@@ -217,12 +220,13 @@ def sample_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, 
 
     gen = torch.Generator(device=device).manual_seed(1)
     x = torch.randn((s.sample_batch, *shape), device=device, generator=gen)
-    ts = torch.linspace(diffusion.num_timesteps - 1, 0, max(2, s.sample_steps), device=device).long()
+    # walk down the timesteps as a sampler does; the t tensors are made before timing
+    levels = torch.linspace(diffusion.num_timesteps - 1, 0, max(2, s.sample_steps)).round().long().tolist()
+    ts = [torch.full((s.sample_batch,), v, dtype=torch.long, device=device) for v in levels]
     calls = iter(range(1 << 62))
 
     def call() -> Tensor:
-        t = ts[next(calls) % len(ts)].expand(s.sample_batch)  # walk down the timesteps as a sampler does
-        return eps_fn(x, t)
+        return eps_fn(x, ts[next(calls) % len(ts)])
 
     r = timed(call, s.sample_steps, s.warmup, device)
     rows = s.sample_batch * (2 if cfg else 1)

@@ -60,8 +60,8 @@ def loss_and_grads(forward: nn.Module, params: nn.Module, x0, labels, *, bf16: b
     """One L_simple evaluation with fixed seeds (timesteps, noise, label dropout) and its gradients."""
     params.zero_grad(set_to_none=True)
     torch.manual_seed(123)  # the conditioner's label dropout
-    gen = torch.Generator().manual_seed(7)
-    loss = diffusion_loss(forward, diffusion(), x0, labels, gen, prediction="eps", autocast=bf16)
+    gen = torch.Generator(device=x0.device).manual_seed(7)
+    loss = diffusion_loss(forward, diffusion().to(x0.device), x0, labels, gen, prediction="eps", autocast=bf16)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in params.named_parameters()}
 
@@ -171,3 +171,39 @@ def test_device_batches_decline_what_they_cannot_hold():
     assert device_batches([(torch.zeros(1, 2, 2), 0)] * 4, 2, seed=0, device="cpu") is None
     assert device_batches(uint8_dataset(image_size=8), 2, seed=0, device="cpu") is None  # resized per item
     assert device_batches(uint8_dataset(), 2, seed=0, device="cpu", max_bytes=10) is None
+
+
+# -- on a GPU: inductor and CUDA graphs (not run on a CPU-only machine; see docs/performance.md) --
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: inductor kernels and CUDA graphs")
+
+
+@cuda
+def test_cuda_inductor_fast_path_matches_the_eager_fp32_path():
+    x0, labels = (v.cuda() for v in batch())
+    plain_model = make_model().cuda()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    plain_loss, plain_grads = loss_and_grads(plain_model, plain_model, x0, labels, bf16=False)
+    model = make_model().cuda()
+    fast = prepare_for_speed(model, "cuda", channels_last=True, compile=True)  # inductor; turns TF32 on
+    loss, grads = loss_and_grads(fast, model, x0, labels, bf16=True)
+    torch.testing.assert_close(loss, plain_loss, rtol=BF16_RTOL, atol=1e-4)
+    assert_grads_close(grads, plain_grads, rtol=5 * BF16_RTOL)
+
+
+@cuda
+def test_cuda_graph_eps_fn_matches_make_eps_fn_on_every_replay():
+    model = make_model(1).cuda().eval()
+    diff = diffusion().cuda()
+    labels = torch.tensor([0, 1, 2, 1], device="cuda")
+    plain = make_eps_fn(model, diff, labels, guidance=2.0)
+    fast = make_fast_eps_fn(model, diff, labels, 2.0, bf16=False, compile=True)  # reduce-overhead: CUDA graphs
+    outs, wants = [], []
+    for i, t in enumerate([99, 70, 40, 10, 0]):
+        x = torch.randn(4, 3, 8, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(i))
+        tt = torch.full((4,), t, device="cuda")
+        with torch.no_grad():
+            wants.append(plain(x, tt))
+        outs.append(fast(x, tt))
+    for got, want in zip(outs, wants):  # earlier outputs survive later replays
+        assert (got - want).norm() <= 1e-2 * want.norm()

@@ -19,27 +19,30 @@ SET_HELP = "Override a recipe value, e.g. --set denoiser.channels=64 (TOML value
 def bench(
     recipe: Path = typer.Argument(..., help="Recipe TOML file (its data set is not needed)."),
     json_: bool = typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Timed training steps [default: 3 on CPU, 50 on CUDA]."),
-    batch: Optional[int] = typer.Option(None, "--batch", help="Training batch [default: the recipe's train.batch_size]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Timed training steps (default: 3 on CPU, 50 on CUDA)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="Training batch (default: the recipe's train.batch_size)."),
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile",
-                                            help="torch.compile [default: the recipe's [run] compile; auto = CUDA only]."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed warm-up steps [default: 1 on CPU, 10 on CUDA]."),
+                                            help="torch.compile (default: the recipe's run.compile; auto = CUDA only)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode",
+                                               help="torch.compile mode for training, e.g. max-autotune-no-cudagraphs."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed warm-up steps (default: 1 on CPU, 10 on CUDA)."),
     sample_batch: Optional[int] = typer.Option(None, "--sample-batch",
-                                               help="Images per sampling call [default: --batch on CPU, 256 on CUDA]."),
-    sample_steps: Optional[int] = typer.Option(None, "--sample-steps", help="Timed sampling calls [default: --steps]."),
+                                               help="Images per sampling call (default: --batch on CPU, 256 on CUDA)."),
+    sample_steps: Optional[int] = typer.Option(None, "--sample-steps", help="Timed sampling calls (default: --steps)."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
-                                                 help="Channels-last weights and inputs [default: on CUDA only]."),
+                                                 help="Channels-last weights and inputs (default: on CUDA only)."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops",
-                                                help="bf16 peak TFLOP/s for the utilisation fraction [default: data-sheet value]."),
+                                                help="bf16 peak TFLOP/s for the utilisation fraction (default: data-sheet value)."),
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time another system in this process: diffusers."),
-    device: Optional[str] = typer.Option(None, help="Override [run] device."),
+    device: Optional[str] = typer.Option(None, help="Override the recipe's run.device (cpu, cuda, cuda:N)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Time training steps and sampling denoiser calls after warm-up; print images/s, evaluations/s,
     peak memory, parameters, FLOPs and, on CUDA, the fraction of the bf16 peak."""
     from gentool.bench import BenchSettings, bench_recipe
 
-    settings = BenchSettings(batch=batch, steps=steps, warmup=warmup, compile=compile_, channels_last=channels_last,
+    settings = BenchSettings(batch=batch, steps=steps, warmup=warmup, compile=compile_, compile_mode=compile_mode,
+                             channels_last=channels_last,
                              sample_batch=sample_batch, sample_steps=sample_steps, peak_tflops=peak_tflops)
     with err.status("benchmarking") as status:
         result = bench_recipe(recipe, overrides=set_, device=device, settings=settings, compare=compare,
