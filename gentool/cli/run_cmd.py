@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -45,9 +46,9 @@ def run(
     force: bool = typer.Option(False, "--force", help="Resume checkpoints written by a different recipe; "
                                "with --no-resume, move old checkpoints aside and start over."),
     device: Optional[str] = typer.Option(None, help="Override [run] device."),
-    tasks: bool = typer.Option(True, "--tasks/--no-tasks", help="Run the recipe's [[tasks]] after training."),
+    tasks: bool = typer.Option(True, "--tasks/--no-tasks", help=escape("Run the recipe's [[tasks]] after training.")),
 ) -> None:
-    """Train per the recipe's [train] table (resuming if possible), then run its tasks.
+    """Train per the recipe's \\[train] table (resuming if possible), then run its tasks.
 
     Ctrl-C or SIGTERM saves a checkpoint and stops; the same command resumes.
     For several GPUs: torchrun --nproc-per-node N -m gentool run RECIPE.

@@ -69,7 +69,8 @@ def prepare(run, dist_info: Dist, log: Callable[[str], None]) -> Prepared:
     net: Any = model
     ddp = None
     if dist_info.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[run.device.index] if cuda else None)
+        index = run.device.index if run.device.index is not None else torch.cuda.current_device() if cuda else None
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[index] if cuda else None)
         net = ddp
     compiled = should_compile(run.recipe.run.compile, run.device)
     if compiled:

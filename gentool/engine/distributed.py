@@ -72,7 +72,7 @@ def setup(device: torch.device) -> Dist:
     if not dist.is_initialized():
         cuda = device.type == "cuda"
         if cuda:
-            torch.cuda.set_device(device)
+            torch.cuda.set_device(device if device.index is not None else torch.device("cuda", d.local_rank))
         minutes = int(os.environ.get("GENTOOL_DIST_TIMEOUT_MIN", "60"))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=minutes))
         _OWNED = True
