@@ -45,7 +45,7 @@ def run(
                                 help="Resume from the run directory's newest good checkpoint (the default)."),
     force: bool = typer.Option(False, "--force", help="Resume checkpoints written by a different recipe; "
                                "with --no-resume, move old checkpoints aside and start over."),
-    device: Optional[str] = typer.Option(None, help="Override [run] device."),
+    device: Optional[str] = typer.Option(None, help="Override the recipe's run.device (cpu, cuda, cuda:N)."),
     tasks: bool = typer.Option(True, "--tasks/--no-tasks", help=escape("Run the recipe's [[tasks]] after training.")),
 ) -> None:
     """Train per the recipe's \\[train] table (resuming if possible), then run its tasks.
