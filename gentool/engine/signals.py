@@ -8,7 +8,7 @@ from typing import Any
 
 
 class StopRequest:
-    """A context manager turning SIGINT/SIGTERM into a flag; a second signal stops at once."""
+    """A context manager turning SIGINT/SIGTERM into a flag; the same signal again stops at once."""
 
     def __init__(self) -> None:
         self.signum = 0
@@ -25,9 +25,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:  # a second signal: stop now, without saving
+        # the same signal twice (Ctrl-C, Ctrl-C) stops now, without saving; a different one does not,
+        # since torchrun answers a Ctrl-C by sending SIGTERM to workers that are already saving
+        if self.signum == signum:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum = self.signum or signum
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():

@@ -145,3 +145,17 @@ def test_leftover_temporary_files_are_removed_and_never_resumed(tmp_path):
     assert set(state["rng"][0]) >= {"torch", "python", "numpy", "generator"}
     assert state["model"].keys() == build(recipe).model.state_dict().keys()  # plain names, no wrapper prefixes
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_the_same_signal_twice_stops_at_once_but_a_different_one_does_not():
+    import os
+
+    from gentool.engine.signals import StopRequest
+
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's answer to a Ctrl-C: keep saving
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
