@@ -17,7 +17,7 @@ from gentool.engine.test_loss import resolve_timesteps, test_losses
 
 SAMPLES = "samples"
 #: metrics where a higher value is better; every other metric is kept at its lowest
-HIGHER_IS_BETTER = frozenset({"is", "isc", "inception_score", "precision", "recall", "prc"})
+HIGHER_IS_BETTER = frozenset({"is", "isc", "inception_score", "precision", "recall", "f_score", "prc"})
 
 
 def sample_grid(run, step: int, n: int) -> Path:
@@ -37,9 +37,11 @@ class BestKeeper:
 
     @staticmethod
     def metric_of(metrics: dict[str, float], wanted: list[str]) -> str:
+        """The first wanted metric present (``loss_t`` matches ``loss_t/10``), else the first reported."""
         for name in wanted:
-            if name in metrics:
-                return name
+            for key in metrics:
+                if key == name or key.startswith(f"{name}/"):
+                    return key
         return next(iter(metrics))
 
     def update(self, metrics: dict[str, float], step: int, wanted: list[str]) -> bool:

@@ -66,7 +66,7 @@ def test_losses(
     diffusion, device = run.diffusion, run.device
     ts, note = resolve_timesteps(timesteps, diffusion.num_timesteps)
     if note:
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, stacklevel=3)  # the caller, past torch.no_grad's wrapper
     model = run.sampling_model if model is None else model
     autocast = uses_bf16(run) if autocast is None else autocast
     data = run.dataset(split)

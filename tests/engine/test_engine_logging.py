@@ -100,3 +100,15 @@ def test_text_progress_lines_when_no_live_bar(tmp_path):
     lines = [m for m in log if m.startswith("step ")]
     assert [m.split(":")[0] for m in lines] == ["step 2/4", "step 4/4"]
     assert "steps/s" in lines[0] and "img/s" in lines[0] and "loss" in lines[0]
+
+
+def test_the_best_value_is_the_lowest_or_for_scores_the_highest():
+    from gentool.engine.periodic import BestKeeper
+
+    best = BestKeeper()
+    assert best.update({"loss_t/10": 0.5, "loss_t/49": 0.9}, 2, ["loss_t"]) and best.record["metric"] == "loss_t/10"
+    assert not best.update({"loss_t/10": 0.6}, 4, ["loss_t"])
+    assert best.update({"loss_t/10": 0.4}, 6, ["loss_t"]) and best.record["step"] == 6
+    score = BestKeeper()
+    assert score.update({"isc": 2.0}, 2, ["isc"]) and not score.update({"isc": 1.5}, 4, ["isc"])
+    assert score.update({"isc": 3.0}, 6, ["isc"]) and score.record["higher_is_better"]
