@@ -49,3 +49,17 @@ def is_finite(*values: Tensor) -> Tensor:
     for v in values[1:]:
         ok = ok & torch.isfinite(v).all()
     return ok
+
+
+@torch.no_grad()
+def align_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimiser state tensor its parameter's memory layout (e.g. channels-last).
+
+    A state loaded from a checkpoint keeps the layout it was saved with; fused
+    and foreach kernels want moments laid out like their parameters.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)

@@ -31,7 +31,7 @@ from gentool.engine.data import step_loader
 from gentool.engine.ema import ema_decay, ema_update
 from gentool.engine.metrics import METRICS, MetricsLog, StepStats
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
-from gentool.engine.optim import clip_gradients, is_finite, lr_at, make_optimizer, set_lr
+from gentool.engine.optim import align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, set_lr
 from gentool.engine.periodic import Periodic
 from gentool.engine.progress_bar import TrainProgress
 from gentool.engine.signals import StopRequest
@@ -156,6 +156,7 @@ class Trainer:
             self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
             return self._result()
         prep = prepare(run, self.dist, self.log)
+        align_state_layout(self.optimizer)  # a resumed state meets channels-last parameters
         batches = step_loader(run.dataset("train"), tr.batch_size, seed=run.recipe.run.seed, start_step=run.step,
                               num_workers=tr.num_workers, pin_memory=run.device.type == "cuda",
                               rank=self.dist.rank, world=self.dist.world)

@@ -109,3 +109,18 @@ def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypa
     for key, value in eager.model.state_dict().items():
         assert torch.allclose(state["model"][key], value, atol=1e-6), key
         assert torch.allclose(state["ema"][key], eager.ema.state_dict()[key], atol=1e-6), key
+
+
+def test_a_resumed_optimiser_state_takes_the_channels_last_layout_of_its_parameters():
+    from gentool.engine.optim import align_state_layout
+
+    conv = nn.Conv2d(3, 4, 3)
+    opt = torch.optim.AdamW(conv.parameters(), lr=0.1)
+    conv(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    saved = {k: v.clone() for k, v in opt.state[conv.weight].items()}
+    conv.to(memory_format=torch.channels_last)  # what prepare() does on CUDA, after a resume
+    align_state_layout(opt)
+    state = opt.state[conv.weight]
+    assert state["exp_avg"].stride() == state["exp_avg_sq"].stride() == conv.weight.stride()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
