@@ -34,8 +34,10 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float, gate: Tensor | No
         raise ValueError("EMA and model have different parameters")
     if gate is None:
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-    else:
-        weight = gate.to(params[0].dtype if params else torch.float32) * (1.0 - decay)
-        torch._foreach_lerp_(ema_params, params, [weight] * len(params))
+    elif params:  # theta_ema += gate * (1 - decay) * (theta - theta_ema): three multi-tensor kernels, no sync
+        weight = gate.to(params[0].dtype) * (1.0 - decay)
+        deltas = torch._foreach_sub(params, ema_params)
+        torch._foreach_mul_(deltas, weight)
+        torch._foreach_add_(ema_params, deltas)
     for eb, b in zip(ema.buffers(), model.buffers()):  # e.g. normalisation statistics
         eb.copy_(b)

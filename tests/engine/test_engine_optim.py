@@ -34,11 +34,14 @@ def test_ema_update_is_the_formula_for_parameters_and_copies_buffers():
     assert torch.equal(ema.stat, model.stat)  # copied, not averaged
 
 
-def test_a_false_gate_leaves_the_ema_untouched():
+def test_a_false_gate_leaves_the_ema_untouched_and_a_true_one_is_the_formula():
     ema, model = WithBuffer(), WithBuffer()
     before = [p.clone() for p in ema.parameters()]
     ema_update(ema, model, 0.5, gate=torch.tensor(False))
     assert all(torch.equal(a, b) for a, b in zip(before, ema.parameters()))
+    ema_update(ema, model, 0.75, gate=torch.tensor(True))
+    for e, b, p in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.75 * b + 0.25 * p.detach(), atol=1e-7)
 
 
 def test_ema_decay_warm_up_and_lr_warm_up_values():
