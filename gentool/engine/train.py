@@ -258,6 +258,8 @@ class Trainer:
                   "steps_per_s": rec["steps_per_s"], "img_per_s": rec["img_per_s"]}
         self._write(record)
         bar.show(record)
+        if rec["skipped"] and self.optimizer.defaults.get("fused") and deferred_checks(self.run.device):
+            self.log(f"skipped {rec['skipped']} step(s) with a non-finite loss or gradient before step {self.run.step}")
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.metrics is not None:

@@ -108,8 +108,9 @@ def test_deferred_checks_gate_the_update_and_stop_at_the_next_sync(tmp_path, gpu
 
 def test_deferred_skip_is_exact(tmp_path, gpu_style_checks):
     run = build(nan_recipe(tmp_path, steps=8, checkpoint_every=1, train='on_nan = "skip"\nkeep_last = 10'))
-    result, _ = quiet_train(run)
+    result, log = quiet_train(run)
     assert result.step == 8 and run_uses_fused(run)
+    assert sum(int(m.split()[1]) for m in log if m.startswith("skipped ")) == 3  # reported at log steps
     five, eight = checkpoint(run.run_dir, 5), checkpoint(run.run_dir, 8)
     for key in five["model"]:
         assert torch.equal(five["model"][key], eight["model"][key])
