@@ -93,6 +93,12 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (over the gloo group: no GPU sync)."""
+    if active():
+        dist.barrier(group=_CONTROL)
+
+
 def any_flag(flag: bool) -> bool:
     """True on every rank if ``flag`` is true on any rank (a CPU round trip, no GPU sync)."""
     if not active():

@@ -157,7 +157,7 @@ class Trainer:
             return self._result()
         prep = prepare(run, self.dist, self.log)
         align_state_layout(self.optimizer)  # a resumed state meets channels-last parameters
-        batches = step_loader(run.dataset("train"), tr.batch_size, seed=run.recipe.run.seed, start_step=run.step,
+        batches = step_loader(self._train_data(), tr.batch_size, seed=run.recipe.run.seed, start_step=run.step,
                               num_workers=tr.num_workers, pin_memory=run.device.type == "cuda",
                               rank=self.dist.rank, world=self.dist.world)
         self.metrics = MetricsLog(run.run_dir / METRICS, run.step) if self.dist.main else None
@@ -175,6 +175,15 @@ class Trainer:
                     return self._interrupted(stop, periodic, guard)
         self._plot()
         return self._result()
+
+    def _train_data(self):
+        """The train split; under torchrun rank 0 builds it first (a download happens once)."""
+        if not self.dist.main:
+            distributed.barrier()
+        data = self.run.dataset("train")
+        if self.dist.main:
+            distributed.barrier()
+        return data
 
     def _step(self, batch, prep: Prepared, stats: StepStats, guard: NonFiniteGuard) -> None:
         run, tr = self.run, self.tr
