@@ -170,6 +170,8 @@ def make_fast_eps_fn(
     The returned tensor is a fresh copy (CUDA-graph outputs are overwritten by
     the next replay, and multistep samplers keep old eps).
     """
+    if model.training:
+        raise ValueError("make_fast_eps_fn embeds the labels once, so the model must be in eval mode (model.eval())")
     device = next(model.parameters()).device
     bf16 = device.type == "cuda" if bf16 is None else bf16
     if channels_last:
@@ -205,11 +207,12 @@ def make_fast_eps_fn(
     if compile_default(compile, device):
         eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=backend, dynamic=False)
 
-    @torch.inference_mode()
+    # no_grad, not inference_mode: samplers may update the returned tensor in place
+    @torch.no_grad()
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
         if device.type == "cuda" and compile_default(compile, device):
             torch.compiler.cudagraph_mark_step_begin()
-        return eps(x_t, t).clone().contiguous()
+        return eps(x_t, t).clone(memory_format=torch.contiguous_format)
 
     return eps_fn
 

@@ -121,10 +121,16 @@ def test_fast_eps_fn_matches_make_eps_fn_with_fused_guidance():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     again = fast(x, t)
     assert again.data_ptr() != got.data_ptr()  # a fresh tensor each call (multistep samplers keep old eps)
+    got.mul_(2.0)  # a sampler may update eps in place
     fast_bf16 = make_fast_eps_fn(model, diff, labels, 2.0, bf16=True, compile=False)
     got = fast_bf16(x, t)
     assert got.dtype == torch.float32
     assert (got - want).norm() <= 5 * BF16_RTOL * want.norm()
+
+
+def test_fast_eps_fn_refuses_a_model_in_training_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        make_fast_eps_fn(make_model().train(), diffusion(), torch.tensor([0]), 1.0)
 
 
 def test_fast_eps_fn_without_labels_uses_the_null_embedding():
