@@ -56,6 +56,11 @@ def peak_bf16_tflops(device_name: str) -> float | None:
     return None
 
 
+#: ``GENTOOL_COMPILE_BACKEND`` picks torch.compile's backend when none is given
+#: (default inductor; "aot_eager" or "eager" help tell a compiler problem from a model problem).
+COMPILE_BACKEND_ENV = "GENTOOL_COMPILE_BACKEND"
+
+
 def compile_default(setting: bool | str, device: torch.device) -> bool:
     """Resolve ``[run] compile``: ``"auto"`` compiles on CUDA only (inductor on
     the CPU needs minutes of C++ compilation for a U-Net)."""
@@ -64,19 +69,24 @@ def compile_default(setting: bool | str, device: torch.device) -> bool:
     return bool(setting)
 
 
+def compile_backend(backend: str | None = None) -> str:
+    """``backend``, else ``$GENTOOL_COMPILE_BACKEND``, else ``"inductor"``."""
+    return backend or os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+
+
 class FastModel(nn.Module):
     """``model(x_t, t, labels)`` through a channels-last, optionally compiled denoiser.
 
     Holds the original :class:`~gentool.model.DiffusionModel` (same parameters,
     so an optimiser built on either trains both). The conditioner runs eagerly:
-    its label dropout draws from the global RNG and its label check reads a
-    value back, neither of which belongs in a compiled graph.
+    its label dropout draws from torch's global RNG, whose saved state makes a
+    resumed run exact; a compiled graph would draw from its own generator.
     """
 
     def __init__(self, model: nn.Module, denoiser: Callable[..., Tensor], channels_last: bool) -> None:
         super().__init__()
         self.model = model
-        self._denoiser = denoiser  # compiled or plain; not registered twice
+        object.__setattr__(self, "_denoiser", denoiser)  # compiled or plain; not registered twice
         self.channels_last = channels_last
 
     @property
@@ -99,7 +109,7 @@ class FastModel(nn.Module):
         return out.contiguous()  # the loss and samplers see ordinary strides
 
 
-def compile_denoiser(denoiser: nn.Module, *, mode: str | None = None, backend: str = "inductor",
+def compile_denoiser(denoiser: nn.Module, *, mode: str | None = None, backend: str | None = None,
                      fullgraph: bool = False) -> Callable[..., Tensor]:
     """``torch.compile`` the denoiser with fixed shapes (``dynamic=False``).
 
@@ -108,7 +118,7 @@ def compile_denoiser(denoiser: nn.Module, *, mode: str | None = None, backend: s
     for inference, see :func:`make_fast_eps_fn`). ``backend="aot_eager"``
     traces forward and backward without generating code (the tests use it).
     """
-    return torch.compile(denoiser, mode=mode, backend=backend, dynamic=False, fullgraph=fullgraph)
+    return torch.compile(denoiser, mode=mode, backend=compile_backend(backend), dynamic=False, fullgraph=fullgraph)
 
 
 def prepare_for_speed(
@@ -118,7 +128,7 @@ def prepare_for_speed(
     channels_last: bool = True,
     compile: bool | str = "auto",
     mode: str | None = None,
-    backend: str = "inductor",
+    backend: str | None = None,
 ) -> FastModel:
     """Put ``model`` on ``device`` in its fast form and return the wrapper to call.
 
@@ -126,7 +136,9 @@ def prepare_for_speed(
     4-D weight to the channels-last layout in place (values unchanged; a
     state dict saved afterwards loads anywhere). Turns on TF32 matmuls for any
     remaining fp32 work on CUDA. Use the returned :class:`FastModel` for the
-    forward pass and ``model`` for the optimiser, EMA and checkpoints.
+    forward pass and ``model`` for the optimiser, EMA and checkpoints. The
+    training engine (:mod:`gentool.engine.accel`) and ``gentool bench`` both
+    go through here, so the bench times what ``gentool run`` trains.
     """
     device = torch.device(device)
     model.to(device)
@@ -151,7 +163,7 @@ def make_fast_eps_fn(
     compile: bool | str = "auto",
     channels_last: bool = True,
     mode: str = "reduce-overhead",
-    backend: str = "inductor",
+    backend: str | None = None,
 ) -> EpsFn:
     """:func:`gentool.sampling.make_eps_fn` for a fixed-shape reverse loop.
 
@@ -205,7 +217,8 @@ def make_fast_eps_fn(
         return guided_eps(eps_cond, eps_uncond, guidance)
 
     if compile_default(compile, device):
-        eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=backend, dynamic=False)
+        eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=compile_backend(backend),
+                            dynamic=False)
 
     # no_grad, not inference_mode: samplers may update the returned tensor in place
     @torch.no_grad()
@@ -224,6 +237,8 @@ def device_batches(
     seed: int,
     device: torch.device | str,
     start_step: int = 0,
+    rank: int = 0,
+    world: int = 1,
     max_bytes: int | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]] | None:
     """Endless ``(images, labels)`` batches gathered on ``device`` from a copy held there.
@@ -233,9 +248,12 @@ def device_batches(
     step is one index gather, with no worker processes, pinned buffers or
     host-to-device copy. The order is exactly that of
     :func:`gentool.engine.data.step_loader` (epoch ``e`` is ``randperm(n)``
-    seeded ``seed + e``; step ``k`` takes batch ``k mod (n // batch_size)``).
-    Random flips, when the data set asks for them, are drawn from a device
-    generator: the same distribution as the loader's, not the same draws.
+    seeded ``seed + e``; step ``k`` takes batch ``k mod (n // batch_size)``;
+    rank ``r`` of ``world`` takes the ``r``-th slice of that global batch).
+    Random flips, when the data set asks for them, are drawn on the device
+    from a generator seeded by ``(seed, step)``: the loader's distribution, not
+    its draws, and a function of the step alone, so a resumed run flips
+    exactly as an uninterrupted one.
 
     Returns ``None`` when the data set is not an in-memory image tensor
     (``.images``, ``.labels``), needs per-item resizing, or is larger than
@@ -255,23 +273,28 @@ def device_batches(
     n = len(images)
     if n < batch_size:
         raise ValueError(f"the data set has {n} images, fewer than one batch of {batch_size}")
+    if batch_size % world:
+        raise ValueError(f"train.batch_size ({batch_size}) must divide evenly over {world} processes")
     return _gather(images.to(device), labels.to(device, torch.int64), batch_size, seed, start_step,
-                   bool(getattr(dataset, "random_flip", False)))
+                   bool(getattr(dataset, "random_flip", False)), rank, world)
 
 
-def _gather(images: Tensor, labels: Tensor, batch_size: int, seed: int, step: int, flip: bool) -> Iterator:
-    n, per_epoch = len(images), len(images) // batch_size
-    flip_gen = torch.Generator(device=images.device).manual_seed(seed) if flip else None
+def _gather(images: Tensor, labels: Tensor, batch_size: int, seed: int, step: int, flip: bool,
+            rank: int, world: int) -> Iterator:
+    n, per_epoch, per_rank = len(images), len(images) // batch_size, batch_size // world
+    flip_gen = torch.Generator(device=images.device) if flip else None
     epoch, perm = -1, None
     while True:
         e, b = divmod(step, per_epoch)
         if e != epoch:  # the same permutation as StepBatchSampler, drawn on the CPU once per epoch
             epoch, perm = e, torch.randperm(n, generator=torch.Generator().manual_seed(seed + e)).to(images.device)
-        idx = perm[b * batch_size : (b + 1) * batch_size]
+        rows = slice(rank * per_rank, (rank + 1) * per_rank)
+        idx = perm[b * batch_size : (b + 1) * batch_size][rows]
         x = images[idx]
         x = x.to(torch.float32) / 127.5 - 1.0 if x.dtype == torch.uint8 else x.to(torch.float32)
-        if flip_gen is not None:
-            mask = torch.rand(len(x), device=x.device, generator=flip_gen) < 0.5
+        if flip_gen is not None:  # drawn for the global batch, so the flips do not depend on the world size
+            flip_gen.manual_seed(seed * 1_000_003 + step)  # sets a seed on the host: no device sync
+            mask = (torch.rand(batch_size, device=x.device, generator=flip_gen) < 0.5)[rows]
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         yield x, labels[idx]
         step += 1

@@ -94,10 +94,16 @@ def test_bf16_autocast_trains_on_the_cpu_when_asked(tmp_path):
     assert all(p.dtype == torch.float32 for p in run.model.parameters())  # autocast, not a cast of the weights
 
 
-def test_compile_settings():
+def test_compile_settings(monkeypatch):
+    from gentool.fast import compile_backend, compile_default
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert accel.should_compile("auto", cuda) and not accel.should_compile("auto", cpu)
-    assert accel.should_compile(True, cpu) and not accel.should_compile(False, cuda)
+    assert compile_default("auto", cuda) and not compile_default("auto", cpu)
+    assert compile_default(True, cpu) and not compile_default(False, cuda)
+    monkeypatch.delenv(accel.COMPILE_BACKEND_ENV, raising=False)
+    assert compile_backend() == "inductor"
+    monkeypatch.setenv(accel.COMPILE_BACKEND_ENV, "aot_eager")
+    assert compile_backend() == "aot_eager" and compile_backend("eager") == "eager"
 
 
 def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypatch):
