@@ -58,6 +58,11 @@ class TrainConfig:
         test_loss_timesteps: the fixed 0-based timesteps of the test loss (values >= T use T - 1).
         test_loss_batches: test-split batches (of at most 256 images) behind each test loss.
         num_workers: data-loader worker processes.
+        data_on_device: keep the whole train split on the training device and gather
+            each batch there (no loader, no host-to-device copy per step): ``"auto"``
+            does so on CUDA when the data set is an in-memory tensor (Fashion-MNIST,
+            MNIST, CIFAR-10) using at most a quarter of the free GPU memory;
+            ``true``/``false`` force it on or off (``true`` also works on the CPU).
         on_nan: what a non-finite loss does: ``"stop"`` the run or ``"skip"`` the step.
     """
 
@@ -82,6 +87,7 @@ class TrainConfig:
     test_loss_timesteps: list[int] = field(default_factory=lambda: [10, 100, 500, 900])
     test_loss_batches: int = 8
     num_workers: int = 0
+    data_on_device: Literal["auto"] | bool = "auto"
     on_nan: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self) -> None:

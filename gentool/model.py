@@ -27,6 +27,22 @@ class DiffusionModel(nn.Module):
     def num_classes(self) -> int:
         return int(getattr(self.conditioner, "num_classes", 0)) if self.conditioner is not None else 0
 
+    def check_labels(self, labels: Tensor | list[int]) -> None:
+        """Raise ``ValueError`` unless every label is a class ``0..num_classes-1`` or ``-1`` (null).
+
+        This reads the labels on the host: call it where labels enter (the
+        data set, a user's request), on CPU tensors, not inside a training or
+        sampling step (on a GPU that would wait for the device every step).
+        """
+        n = self.num_classes
+        labels = torch.as_tensor(labels)
+        if self.conditioner is None or not n or labels.numel() == 0:
+            return
+        bad = (labels < -1) | (labels >= n)
+        if bool(bad.any()):
+            raise ValueError(f"class labels must be in 0..{n - 1} (or -1 for none), "
+                             f"got {sorted(set(labels[bad].tolist()))[:10]}")
+
     def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         cond = None
         if self.conditioner is not None:

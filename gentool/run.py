@@ -128,7 +128,9 @@ class Run:
             x_T = self.noise(n, generator)
         x_T = x_T.to(self.device)
         if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            self.model.check_labels(labels.cpu())
+            labels = labels.to(self.device)
         guidance = self.recipe.sampler.guidance if guidance is None else guidance
         steps = self.recipe.sampler.steps if steps is None else steps
         model = self.sampling_model.eval()

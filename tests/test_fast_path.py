@@ -173,6 +173,31 @@ def test_device_batches_flip_is_a_left_right_mirror_or_nothing():
     assert seen == {"same", "mirror"}
 
 
+def test_device_batches_flip_as_a_function_of_the_step_so_resuming_repeats_them():
+    data = uint8_dataset(random_flip=True)
+    whole = device_batches(data, 4, seed=2, device="cpu")
+    batches = [next(whole) for _ in range(5)]
+    resumed = device_batches(data, 4, seed=2, device="cpu", start_step=3)
+    for want in batches[3:]:
+        got = next(resumed)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_device_batches_give_each_rank_its_slice_of_the_global_batch():
+    data = uint8_dataset(random_flip=True)
+    one = device_batches(data, 4, seed=1, device="cpu", start_step=2)
+    ranks = [device_batches(data, 4, seed=1, device="cpu", start_step=2, rank=r, world=2) for r in (0, 1)]
+    loader_ranks = [step_loader(uint8_dataset(), 4, seed=1, start_step=2, rank=r, world=2) for r in (0, 1)]
+    for _ in range(3):
+        x, y = next(one)
+        parts = [next(r) for r in ranks]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+        for (_, labels), loader in zip(parts, loader_ranks):
+            assert torch.equal(labels, next(loader)[1])  # the loader's slice of the same global batch
+    with pytest.raises(ValueError, match="divide evenly over 3"):
+        device_batches(data, 4, seed=1, device="cpu", world=3)
+
+
 def test_device_batches_decline_what_they_cannot_hold():
     assert device_batches([(torch.zeros(1, 2, 2), 0)] * 4, 2, seed=0, device="cpu") is None
     assert device_batches(uint8_dataset(image_size=8), 2, seed=0, device="cpu") is None  # resized per item

@@ -12,10 +12,13 @@ repeats exactly only with ``num_workers = 0``.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from gentool.engine import distributed
+from gentool.fast import device_batches
 
 
 class StepBatchSampler:
@@ -61,3 +64,36 @@ def step_loader(
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                         persistent_workers=num_workers > 0, generator=generator)
     return iter(loader)
+
+
+def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) -> tuple[Iterator, bool]:
+    """The training batches from ``run.step`` on, and whether their labels still need checking.
+
+    Per ``train.data_on_device``: gathered from a copy of the train split on
+    the device (:func:`gentool.fast.device_batches`), or a :func:`step_loader`.
+    The labels of an in-memory data set are checked once, here; others arrive
+    with each batch on the host, where the engine checks them without waiting
+    on the device.
+    Under torchrun rank 0 builds the split first, so a download happens once.
+    """
+    tr, seed = run.recipe.train, run.recipe.run.seed
+    if not dist_info.main:
+        distributed.barrier()
+    data = run.dataset("train")
+    if dist_info.main:
+        distributed.barrier()
+    conditional = run.model.conditioner is not None
+    held = isinstance(getattr(data, "labels", None), torch.Tensor)
+    if conditional and held:
+        run.model.check_labels(data.labels)  # all of them, once, before the first step
+    want = tr.data_on_device if tr.data_on_device != "auto" else run.device.type == "cuda"
+    if want:
+        batches = device_batches(data, tr.batch_size, seed=seed, device=run.device, start_step=run.step,
+                                 rank=dist_info.rank, world=dist_info.world)
+        if batches is not None:
+            log(f"data: the train split ({len(data)} images) is held on {run.device}; batches are gathered there")
+            return batches, False
+        log("data: the train split is not an in-memory image tensor that fits on the device; using a data loader")
+    loader = step_loader(data, tr.batch_size, seed=seed, start_step=run.step, num_workers=tr.num_workers,
+                         pin_memory=run.device.type == "cuda", rank=dist_info.rank, world=dist_info.world)
+    return loader, conditional and not held

@@ -27,7 +27,7 @@ import torch
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed, rng, state
 from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
-from gentool.engine.data import step_loader
+from gentool.engine.data import train_batches
 from gentool.engine.ema import ema_decay, ema_update
 from gentool.engine.metrics import METRICS, MetricsLog, StepStats
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
@@ -96,6 +96,7 @@ class Trainer:
         self.start, self.best, self.last_saved = 0, None, -1
         self.loss_value, self._plotted = math.nan, -math.inf
         self.metrics: MetricsLog | None = None
+        self._check_labels = False  # loader batches' labels are checked on the host, each step
         self._found: tuple[Path, dict[str, Any]] | None = None
 
     # -- resuming -----------------------------------------------------------
@@ -157,9 +158,7 @@ class Trainer:
             return self._result()
         prep = prepare(run, self.dist, self.log)
         align_state_layout(self.optimizer)  # a resumed state meets channels-last parameters
-        batches = step_loader(self._train_data(), tr.batch_size, seed=run.recipe.run.seed, start_step=run.step,
-                              num_workers=tr.num_workers, pin_memory=run.device.type == "cuda",
-                              rank=self.dist.rank, world=self.dist.world)
+        batches, self._check_labels = train_batches(run, self.dist, self.log)
         self.metrics = MetricsLog(run.run_dir / METRICS, run.step) if self.dist.main else None
         stats = StepStats(run.device)
         deferred = deferred_checks(run.device) and bool(self.optimizer.defaults.get("fused"))
@@ -176,20 +175,16 @@ class Trainer:
         self._plot()
         return self._result()
 
-    def _train_data(self):
-        """The train split; under torchrun rank 0 builds it first (a download happens once)."""
-        if not self.dist.main:
-            distributed.barrier()
-        data = self.run.dataset("train")
-        if self.dist.main:
-            distributed.barrier()
-        return data
-
     def _step(self, batch, prep: Prepared, stats: StepStats, guard: NonFiniteGuard) -> None:
         run, tr = self.run, self.tr
         x0, labels = batch
         x0 = prep.to_device(x0, run.device)
-        labels = labels.to(run.device, non_blocking=True) if run.model.conditioner is not None else None
+        if run.model.conditioner is None:
+            labels = None
+        else:
+            if self._check_labels:
+                run.model.check_labels(labels)  # still on the host: no device sync
+            labels = labels.to(run.device, non_blocking=True)
         set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._accumulate(x0, labels, prep)

@@ -90,11 +90,32 @@ def test_zero_null_token_is_a_fixed_zero():
     assert "null" in cond.state_dict()  # saved with the model, so a checkpoint is complete
 
 
-@pytest.mark.parametrize("labels", [[10], [-2], [0, 3, 11]])
-def test_labels_out_of_range_are_rejected(labels):
+@pytest.mark.parametrize("labels", [[10], [0, 3, 11]])
+def test_a_class_past_the_last_is_rejected_by_the_conditioner(labels):
     cond = class_embedding(8, num_classes=10)
-    with pytest.raises(ValueError, match=r"0\.\.9"):
+    with pytest.raises(ValueError, match=r"0\.\.9.*got \[1[01]\]"):
         cond(torch.tensor(labels))
+
+
+@pytest.mark.parametrize("labels", [[10], [-2], [0, 3, 11], [-1, -3]])
+def test_labels_out_of_range_are_rejected_where_they_enter(labels):
+    from gentool.model import DiffusionModel
+
+    model = DiffusionModel(torch.nn.Identity(), class_embedding(8, num_classes=10))
+    with pytest.raises(ValueError, match=r"0\.\.9 \(or -1 for none\), got \[-?\d+"):
+        model.check_labels(torch.tensor(labels))
+    model.check_labels(torch.tensor([-1, 0, 9]))  # the null label and both ends are fine
+
+
+def test_the_conditioner_reads_no_label_back_to_the_host(monkeypatch):
+    """On a GPU a host read of the labels would wait for the device every training step."""
+    cond = class_embedding(8, num_classes=10, p_uncond=0.5).train()
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _o=original: reads.append(_n) or _o(self, *a))
+    cond(torch.tensor([0, 5, 9, -1]))
+    assert reads == []
 
 
 @pytest.mark.parametrize("options", [{"p_uncond": 1.0}, {"p_uncond": -0.1}, {"num_classes": 0}])
