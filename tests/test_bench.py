@@ -178,3 +178,21 @@ def test_compare_without_diffusers_says_how_to_install(cifar_recipe: Path, monke
     with pytest.raises(ValueError, match="pip install diffusers"):
         bench_recipe(cifar_recipe, overrides=SMALL, device="cpu",
                      settings=BenchSettings(batch=2, steps=1, warmup=0, sample_batch=2), compare="diffusers")
+
+
+def test_the_gpu_session_script_parses_and_builds_a_valid_recipe(tmp_path: Path):
+    """benchmarks/gpu_session.sh is run only on a GPU machine: check here that bash parses it
+    and that its CIFAR-network-on-synthetic-data recipe still validates against today's recipe."""
+    import subprocess
+
+    from gentool.recipe import load_recipe
+
+    script = ROOT / "benchmarks" / "gpu_session.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text(encoding="utf-8")
+    program = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    out = tmp_path / "cifar_toy.toml"
+    subprocess.run([sys.executable, "-", str(CIFAR), str(out)], input=program, text=True, check=True, cwd=ROOT)
+    recipe = load_recipe(out, overrides=["run.compile=true", "train.steps=300"])
+    assert recipe.data.name == "toy" and recipe.data.options["channels"] == 3
+    assert recipe.denoiser.options == load_recipe(CIFAR).denoiser.options  # the CIFAR-10 network itself
