@@ -143,6 +143,28 @@ def test_fast_eps_fn_without_labels_uses_the_null_embedding():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_the_compiled_parts_are_one_graph_each():
+    """A graph break splits the compiled network and falls back to Python between the pieces:
+    on a GPU that costs kernel fusion and CUDA-graph capture. Count the graphs dynamo hands over."""
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    model = make_model(3)
+    x0, labels = batch()
+    fast = prepare_for_speed(model, "cpu", channels_last=True, compile=True, backend=counting)
+    diffusion_loss(fast, diffusion(), x0, labels, torch.Generator().manual_seed(0), autocast=True).backward()
+    assert len(graphs) == 1, [g.code[:200] for g in graphs]  # the whole denoiser, forward (and its backward)
+
+    graphs.clear()
+    fn = make_fast_eps_fn(model.eval(), diffusion(), labels, 2.0, bf16=True, compile=True, backend=counting)
+    fn(x0, torch.arange(6) * 10)
+    fn(x0, torch.arange(6) * 15)  # a second call reuses the graph
+    assert len(graphs) == 1  # cat, network, eps conversion and guidance mix together
+
+
 def uint8_dataset(n: int = 10, **kwargs) -> TensorImages:
     g = torch.Generator().manual_seed(5)
     images = torch.randint(0, 256, (n, 3, 4, 4), generator=g, dtype=torch.uint8)
