@@ -19,7 +19,8 @@ class RunConfig:
         name: run name; the run directory is ``output_dir/name`` (default: the recipe file's stem).
         seed: seed for weights, data order, timesteps and noise.
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        compile: torch.compile the denoiser: ``"auto"`` compiles on CUDA only; ``true``/``false`` force it.
+        compile: torch.compile the denoiser, for training and for sampling (there with CUDA
+            graphs): ``"auto"`` compiles on CUDA only; ``true``/``false`` force it.
         output_dir: folder that holds run directories.
     """
 

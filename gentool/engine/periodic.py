@@ -25,7 +25,8 @@ def sample_grid(run, step: int, n: int) -> Path:
     from gentool.images import save_grid
 
     labels = torch.arange(n) % run.num_classes if run.num_classes else None
-    x = run.sample(n, labels=labels, generator=run.generator(), progress=False)
+    # the plain path: a few images now and then need no compilation or CUDA graphs in the training process
+    x = run.sample(n, labels=labels, generator=run.generator(), progress=False, fast=False)
     return save_grid(x, run.run_dir / SAMPLES / f"step_{step:08d}.png")
 
 
