@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny import recipe_text
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -14,36 +15,7 @@ from gentool.cli import app
 
 runner = CliRunner()
 
-RECIPE = """
-[run]
-name = "tiny_tasks"
-output_dir = "{out}"
-device = "cpu"
-
-[data]
-name = "toy"
-n = 32
-
-[schedule]
-name = "linear"
-timesteps = 50
-
-[denoiser]
-name = "unet"
-in_channels = 1
-image_size = 8
-channels = 32
-channel_mult = [1, 2]
-num_res_blocks = 1
-attention_resolutions = [4]
-dropout = 0.0
-class_cond = false
-
-[train]
-steps = 5
-batch_size = 8
-
-[[tasks]]
+TASKS_TOML = """[[tasks]]
 name = "inpaint"
 indices = [0, 1, 2, 3]
 mask = "centre"
@@ -70,19 +42,10 @@ indices = [0]
 
 [[tasks]]
 name = "schedules"
-names = ["linear", "cosine", "sigmoid"]
-"""
+names = ["linear", "cosine", "sigmoid"]"""
 
 TASKS = ["inpaint", "interpolate", "variations", "animate", "schedules"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and never oversubscribe a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +53,8 @@ def trained(tmp_path_factory):
     """Train the tiny recipe for 5 steps and run its [[tasks]], as ``gentool run`` does."""
     root = tmp_path_factory.mktemp("cli_tasks")
     path = root / "tiny_tasks.toml"
-    path.write_text(RECIPE.format(out=(root / "runs").as_posix()), encoding="utf-8")
+    path.write_text(recipe_text((root / "runs").as_posix(), name="tiny_tasks", run='device = "cpu"', data="n = 32",
+                                train="steps = 5\nbatch_size = 8", tail=TASKS_TOML), encoding="utf-8")
     result = gentool.run_recipe(path, progress=False, log=lambda message: None)
     return result
 

@@ -1,4 +1,4 @@
-"""Helpers for the engine tests: a toy recipe, subprocess runs, reading checkpoints."""
+"""Helpers for the engine tests: subprocess runs, reading checkpoints; the toy recipe and training are in _tiny."""
 
 from __future__ import annotations
 
@@ -10,79 +10,8 @@ from pathlib import Path
 
 import torch
 
-import gentool
-
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
-
-RECIPE = """
-[run]
-name = "{name}"
-seed = 3
-output_dir = "{out}"
-
-[data]
-name = "toy"
-n = 64
-image_size = 8
-
-[schedule]
-name = "linear"
-timesteps = 50
-
-[denoiser]
-name = "{denoiser}"
-{denoiser_options}
-
-{conditioner}
-
-[train]
-steps = {steps}
-batch_size = 8
-lr = 1e-3
-warmup_steps = 2
-ema_decay = 0.9
-checkpoint_every = {checkpoint_every}
-log_every = {log_every}
-{train}
-
-[sampler]
-steps = 4
-"""
-
-UNET = """in_channels = 1
-image_size = 8
-channels = 32
-channel_mult = [1, 2]
-num_res_blocks = 1
-attention_resolutions = [4]
-dropout = {dropout}
-class_cond = {class_cond}"""
-
-
-def write_recipe(tmp_path: Path, *, name: str = "toy", steps: int = 6, checkpoint_every: int = 2,
-                 log_every: int = 2, train: str = "", denoiser: str = "unet", denoiser_options: str | None = None,
-                 dropout: float = 0.0, class_cond: bool = False, file: str | None = None) -> Path:
-    """A toy recipe whose run directory is ``tmp_path/runs/<name>``."""
-    if denoiser_options is None:
-        denoiser_options = UNET.format(dropout=dropout, class_cond=str(class_cond).lower())
-    conditioner = '[conditioner]\nname = "class_embedding"\nnum_classes = 2\np_uncond = 0.2' if class_cond else ""
-    text = RECIPE.format(name=name, out=(tmp_path / "runs").as_posix(), steps=steps,
-                         checkpoint_every=checkpoint_every, log_every=log_every, train=train, denoiser=denoiser,
-                         denoiser_options=denoiser_options, conditioner=conditioner)
-    path = tmp_path / (file or f"{name}.toml")
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def build(recipe: Path, *overrides: str) -> gentool.Run:
-    return gentool.build(gentool.load_recipe(recipe, overrides=list(overrides)), device="cpu")
-
-
-def quiet_train(run, **kwargs):
-    messages: list[str] = []
-    result = gentool.train(run, progress=False, log=messages.append, **kwargs)
-    return result, messages
 
 
 def env() -> dict[str, str]:
@@ -122,10 +51,3 @@ def assert_same_tensors(a: dict, b: dict, what: str) -> None:
     for key in a:
         assert torch.equal(a[key], b[key]), f"{what}: {key} differs"
 
-
-def one_thread():
-    """A fixture body: torch on one thread for the test (the CI machine has two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

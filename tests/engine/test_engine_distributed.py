@@ -6,7 +6,8 @@ import json
 import subprocess
 
 import torch
-from _engine_util import ROOT, TORCHRUN, env, write_recipe
+from _engine_util import ROOT, TORCHRUN, env
+from _tiny import write_recipe
 
 from gentool.engine import checkpoint as ckpt
 

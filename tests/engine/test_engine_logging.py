@@ -8,12 +8,12 @@ import types
 
 import pytest
 import torch
-from _engine_util import build, one_thread, quiet_train, write_recipe
+from _tiny import build, quiet_train, write_recipe
 from PIL import Image
 
 from gentool.engine import checkpoint as ckpt
 
-_threads = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 HOOKS = """sample_every = 2
 sample_n = 4

@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from _engine_util import build, checkpoint, one_thread, quiet_train, write_recipe
+from _engine_util import checkpoint
+from _tiny import build, quiet_train, write_recipe
 from torch import nn
 
 import gentool
@@ -14,7 +15,7 @@ import gentool.plugins
 from gentool.engine import nonfinite, optim
 from gentool.engine import train as train_module
 
-_threads = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class NanNet(nn.Module):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _engine_util import build, checkpoint, one_thread, quiet_train, write_recipe
+from _engine_util import checkpoint
+from _tiny import TRAINED_TOY, build, quiet_train, write_recipe
 from torch import nn
 
 from gentool.engine import accel
 from gentool.engine.ema import ema_decay, ema_update
 from gentool.engine import train as train_module
 from gentool.engine.optim import clip_gradients, lr_at
+from gentool.fast import compile_default
 
-_threads = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class WithBuffer(nn.Module):
@@ -95,7 +97,7 @@ def test_bf16_autocast_trains_on_the_cpu_when_asked(tmp_path):
 
 
 def test_compile_settings(monkeypatch):
-    from gentool.fast import compile_backend, compile_default
+    from gentool.fast import compile_backend
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert compile_default("auto", cuda) and not compile_default("auto", cpu)
@@ -106,12 +108,13 @@ def test_compile_settings(monkeypatch):
     assert compile_backend() == "aot_eager" and compile_backend("eager") == "eager"
 
 
-def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypatch):
+def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypatch, trained_toy):
     monkeypatch.setenv(accel.COMPILE_BACKEND_ENV, "eager")  # dynamo's tracing without a C++ compiler
-    compiled = build(write_recipe(tmp_path, name="compiled", steps=2, checkpoint_every=2), "run.compile=true")
-    eager = build(write_recipe(tmp_path, name="eager", steps=2, checkpoint_every=2), "run.compile=false")
+    # the eager run: trained_toy (conftest), the same recipe under another name, trained uncompiled on the CPU
+    eager = trained_toy
+    assert not compile_default(eager.recipe.run.compile, eager.device)
+    compiled = build(write_recipe(tmp_path, name="compiled", **TRAINED_TOY), "run.compile=true")
     _, log = quiet_train(compiled)
-    quiet_train(eager)
     assert any("torch.compile" in m for m in log)
     state = checkpoint(compiled.run_dir, 2)
     assert state["model"].keys() == eager.model.state_dict().keys()  # no _orig_mod. prefixes

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import torch
 from typer.testing import CliRunner
-from _engine_util import (ROOT, assert_same_tensors, build, checkpoint, env, gentool_cmd, one_thread,
-                          quiet_train, run_gentool, wait_for, write_recipe)
+from _engine_util import ROOT, assert_same_tensors, checkpoint, env, gentool_cmd, run_gentool, wait_for
+from _tiny import build, quiet_train, write_recipe
 
 import gentool
 from gentool.cli import app
@@ -18,7 +18,7 @@ from gentool.engine import checkpoint as ckpt
 from gentool.engine.train import RecipeMismatchError, RunDirectoryError
 
 STEPS = 24
-_threads = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _metrics(run_dir):
@@ -99,9 +99,11 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "step_00000006.pt")["step"] == 6  # written afresh
 
 
-def test_a_different_recipe_is_refused_unless_forced(tmp_path):
-    recipe = write_recipe(tmp_path, steps=2, checkpoint_every=2)
-    quiet_train(build(recipe))
+# trained_toy_copy (conftest): the toy recipe trained 2 steps (a checkpoint at 2), its run copied under tmp_path
+
+
+def test_a_different_recipe_is_refused_unless_forced(trained_toy_copy):
+    recipe = trained_toy_copy
     with pytest.raises(RecipeMismatchError, match=r"train\.lr: 0\.001 -> 0\.01"):
         quiet_train(build(recipe, "train.lr=0.01", "train.steps=4"))
     # bookkeeping keys (steps, log_every, ...) are not a different recipe
@@ -111,9 +113,8 @@ def test_a_different_recipe_is_refused_unless_forced(tmp_path):
     assert result.step == 4 and any("--force" in m and "train.lr" in m for m in log)
 
 
-def test_the_cli_refuses_a_mismatch_with_a_message_and_no_traceback(tmp_path):
-    recipe = write_recipe(tmp_path, steps=2, checkpoint_every=2)
-    quiet_train(build(recipe))
+def test_the_cli_refuses_a_mismatch_with_a_message_and_no_traceback(trained_toy_copy):
+    recipe = trained_toy_copy
     result = CliRunner().invoke(app, ["run", str(recipe), "--set", "denoiser.channels=64", "--no-tasks"])
     assert result.exit_code == 2
     message = " ".join(result.stderr.split())
@@ -121,10 +122,9 @@ def test_the_cli_refuses_a_mismatch_with_a_message_and_no_traceback(tmp_path):
     assert "--force" in message and "Traceback" not in result.output
 
 
-def test_no_resume_over_old_checkpoints_needs_force_and_moves_them_aside(tmp_path):
-    recipe = write_recipe(tmp_path, steps=2, checkpoint_every=2)
+def test_no_resume_over_old_checkpoints_needs_force_and_moves_them_aside(trained_toy_copy):
+    recipe = trained_toy_copy
     run = build(recipe)
-    quiet_train(run)
     with pytest.raises(RunDirectoryError, match="already holds checkpoints"):
         quiet_train(build(recipe), resume=False)
     result, log = quiet_train(build(recipe), resume=False, force=True)
@@ -132,10 +132,9 @@ def test_no_resume_over_old_checkpoints_needs_force_and_moves_them_aside(tmp_pat
     assert len(list(run.run_dir.glob("checkpoints.replaced-*"))) == 1
 
 
-def test_leftover_temporary_files_are_removed_and_never_resumed(tmp_path):
-    recipe = write_recipe(tmp_path, steps=2, checkpoint_every=2)
+def test_leftover_temporary_files_are_removed_and_never_resumed(trained_toy_copy):
+    recipe = trained_toy_copy
     run = build(recipe)
-    quiet_train(run)
     tmp = run.run_dir / "checkpoints" / ".step_00000004.pt.abc.tmp"
     tmp.write_bytes(b"half a checkpoint")
     result, _ = quiet_train(build(recipe, "train.steps=3"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _engine_util import build, one_thread, write_recipe
+from _tiny import build, write_recipe
 
 from gentool.engine import test_loss as tl  # a module import: pytest must not collect test_losses
 
-_threads = pytest.fixture(autouse=True)(one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TWO_POINTS = ["data.kind=\"two_points\""]
 

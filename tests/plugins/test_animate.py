@@ -6,23 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gentool.testing import check_task, tiny_run
+from gentool.testing import check_task
 
 from gentool_tasks.animate import animate, forward_frames, positions, reverse_frames, save_gif
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and never oversubscribe a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("animate"), conditional=True, perturb=0.2)
+pytestmark = pytest.mark.usefixtures("one_thread")
+# task_run (conftest): an untrained class-conditional tiny run (T = 20) with a perturbed output layer
 
 
 def test_positions_are_even_distinct_and_include_both_ends():
@@ -38,10 +28,10 @@ def test_positions_are_even_distinct_and_include_both_ends():
         positions(1, 10)
 
 
-def test_forward_frames_match_the_closed_form(run):
+def test_forward_frames_match_the_closed_form(task_run):
     x0 = torch.rand(3, 1, 8, 8) * 2 - 1
     noise = torch.randn(3, 1, 8, 8)
-    frames, counts = forward_frames(run.diffusion, x0, 5, noise)
+    frames, counts = forward_frames(task_run.diffusion, x0, 5, noise)
     assert counts == [0, 5, 10, 15, 20]
     abar = torch.cumprod(1 - torch.linspace(1e-3, 0.3, 20, dtype=torch.float64), 0)  # the tiny schedule
     assert torch.equal(frames[0], x0)
@@ -50,12 +40,12 @@ def test_forward_frames_match_the_closed_form(run):
         assert torch.allclose(frame.double(), want, atol=1e-6)
 
 
-def test_reverse_trajectory_runs_from_x_T_to_the_sample(run):
-    x_T = run.noise(4, run.generator(5))
-    shots, order, total = reverse_frames(run, x_T, 4, generator=run.generator(6))
+def test_reverse_trajectory_runs_from_x_T_to_the_sample(task_run):
+    x_T = task_run.noise(4, task_run.generator(5))
+    shots, order, total = reverse_frames(task_run, x_T, 4, generator=task_run.generator(6))
     assert total == 20 and order == [0, 7, 13, 20] and shots.shape == (4, 4, 1, 8, 8)
     assert torch.equal(shots[0], x_T)
-    assert torch.equal(shots[-1], run.sample(x_T=x_T, generator=run.generator(6), progress=False))
+    assert torch.equal(shots[-1], task_run.sample(x_T=x_T, generator=task_run.generator(6), progress=False))
 
 
 def test_gif_keeps_identical_frames_apart(tmp_path):
@@ -67,9 +57,9 @@ def test_gif_keeps_identical_frames_apart(tmp_path):
 
 
 @pytest.mark.parametrize("frames,steps,show", [(5, None, "x"), (3, 6, "x0")])
-def test_task_gifs_have_one_frame_per_requested_step(run, tmp_path, frames, steps, show):
+def test_task_gifs_have_one_frame_per_requested_step(task_run, tmp_path, frames, steps, show):
     extra = {} if steps is None else {"steps": steps}  # recipes have no None: leave it out
-    result = check_task(animate, run, out_dir=tmp_path, n=4, frames=frames, show=show, indices=[0, 1], **extra)
+    result = check_task(animate, task_run, out_dir=tmp_path, n=4, frames=frames, show=show, indices=[0, 1], **extra)
     assert {f.name for f in result.files} == {"reverse.png", "reverse.gif", "forward.png", "forward.gif"}
     for name in ("reverse.gif", "forward.gif"):
         with Image.open(tmp_path / name) as gif:
@@ -80,6 +70,6 @@ def test_task_gifs_have_one_frame_per_requested_step(run, tmp_path, frames, step
         assert strip.size == (2 + 10 * frames, 2 + 10 * 2)
 
 
-def test_too_many_frames_is_a_clear_error(run, tmp_path):
+def test_too_many_frames_is_a_clear_error(task_run, tmp_path):
     with pytest.raises(ValueError, match="at most 6"):
-        animate(run, tmp_path, n=1, frames=7, steps=5, forward=False)
+        animate(task_run, tmp_path, n=1, frames=7, steps=5, forward=False)

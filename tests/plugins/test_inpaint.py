@@ -11,55 +11,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny import M
 from PIL import Image
-from torch import nn
 
 import gentool
 from gentool.images import to_uint8
-from gentool.model import DiffusionModel
-from gentool.testing import check_task, tiny_run
+from gentool.testing import check_task
 
 from gentool_tasks.inpaint import inpaint, inpaint_images, jump_schedule, renoise, replace_known
 from gentool_tasks.masks import make_mask
 
 SAMPLERS = gentool.registry().names("sampler")
-M = 0.5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and never oversubscribe a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class TwoPoints(nn.Module):
-    """The optimal eps for x0 = +-M in every pixel, equally likely (E[x0|x_t] = M tanh(sqrt(abar) M sum x_t / (1-abar)))."""
-
-    prediction, cond_dim = "eps", None
-
-    def __init__(self, abar: torch.Tensor):
-        super().__init__()
-        self.abar = abar
-
-    def forward(self, x, t, cond=None):
-        a = self.abar[t].reshape(-1, 1, 1, 1)
-        x0 = M * torch.tanh(a.sqrt() * M * x.double().sum((1, 2, 3), keepdim=True) / (1 - a))
-        return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
-
-
-@pytest.fixture(scope="module")
-def unet_run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("inpaint"), conditional=True)
-
-
-@pytest.fixture(scope="module")
-def two_point_run(tmp_path_factory):
-    run = tiny_run(tmp_path_factory.mktemp("two_points"), conditional=False)
-    run.model, run.ema = DiffusionModel(TwoPoints(run.diffusion.alphas_cumprod_64)), None
-    return run
+pytestmark = pytest.mark.usefixtures("one_thread")
+# task_run and two_point_run (conftest): an untrained class-conditional tiny run (T = 20) and one whose
+# model is the exact optimal denoiser of the two-point data set
 
 
 def signs_image(n: int = 8) -> torch.Tensor:
@@ -69,10 +34,10 @@ def signs_image(n: int = 8) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_known_pixels_are_kept_for_every_sampler(unet_run, sampler):
+def test_known_pixels_are_kept_for_every_sampler(task_run, sampler):
     x0 = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     known = make_mask(6, (8, 8), mask="random", fraction=0.5, generator=torch.Generator().manual_seed(2))
-    out = inpaint_images(unet_run, x0, known, labels=torch.tensor([0, 1, 0, 1, 0, 1]), sampler=sampler,
+    out = inpaint_images(task_run, x0, known, labels=torch.tensor([0, 1, 0, 1, 0, 1]), sampler=sampler,
                          steps=8, progress=False)
     keep = known.bool().expand_as(x0)
     assert torch.equal(to_uint8(out)[keep], to_uint8(x0)[keep])
@@ -102,8 +67,8 @@ def test_without_replacement_the_hole_is_a_coin_flip(two_point_run):
     assert ((out.mean((1, 2, 3)) > 0) != (signs_image().mean((1, 2, 3)) > 0)).any()
 
 
-def test_replacement_draws_from_q_and_pastes_at_the_end(unet_run):
-    d = unet_run.diffusion
+def test_replacement_draws_from_q_and_pastes_at_the_end(task_run):
+    d = task_run.diffusion
     x0 = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
     known = make_mask(64, (8, 8), mask="left")
     x = torch.randn(64, 1, 8, 8)
@@ -120,7 +85,7 @@ def test_replacement_draws_from_q_and_pastes_at_the_end(unet_run):
 
 
 @pytest.mark.parametrize("t,s", [(-1, 4), (3, 13), (0, 19)])
-def test_renoise_jumps_to_q_of_the_later_step(unet_run, t, s):
+def test_renoise_jumps_to_q_of_the_later_step(task_run, t, s):
     # x_t ~ q(x_t | x0) jumped to s must be distributed as q(x_s | x0) = N(sqrt(abar_s) x0, 1 - abar_s)
     betas = torch.linspace(1e-3, 0.3, 20, dtype=torch.float64)  # the tiny recipe's schedule, written out
     abar = torch.cumprod(1 - betas, 0).tolist()
@@ -128,7 +93,7 @@ def test_renoise_jumps_to_q_of_the_later_step(unet_run, t, s):
     g = torch.Generator().manual_seed(5)
     x0 = torch.full((100_000, 1, 1, 1), 0.7)
     x_t = a_t**0.5 * x0 + (1 - a_t) ** 0.5 * torch.randn(x0.shape, generator=g)
-    x_s = renoise(unet_run.diffusion, x_t, t, s, g)
+    x_s = renoise(task_run.diffusion, x_t, t, s, g)
     assert abs(float(x_s.mean()) - a_s**0.5 * 0.7) < 0.02
     assert abs(float(x_s.var()) - (1 - a_s)) < 0.02
 
@@ -143,13 +108,13 @@ def test_jump_schedule_by_hand():
     assert (moves == 1).sum() == 50 + 9 * 10 * 4  # 4 jump points, each resampled 9 more times
 
 
-def test_all_known_mask_returns_the_input(unet_run, tmp_path):
+def test_all_known_mask_returns_the_input(task_run, tmp_path):
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
-    out = inpaint_images(unet_run, x0, torch.ones(4, 1, 8, 8), progress=False)
+    out = inpaint_images(task_run, x0, torch.ones(4, 1, 8, 8), progress=False)
     assert torch.equal(out, x0)
     black = tmp_path / "nothing_to_paint.png"
     Image.new("L", (32, 32), 0).save(black)
-    check_task(inpaint, unet_run, out_dir=tmp_path / "out", indices=[0, 1], mask_file=str(black))
+    check_task(inpaint, task_run, out_dir=tmp_path / "out", indices=[0, 1], mask_file=str(black))
     grid = np.asarray(Image.open(tmp_path / "out" / "inpaint.png").convert("L"))
     for r in range(2):  # rows: input | masked input | result, 8x8 cells with 2 px padding
         y = 2 + r * 10
@@ -161,8 +126,8 @@ def test_all_known_mask_returns_the_input(unet_run, tmp_path):
     {"mask": "left", "guidance": 1.5, "label": 1, "sampler": "ddim", "steps": 6},
     {"mask": "left", "resamplings": 2, "jump_length": 3, "steps": 10, "guidance": 1.5},
 ])
-def test_task_keeps_the_known_half_in_its_png(unet_run, tmp_path, options):
-    result = check_task(inpaint, unet_run, out_dir=tmp_path, indices=[0, 1, 2], **options)
+def test_task_keeps_the_known_half_in_its_png(task_run, tmp_path, options):
+    result = check_task(inpaint, task_run, out_dir=tmp_path, indices=[0, 1, 2], **options)
     assert result.metrics["known_max_error"] == 0.0 and result.metrics["hole_mse"] > 0
     grid = np.asarray(Image.open(tmp_path / "inpaint.png").convert("L"))
     for r in range(3):
@@ -171,9 +136,9 @@ def test_task_keeps_the_known_half_in_its_png(unet_run, tmp_path, options):
         assert np.array_equal(inp[:, 4:], res[:, 4:])  # "left" repaints columns 0-3, keeps 4-7
 
 
-def test_repaint_refuses_other_samplers(unet_run):
+def test_repaint_refuses_other_samplers(task_run):
     with pytest.raises(ValueError, match="ancestral"):
-        inpaint_images(unet_run, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), resamplings=2, sampler="ddim")
+        inpaint_images(task_run, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8), resamplings=2, sampler="ddim")
 
 
 @pytest.mark.parametrize("mask", ["left", "right", "top", "bottom", "centre", "random", "strokes"])

@@ -7,33 +7,23 @@ import pytest
 import torch
 from PIL import Image
 
-from gentool.testing import check_task, tiny_run
+from gentool.testing import check_task
 
 from gentool_tasks.variations import noised_step, variations, vary
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread (and never oversubscribe a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
+# task_run (conftest): an untrained class-conditional tiny run (T = 20) with a perturbed output layer
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("variations"), conditional=True, perturb=0.2)
-
-
-def test_t_zero_returns_the_input(run):
+def test_t_zero_returns_the_input(task_run):
     x0 = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    out = vary(run, x0, 0.0, n=2, progress=False)
+    out = vary(task_run, x0, 0.0, n=2, progress=False)
     assert torch.equal(out, x0.repeat_interleave(2, 0))
 
 
-def test_task_with_t_zero_writes_the_input(run, tmp_path):
-    result = check_task(variations, run, out_dir=tmp_path, t=0.0, n=3, indices=[0, 1])
+def test_task_with_t_zero_writes_the_input(task_run, tmp_path):
+    result = check_task(variations, task_run, out_dir=tmp_path, t=0.0, n=3, indices=[0, 1])
     assert result.metrics["mse_to_input"] == 0.0
     grid = np.asarray(Image.open(tmp_path / "variations.png").convert("L"))
     for r in range(2):  # each row: the input, then 3 variations; 8x8 cells, 2 px padding
@@ -54,17 +44,17 @@ def test_fraction_to_timestep():
         noised_step(1.5, T)
 
 
-def test_sampling_starts_at_the_noised_step(run, monkeypatch):
+def test_sampling_starts_at_the_noised_step(task_run, monkeypatch):
     seen = {}
-    original = run.sample
+    original = task_run.sample
 
     def spy(*args, **kwargs):
         seen.update(kwargs)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(run, "sample", spy)
+    monkeypatch.setattr(task_run, "sample", spy)
     x0 = torch.zeros(2, 1, 8, 8)
-    vary(run, x0, 0.5, n=1, progress=False, generator=torch.Generator().manual_seed(0))
+    vary(task_run, x0, 0.5, n=1, progress=False, generator=torch.Generator().manual_seed(0))
     assert seen["t_start"] == 9
     # x_T handed to the sampler is q(x_9 | x0 = 0): pure noise scaled by sqrt(1 - abar_9)
     abar = torch.cumprod(1 - torch.linspace(1e-3, 0.3, 20, dtype=torch.float64), 0)
@@ -72,16 +62,16 @@ def test_sampling_starts_at_the_noised_step(run, monkeypatch):
     assert torch.allclose(seen["x_T"], (1 - abar[9]).sqrt().float() * noise, atol=1e-6)
 
 
-def test_larger_t_strays_further(run):
-    x0 = torch.stack([run.dataset("test")[i][0] for i in range(4)])
+def test_larger_t_strays_further(task_run):
+    x0 = torch.stack([task_run.dataset("test")[i][0] for i in range(4)])
     far = {}
     for t in (0.05, 1.0):
-        out = vary(run, x0, t, n=2, progress=False, generator=torch.Generator().manual_seed(1))
+        out = vary(task_run, x0, t, n=2, progress=False, generator=torch.Generator().manual_seed(1))
         far[t] = float(((out - x0.repeat_interleave(2, 0)) ** 2).mean())
         assert not torch.equal(out[0::2], out[1::2])  # the two variations of an input differ
     assert 0 < far[0.05] < 0.05 < far[1.0]
 
 
-def test_n_must_be_positive(run, tmp_path):
+def test_n_must_be_positive(task_run, tmp_path):
     with pytest.raises(ValueError, match="n must be"):
-        variations(run, tmp_path, n=0)
+        variations(task_run, tmp_path, n=0)
