@@ -31,14 +31,7 @@ REQUIRED = ("train_img_per_s", "sample_evals_per_s", "params", "flops_per_img", 
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with other processes on the same 2 cores, two OpenMP
-    threads spin-wait for each other and small ops run ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

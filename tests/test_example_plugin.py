@@ -30,13 +30,7 @@ EXAMPLE = ROOT / "plugins" / "examples" / "gentool-example"
 DOC = ROOT / "docs" / "plugins.md"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and far faster when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def pip_env(editable: bool = False) -> dict[str, str]:

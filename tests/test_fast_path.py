@@ -28,14 +28,7 @@ from gentool_unet.unet import unet
 BF16_RTOL = 2e-2  # bf16 keeps 8 bits of mantissa: ~0.4% per rounding, a few roundings deep
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with other processes on the same 2 cores, two OpenMP
-    threads spin-wait for each other and small ops run ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_model(seed: int = 0) -> DiffusionModel:

@@ -17,26 +17,13 @@ import torch
 
 import gentool
 from gentool.engine import optim, train as train_mod
+from _tiny import build, quiet_train as train
 
 CONDITIONAL = ["denoiser.class_cond=true", 'conditioner.name="class_embedding"', "conditioner.num_classes=2"]
 HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def build(recipe, *overrides):
-    return gentool.build(gentool.load_recipe(recipe, overrides=list(overrides)), device="cpu")
-
-
-def train(run, **kwargs):
-    log: list[str] = []
-    return gentool.train(run, progress=False, log=log.append, **kwargs), log
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def weights(run):
