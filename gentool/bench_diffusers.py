@@ -1,6 +1,6 @@
 """diffusers' UNet2DModel in the DDPM CIFAR-10 configuration, for ``gentool bench --compare diffusers``.
 
-diffusers is not a gentool dependency: ``pip install diffusers`` to use this.
+diffusers is an optional dependency: ``pip install gentool[bench]`` (or ``pip install diffusers``) to use this.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def diffusers_model(**config: Any) -> nn.Module:
         from diffusers import UNet2DModel
     except ImportError:
         raise ValueError("--compare diffusers needs the diffusers package, which is not installed; "
-                         "install it with `pip install diffusers` (it is not a gentool dependency)") from None
+                         "install it with `pip install 'gentool[bench]'` or `pip install diffusers`") from None
     from gentool.model import DiffusionModel
 
     return DiffusionModel(DiffusersDenoiser(UNet2DModel(**{**DDPM_CIFAR10_DIFFUSERS, **config})))
