@@ -46,8 +46,9 @@ class BenchSettings:
         steps: timed training steps (3 / 50); also the timed sampling calls unless ``sample_steps``.
         warmup: untimed steps before timing, compilation included (1 / 10).
         compile: torch.compile (default: the recipe's ``[run] compile``; "auto" is CUDA only).
-        compile_mode: torch.compile mode of the training forward and backward (default: torch's
-            default; try "max-autotune-no-cudagraphs"). Sampling always uses "reduce-overhead" on CUDA.
+        compile_mode: torch.compile mode of the training forward and backward (default: the
+            recipe's ``[run] compile_mode``; try "max-autotune-no-cudagraphs"). Sampling always
+            uses "reduce-overhead" on CUDA.
         channels_last: channels-last weights and inputs (False / True).
         bf16: bf16 autocast (default: the recipe's ``train.precision``; "auto" is CUDA only).
         sample_batch: images per sampling call (``batch`` / 256); guidance doubles the rows.
@@ -75,6 +76,8 @@ class BenchSettings:
         s.steps = pick(s.steps, 50 if cuda else 3)
         s.warmup = pick(s.warmup, 10 if cuda else 1)
         s.compile = pick(s.compile, compile_default(run.recipe.run.compile, run.device))
+        mode = run.recipe.run.compile_mode
+        s.compile_mode = pick(s.compile_mode, None if mode == "default" else mode)
         s.channels_last = pick(s.channels_last, cuda)
         s.bf16 = pick(s.bf16, tr.precision == "bf16" or (tr.precision == "auto" and cuda))
         s.sample_batch = pick(s.sample_batch, 256 if cuda else s.batch)

@@ -21,6 +21,11 @@ class RunConfig:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         compile: torch.compile the denoiser, for training and for sampling (there with CUDA
             graphs): ``"auto"`` compiles on CUDA only; ``true``/``false`` force it.
+        compile_mode: torch.compile's mode for training: ``"default"``;
+            ``"max-autotune-no-cudagraphs"`` searches for faster kernels (minutes more
+            compiling); ``"reduce-overhead"`` and ``"max-autotune"`` also capture CUDA
+            graphs, which pays when small batches leave the GPU waiting on Python.
+            ``gentool bench --compile-mode`` measures the choices.
         output_dir: folder that holds run directories.
     """
 
@@ -28,6 +33,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     compile: Literal["auto"] | bool = "auto"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     output_dir: str = "runs"
 
 

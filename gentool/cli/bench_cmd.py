@@ -24,7 +24,8 @@ def bench(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile",
                                             help="torch.compile (default: the recipe's run.compile; auto = CUDA only)."),
     compile_mode: Optional[str] = typer.Option(None, "--compile-mode",
-                                               help="torch.compile mode for training, e.g. max-autotune-no-cudagraphs."),
+                                               help="torch.compile mode for training (default: the recipe's "
+                                                    "run.compile_mode), e.g. max-autotune-no-cudagraphs."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed warm-up steps (default: 1 on CPU, 10 on CUDA)."),
     sample_batch: Optional[int] = typer.Option(None, "--sample-batch",
                                                help="Images per sampling call (default: --batch on CPU, 256 on CUDA)."),

@@ -54,9 +54,12 @@ def prepare(run, dist_info: Dist, log: Callable[[str], None]) -> Prepared:
     """Channels-last on CUDA, torch.compile of the denoiser per ``[run] compile``, DDP when distributed."""
     cuda = run.device.type == "cuda"
     compiled = compile_default(run.recipe.run.compile, run.device)
+    mode = run.recipe.run.compile_mode
     if compiled:
-        log(f"compiling the denoiser with torch.compile (backend {compile_backend()}); the first steps are slow")
-    fast = prepare_for_speed(run.model, run.device, channels_last=cuda, compile=compiled)
+        log(f"compiling the denoiser with torch.compile (backend {compile_backend()}, mode {mode}); "
+            "the first steps are slow")
+    fast = prepare_for_speed(run.model, run.device, channels_last=cuda, compile=compiled,
+                             mode=None if mode == "default" else mode)
     if cuda and run.ema is not None:
         run.ema.to(memory_format=torch.channels_last)  # the EMA's lerp runs over like-strided tensors
     net: Callable[..., Tensor] = fast

@@ -108,6 +108,35 @@ def test_compile_settings(monkeypatch):
     assert compile_backend() == "aot_eager" and compile_backend("eager") == "eager"
 
 
+@pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs", "reduce-overhead"])
+def test_compile_mode_reaches_torch_compile_in_training_and_bench(tmp_path, monkeypatch, mode):
+    import gentool.fast
+    from gentool.bench import BenchSettings
+
+    calls = []
+
+    def fake_compile(fn, **kwargs):
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(gentool.fast.torch, "compile", fake_compile)
+    run = build(write_recipe(tmp_path, steps=1, checkpoint_every=1), "run.compile=true",
+                f'run.compile_mode="{mode}"')
+    _, log = quiet_train(run)
+    want = None if mode == "default" else mode
+    assert [c["mode"] for c in calls] == [want] and calls[0]["dynamic"] is False
+    assert any(f"mode {mode}" in m for m in log), log
+    assert BenchSettings().resolved(run).compile_mode == want
+    assert BenchSettings(compile_mode="max-autotune").resolved(run).compile_mode == "max-autotune"  # the flag wins
+
+
+def test_a_misspelt_compile_mode_names_the_choices(tmp_path):
+    from gentool.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"run\.compile_mode.*max-autotune-no-cudagraphs"):
+        build(write_recipe(tmp_path), 'run.compile_mode="max_autotune"')
+
+
 def test_a_compiled_run_saves_plain_weights_and_matches_eager(tmp_path, monkeypatch, trained_toy):
     monkeypatch.setenv(accel.COMPILE_BACKEND_ENV, "eager")  # dynamo's tracing without a C++ compiler
     # the eager run: trained_toy (conftest), the same recipe under another name, trained uncompiled on the CPU
