@@ -120,12 +120,8 @@ class Run:
         """Generate images in [-1, 1] with the recipe's sampler (or the one named).
 
         ``labels`` (class indices) only matter for a conditional model;
-        ``guidance`` defaults to the recipe's ``[sampler] guidance``.
-        ``fast`` (default: on CUDA) evaluates the network through
-        :func:`gentool.fast.make_fast_eps_fn`: labels embedded once, the
-        guidance pair as one batch, channels-last, bf16 autocast per
-        ``[train] precision`` and, per ``[run] compile``, compiled with CUDA
-        graphs; the same maths as the plain path (``tests/test_fast_path.py``).
+        ``guidance`` defaults to the recipe's ``[sampler] guidance``;
+        ``fast`` picks the network path as in :meth:`eps_fn`.
         """
         generator = generator if generator is not None else self.generator()
         if x_T is None:
@@ -133,28 +129,43 @@ class Run:
                 raise ValueError("sample() needs n or x_T")
             x_T = self.noise(n, generator)
         x_T = x_T.to(self.device)
-        if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long)
-            self.model.check_labels(labels.cpu())
-            labels = labels.to(self.device)
-        guidance = self.recipe.sampler.guidance if guidance is None else guidance
         steps = self.recipe.sampler.steps if steps is None else steps
-        model = self.sampling_model.eval()
-        if self.device.type == "cuda" if fast is None else fast:
-            from gentool.fast import make_fast_eps_fn
-
-            precision = self.recipe.train.precision
-            bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-            eps_fn = make_fast_eps_fn(model, self.diffusion, labels, guidance, bf16=bf16,
-                                      compile=self.recipe.run.compile, channels_last=self.device.type == "cuda")
-        else:
-            eps_fn = make_eps_fn(model, self.diffusion, labels, guidance)
+        eps_fn = self.eps_fn(labels, guidance, fast=fast)
         fn = self.sampler(sampler, **(sampler_options or {}))
         total = len(self.diffusion.timesteps(steps, t_start))
         from gentool.progress import progress_callback
 
         with progress_callback(total, description, enabled=progress, inner=callback) as cb:
             return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
+
+    def eps_fn(self, labels: Tensor | list[int] | None = None, guidance: float | None = None, *,
+               fast: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """The sampling model's noise prediction ``eps_fn(x_t, t)`` with labels and guidance bound.
+
+        ``labels`` are checked on the host and moved to the device;
+        ``guidance`` defaults to the recipe's ``[sampler] guidance``. ``fast``
+        (default: on CUDA) evaluates the network through
+        :func:`gentool.fast.make_fast_eps_fn`: labels embedded once, the
+        guidance pair as one batch, channels-last, bf16 autocast per
+        ``[train] precision`` and, per ``[run] compile``, compiled with CUDA
+        graphs; the same maths as the plain :func:`gentool.sampling.make_eps_fn`
+        (``tests/test_fast_path.py``).
+        """
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            self.model.check_labels(labels.cpu())
+            labels = labels.to(self.device)
+        guidance = self.recipe.sampler.guidance if guidance is None else guidance
+        model = self.sampling_model.eval()
+        cuda = self.device.type == "cuda"
+        if not (cuda if fast is None else fast):
+            return make_eps_fn(model, self.diffusion, labels, guidance)
+        from gentool.fast import make_fast_eps_fn
+
+        precision = self.recipe.train.precision
+        bf16 = precision == "bf16" or (precision == "auto" and cuda)
+        return make_fast_eps_fn(model, self.diffusion, labels, guidance, bf16=bf16, compile=self.recipe.run.compile,
+                                channels_last=cuda)
 
     def run_task(self, spec: ComponentSpec, out_dir: Path | None = None) -> TaskResult:
         """Run a task from the registry with its options, writing into ``out_dir``."""

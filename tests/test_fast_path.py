@@ -279,3 +279,19 @@ def test_run_sample_through_the_fast_eps_fn_gives_the_plain_samples(tiny_recipe,
     fast = run.sample(4, labels=labels, generator=torch.Generator().manual_seed(1), progress=False, fast=True)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     assert run.sampling_model.denoiser.conv_in.weight.is_contiguous()  # CPU: no layout change was asked for
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_run_checks_requested_labels_on_the_host_on_either_path(tiny_recipe, fast):
+    import gentool
+
+    recipe = gentool.load_recipe(tiny_recipe, overrides=[
+        "denoiser.class_cond=true", 'conditioner.name="class_embedding"', "conditioner.num_classes=2"])
+    run = gentool.build(recipe, device="cpu")
+    for bad in ([0, 2], [-2, 1]):
+        with pytest.raises(ValueError, match=r"0\.\.1 \(or -1 for none\), got \[-?2\]"):
+            run.sample(2, labels=bad, progress=False, fast=fast)
+        with pytest.raises(ValueError, match=r"0\.\.1"):
+            run.eps_fn(torch.tensor(bad), 1.0, fast=fast)
+    eps = run.eps_fn([0, -1], 1.0, fast=fast)(torch.zeros(2, 1, 8, 8), torch.tensor([3, 40]))
+    assert eps.shape == (2, 1, 8, 8) and eps.dtype == torch.float32

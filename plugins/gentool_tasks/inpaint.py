@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from gentool import TaskResult, make_eps_fn
+from gentool import TaskResult
 from gentool.diffusion import Diffusion
 from gentool.images import save_grid
 
@@ -153,8 +153,7 @@ def inpaint_images(
         raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler {sampler!r} cannot be used")
     spec = run.recipe.sampler
     opts = spec.options if spec.name == "ancestral" else {}
-    guidance = spec.guidance if guidance is None else guidance
-    eps_fn = make_eps_fn(run.sampling_model.eval(), run.diffusion, labels, guidance)
+    eps_fn = run.eps_fn(labels, guidance)  # guidance None: the recipe's
     return repaint(eps_fn, run.diffusion, x0, known, x_T, steps=spec.steps if steps is None else steps,
                    jump_length=jump_length, resamplings=resamplings, generator=generator,
                    variance=opts.get("variance", "beta"), clip_denoised=opts.get("clip_denoised", True),
