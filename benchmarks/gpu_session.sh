@@ -3,7 +3,9 @@
 #
 #   bash benchmarks/gpu_session.sh [RESULTS_DIR]     (default: $OUT, else ./gpu_results)
 #
-# Needs gentool installed with the bench extra (pip install -e '.[bench]') and a CUDA GPU.
+# Needs a CUDA GPU and gentool installed with the bench extra (pip install -e '.[bench]'). On a
+# machine without a package index, run benchmarks/fetch_wheels.sh beforehand where pip works
+# and bring .whl/ along: this script then installs gentool and its missing packages from it.
 # Writes device.txt, cuda_tests.log, train_eager.jsonl / train_compiled.jsonl (the engine's
 # metrics.jsonl of 300 steps of the CIFAR-10 recipe's network, eager and compiled), and
 # bench_*.json (gentool bench with --compare diffusers). docs/performance.md says what to
@@ -16,6 +18,12 @@ out=${1:-${OUT:-gpu_results}}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 GENTOOL_NO_PROGRESS=1
 py=${PYTHON:-python3}
+
+if [ -d .whl ] && ! "$py" -c 'import gentool, torch_fidelity, diffusers' 2>/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps .whl/*.whl \
+    && "$py" -m pip install -q --no-index --no-deps --no-build-isolation -e . \
+    || { echo "could not install gentool from .whl/"; exit 1; }
+fi
 
 { nvidia-smi --query-gpu=name,clocks.max.sm,power.limit,memory.total --format=csv
   "$py" -c 'import torch, sys; print("torch", torch.__version__, "cuda", torch.version.cuda, "python", sys.version.split()[0])'
