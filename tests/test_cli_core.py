@@ -49,6 +49,25 @@ def test_check_reports_a_misspelt_key_without_traceback(tmp_path, tiny_recipe):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_square_brackets_in_messages_are_printed_not_taken_as_markup(tmp_path, tiny_recipe, monkeypatch):
+    """rich reads "[data]" as a style tag and drops it; messages naming recipe tables must keep it."""
+    no_data = tmp_path / "no_data.toml"
+    no_data.write_text('[schedule]\nname = "linear"\n[denoiser]\nname = "unet"\n[train]\nsteps = 0\n'
+                       '[[tasks]]\nname = "inpaint"\n')
+    text = tiny_recipe.read_text()
+    result = invoke("run", no_data, "--set", f'run.output_dir="{tmp_path.as_posix()}"')
+    assert result.exit_code == 2
+    assert "has no [data] table" in " ".join(result.output.split()), result.output  # the message wraps
+
+    broken = tmp_path / "broken.toml"  # a data set that fails to build: the check table shows its message
+    start, end = text.index("[data]"), text.index("[schedule]")
+    broken.write_text(text[:start] + '[data]\nname = "image_folder"\nroot = "[bold]missing"\nimage_size = 8\n\n'
+                      + text[end:])
+    result = invoke("check", broken)
+    assert result.exit_code == 0, result.output
+    assert "[bold]missing" in result.stdout, result.stdout
+
+
 def test_check_prints_the_summary(tiny_recipe):
     result = invoke("check", tiny_recipe)
     assert result.exit_code == 0

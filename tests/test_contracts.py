@@ -9,7 +9,6 @@ The second half checks that each check catches the mistake it exists for.
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import struct
 from pathlib import Path

@@ -9,6 +9,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     name="gentool",
@@ -43,10 +44,22 @@ def friendly(fn: Callable) -> Callable:
         except user_errors() as exc:
             if os.environ.get("GENTOOL_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)  # "[data]" is text
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def load_run_or_warn(source, *, device: str | None, overrides: list[str]):
+    """``load_run`` behind a status line; warn (stderr) when the run has no checkpoint yet."""
+    from gentool.run import load_run
+
+    with err.status(f"loading {escape(str(source))}"):
+        run = load_run(source, device=device, overrides=list(overrides or []))
+    if run.checkpoint is None:
+        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint; the weights are untrained",
+                  highlight=False)
+    return run
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from gentool.cli.app import app, console, err, friendly
+from gentool.cli.app import app, console, err, friendly, load_run_or_warn
 
 
 @app.command("eval")
@@ -38,12 +38,7 @@ def eval_(
     """Evaluate a trained run; print the JSON report and save it."""
     from gentool.evaluation import default_report_path, evaluate, write_report
     from gentool.evaluation.evaluate import eval_config
-    from gentool.run import load_run
-
-    with err.status(f"loading {source}"):
-        run = load_run(source, device=device, overrides=list(set_))
-    if run.checkpoint is None:
-        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint; the weights are untrained", highlight=False)
+    run = load_run_or_warn(source, device=device, overrides=set_)
     config = eval_config(run, metrics=metrics, sampler=sampler, steps=steps, split=split,
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,

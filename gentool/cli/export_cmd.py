@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from gentool.cli.app import app, console, err, friendly
 
@@ -20,5 +21,5 @@ def export(
     """Write the EMA weights as a .safetensors file that `gentool sample` and gentool.load_run can load."""
     from gentool.engine.export import export_weights
 
-    path = export_weights(source, out, on_bad=lambda m: err.print(f"warning: {m}", highlight=False))
-    console.print(f"[green]wrote[/] {path}")
+    path = export_weights(source, out, on_bad=lambda m: err.print(f"warning: {m}", highlight=False, markup=False))
+    console.print(f"[green]wrote[/] {escape(str(path))}")

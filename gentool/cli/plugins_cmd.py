@@ -6,6 +6,7 @@ import json
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gentool.cli.app import app, console
 
@@ -60,13 +61,13 @@ def list_plugins(
         provides = sorted({f"{r['kind']}" for r in rows if r["plugin"] == p.name})
         plugins.add_row(p.name, p.package, p.version, p.module, ", ".join(provides))
     for b in st.broken:
-        plugins.add_row(f"[red]{b.name}[/]", b.package, b.version, "", f"[red]BROKEN: {b.error}[/]")
+        plugins.add_row(Text(b.name, style="red"), b.package, b.version, "", Text(f"BROKEN: {b.error}", style="red"))
     console.print(plugins)
     comps = Table(title="components", title_justify="left")
     for col in ("kind", "name", "plugin", "summary"):
         comps.add_column(col)
     for r in rows:
-        comps.add_row(r["kind"], r["name"], r["plugin"], r["summary"])
+        comps.add_row(r["kind"], r["name"], r["plugin"], Text(r["summary"]))
     console.print(comps)
     if st.blocked:
         console.print(f"blocked: {', '.join(st.blocked)}")

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from gentool.cli.app import app, console, err, friendly
 
@@ -32,7 +33,7 @@ def check(
     console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))
     table = Table(title=f"{recipe}: valid", title_justify="left", show_header=False)
     for key, value in summarize(rec).items():
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))  # plain text: "[data]" in a message is not markup
     console.print(table)
 
 
@@ -57,16 +58,16 @@ def run(
     from gentool.engine.distributed import env
 
     result = run_recipe(recipe, overrides=set_, resume=resume, force=force, device=device,
-                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
+                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
     if not env().main:
         return
     if result.train.interrupted:
         raise typer.Exit(128 + result.train.signal)  # the shell's convention for "stopped by a signal"
     for name, task_result in result.tasks:
         for f in task_result.files[:5]:
-            console.print(f"[green]wrote[/] {f}")
+            console.print(f"[green]wrote[/] {escape(str(f))}")
         if len(task_result.files) > 5:
             console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}")
         for k, v in task_result.metrics.items():
-            console.print(f"{name}: {k} = {v:.4g}")
-    console.print(f"run directory: {result.run.run_dir}")
+            console.print(f"{name}: {k} = {v:.4g}", markup=False)
+    console.print(f"run directory: {result.run.run_dir}", markup=False)

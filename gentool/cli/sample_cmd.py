@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import typer
 from rich.markup import escape
 
-from gentool.cli.app import app, console, err, friendly
+from gentool.cli.app import app, console, friendly, load_run_or_warn
 
 
 @dataclass
@@ -128,12 +128,7 @@ def sample(
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
-    from gentool.run import load_run
-
-    with err.status(f"loading {source}"):
-        run = load_run(source, device=device, overrides=list(set_))
-    if run.checkpoint is None:
-        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint; the weights are untrained", highlight=False)
+    run = load_run_or_warn(source, device=device, overrides=set_)
     out_dir = out if out is not None else default_out(run, sampler, steps, guidance, seed)
     result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
                       steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,

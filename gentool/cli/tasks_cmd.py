@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Literal, Optional, Union
 import typer
 from rich.markup import escape
 
-from gentool.cli.app import app, console, err, friendly
+from gentool.cli.app import app, console, friendly, load_run_or_warn
 
 SET_HELP = "Override a value of the run's recipe, e.g. --set sampler.steps=100 (TOML value syntax)."
 
@@ -144,14 +144,9 @@ def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: 
                       device: Optional[str], set_: List[str]) -> None:
     """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/<task>``)."""
     from gentool.recipe import ComponentSpec
-    from gentool.run import load_run
-
-    with err.status(f"loading {source}"):
-        run = load_run(source, device=device, overrides=list(set_ or []))
+    run = load_run_or_warn(source, device=device, overrides=set_)
     factory = run.registry.get("task", task).factory
     spec = ComponentSpec(task, checked_options(factory, options))
-    if run.checkpoint is None:
-        err.print(f"[yellow]warning:[/] {source} has no checkpoint; the weights are untrained", highlight=False)
     report(run.run_task(spec, out if out is not None else run.run_dir / task))
 
 
