@@ -326,7 +326,12 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
         shape = (model.denoiser.unet.config.in_channels, *(2 * (model.denoiser.unet.config.sample_size,)))
         theirs = bench_model(model, run.diffusion, shape, None, 0.0, ds, device, sampler_steps=sampler_steps,
                              lr=tr.lr, loss=tr.loss, log=lambda m: log(f"diffusers: {m}"))
-        result["compare"] = {"diffusers": theirs,
+        same = abs(result["flops_per_img"] - theirs["flops_per_img"]) <= 0.01 * theirs["flops_per_img"]
+        if not same:
+            log(f"warning: the networks differ ({result['flops_per_img'] / 1e9:.2f} vs "
+                f"{theirs['flops_per_img'] / 1e9:.2f} GFLOPs per image): the ratios compare different work; "
+                "diffusers' network is the DDPM CIFAR-10 one, so compare with recipes/cifar_cfg.toml's network")
+        result["compare"] = {"diffusers": theirs, "same_network": same,
                              "train_ratio": result["train_img_per_s"] / theirs["train_img_per_s"],
                              "sample_ratio": result["sample_evals_per_s"] / theirs["sample_evals_per_s"]}
     return result

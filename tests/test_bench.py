@@ -157,13 +157,34 @@ def test_compare_diffusers_same_harness(cifar_recipe: Path):
     tiny = {"sample_size": 8, "block_out_channels": (32, 64), "layers_per_block": 1,
             "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
     s = BenchSettings(batch=2, steps=1, warmup=0, sample_batch=2)
-    r = bench_run(run, s, compare="diffusers", diffusers_config=tiny)
+    log: list[str] = []
+    r = bench_run(run, s, compare="diffusers", diffusers_config=tiny, log=log.append)
     theirs = r["compare"]["diffusers"]
+    assert r["compare"]["same_network"] and theirs["flops_per_img"] == r["flops_per_img"]  # the same U-Net layout
+    assert not any("differ" in m for m in log)
     assert theirs["params"] > 0 and theirs["train_img_per_s"] > 0
     # diffusers gets the same rows per forward pass as gentool's fused guidance batch
     assert theirs["sample_rows_per_call"] == r["sample_rows_per_call"] == 4
     assert r["compare"]["train_ratio"] == pytest.approx(r["train_img_per_s"] / theirs["train_img_per_s"])
     assert r["compare"]["sample_ratio"] == pytest.approx(r["sample_evals_per_s"] / theirs["sample_evals_per_s"])
+
+
+def test_compare_warns_when_the_networks_differ(cifar_recipe: Path):
+    from gentool.bench import bench_run
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+
+    run = build(load_recipe(cifar_recipe, overrides=[*SMALL[:3], "denoiser.image_size=8",
+                                                     "denoiser.attention_resolutions=[4]"]), device="cpu")
+    bigger = {"sample_size": 8, "block_out_channels": (64, 64), "layers_per_block": 1,
+              "down_block_types": ("DownBlock2D", "AttnDownBlock2D"), "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}
+    log: list[str] = []
+    r = bench_run(run, BenchSettings(batch=2, steps=1, warmup=0, sample_batch=2), compare="diffusers",
+                  diffusers_config=bigger, log=log.append)
+    assert r["compare"]["same_network"] is False
+    assert any("networks differ" in m and "compare different work" in m for m in log), log
+    caption = result_table(r).caption
+    assert "the two networks differ" in caption
 
 
 def test_compare_without_diffusers_says_how_to_install(cifar_recipe: Path, monkeypatch):

@@ -90,4 +90,7 @@ def result_table(r: dict) -> Table:
     table.caption = (f"batch {r['batch']}, {r['steps']} timed steps after {r['warmup']} warm-up, "
                      f"sample batch {r['sample_batch']}, compile {r['compile']}, channels-last {r['channels_last']}, "
                      f"bf16 {r['bf16']}; memory: {r['memory_measure']}")
+    if theirs and not r["compare"].get("same_network", True):
+        table.caption += ("; [bold yellow]the two networks differ (see GFLOPs / image): the ratios compare "
+                          "different work[/]")
     return table
