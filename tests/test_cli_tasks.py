@@ -130,6 +130,7 @@ def test_cli_task_options_come_from_the_task_signature():
     (["variations", "{ckpt}", "--t", "2"], "t must be in [0, 1]"),
     (["inpaint", "{ckpt}", "--sampler", "nosuch"], "unknown sampler 'nosuch'"),
     (["interpolate", "{ckpt}", "--indices", "0"], "pairs"),
+    (["variations", "{ckpt}", "--indices", "-1"], "indices must be in 0.."),
     (["animate", "{missing}"], "no such run directory"),
 ])
 def test_cli_user_errors_are_one_line(trained, tmp_path, args, message):

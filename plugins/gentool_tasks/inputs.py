@@ -57,8 +57,10 @@ def dataset_images(run, indices: list[int], split: str) -> tuple[Tensor, Tensor]
     data = run.dataset(split)
     images, labels = [], []
     for i in indices:
-        if not -len(data) <= i < len(data):
-            raise ValueError(f"index {i} is out of range: the {split} split has {len(data)} images")
+        if not 0 <= i < len(data):
+            raise ValueError(
+                f"indices must be in 0..{len(data) - 1} (the {split} split has {len(data)} images), got {i}"
+            )
         x, y = data[i]
         images.append(fit(torch.as_tensor(x, dtype=torch.float32), run.image_shape))
         labels.append(int(y))

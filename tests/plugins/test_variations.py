@@ -75,3 +75,11 @@ def test_larger_t_strays_further(task_run):
 def test_n_must_be_positive(task_run, tmp_path):
     with pytest.raises(ValueError, match="n must be"):
         variations(task_run, tmp_path, n=0)
+
+
+@pytest.mark.parametrize("index", [-1, 10_000])
+def test_indices_out_of_range_are_rejected(task_run, tmp_path, index):
+    # a negative index used to wrap to the last image while a too-large one was rejected
+    n = len(task_run.dataset("test"))
+    with pytest.raises(ValueError, match=rf"indices must be in 0\.\.{n - 1} .*got {index}$"):
+        variations(task_run, tmp_path, indices=[index])
