@@ -130,7 +130,10 @@ def check_options(
         if not matches(value, annotation):
             choices = literal_choices(annotation)
             want = f"one of {', '.join(choices)}" if choices else describe(annotation)
-            raise OptionError(key, f"{value!r} is not valid: expected {want}", value, choices)
+            strings = [c[1:-1] for c in choices if c[:1] in "'\""]  # the reprs of the string choices
+            near = closest(value, strings) if isinstance(value, str) else []
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+            raise OptionError(key, f"{value!r} is not valid: {hint}expected {want}", value, choices)
     resolved: dict[str, Any] = {}
     for key, p in params.items():
         if key in options:

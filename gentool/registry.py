@@ -34,9 +34,12 @@ class Component:
 
 
 def closest(name: str, choices) -> list[str]:
-    """Up to three valid names closest to a misspelt ``name``."""
-    choices = sorted(choices)
-    return difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    """Up to three valid names closest to a misspelt ``name``, ignoring case (``DDIM``: ``ddim``)."""
+    by_lower: dict[str, list[str]] = {}
+    for choice in sorted(choices):
+        by_lower.setdefault(choice.lower(), []).append(choice)
+    near = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
+    return [choice for lower in near for choice in by_lower[lower]][:3]
 
 
 class Registry:
