@@ -61,6 +61,20 @@ def describe(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+LIST_EXAMPLES = {int: "[1, 2]", float: "[0.5, 1.0]", str: '["a", "b"]', bool: "[true, false]"}
+
+
+def list_example(annotation: Any) -> str:
+    """A list option's value in TOML syntax (``[1, 2]`` for ``list[int]``); ``""`` for other options."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return next((e for e in map(list_example, args) if e), "")
+    if origin in (list, tuple):
+        return LIST_EXAMPLES.get(args[0] if args else int, "")
+    return ""
+
+
 def matches(value: Any, annotation: Any) -> bool:
     """Does a TOML value fit ``annotation``? (Unknown annotations accept anything.)"""
     if annotation is inspect.Parameter.empty or annotation is Any:
@@ -130,6 +144,9 @@ def check_options(
         if not matches(value, annotation):
             choices = literal_choices(annotation)
             want = f"one of {', '.join(choices)}" if choices else describe(annotation)
+            example = list_example(annotation)
+            if example and not choices:
+                want += f", e.g. {example}"  # --set denoiser.channel_mult=1,2 is the string "1,2"
             strings = [c[1:-1] for c in choices if c[:1] in "'\""]  # the reprs of the string choices
             near = closest(value, strings) if isinstance(value, str) else []
             hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""

@@ -97,3 +97,11 @@ def test_training_without_data_is_refused(tmp_path):
     with pytest.raises(RecipeError, match=r"data: training \(train.steps > 0\) needs a \[data\] table"):
         load_recipe(write(tmp_path, text))
     assert load_recipe(write(tmp_path, text + "[train]\nsteps = 0\n")).data is None
+
+
+def test_a_wrong_value_for_a_list_option_shows_the_toml_syntax(tmp_path):
+    # --set denoiser.channel_mult=1,2 is the string "1,2": the message shows how a list is written
+    with pytest.raises(RecipeError, match=r"denoiser\.channel_mult: '1,2' is not valid: expected list of int, e\.g\. \[1, 2\]"):
+        load_recipe(write(tmp_path, BASE), overrides=["denoiser.channel_mult=1,2"])
+    with pytest.raises(RecipeError, match=r"train\.batch_size: 'a lot' is not valid: expected int$"):
+        load_recipe(write(tmp_path, BASE + '[train]\nbatch_size = "a lot"\n'))  # no example for a non-list option
