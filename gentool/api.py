@@ -39,9 +39,19 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
         out["conditioner parameters"] = f"{sum(p.numel() for p in cond.parameters()):,}"
     if recipe.data is not None:
         factory = reg.get("data_source", recipe.data.name).factory
+        options = dict(recipe.data.options)
+        will_download = bool(options.get("download"))
+        if "download" in options:
+            options["download"] = False  # a summary neither downloads nor creates the root folder
         try:
-            out["dataset (train)"] = f"{len(factory('train', **recipe.data.options)):,} images"
-        except Exception as exc:  # noqa: BLE001 - data may be absent before `download = true`
+            out["dataset (train)"] = f"{len(factory('train', **options)):,} images"
+        except FileNotFoundError as exc:
+            if will_download:
+                into = f" into {options['root']}" if options.get("root") else ""
+                out["dataset (train)"] = f"not downloaded yet: gentool run will download it{into}"
+            else:
+                out["dataset (train)"] = f"not available yet: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a summary reports the problem; gentool run raises it
             out["dataset (train)"] = f"not available yet: {exc}"
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps

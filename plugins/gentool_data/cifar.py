@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import CIFAR10
 
-from gentool_data.common import TensorImages, check_split, missing
+from gentool_data.common import TensorImages, check_split, download_errors, missing
 
 
 def cifar10(
@@ -33,7 +33,13 @@ def cifar10(
     folder = Path(root) / CIFAR10.base_folder
     if not download and not folder.is_dir():
         raise missing(f"CIFAR-10 {split} split", [folder])
-    data = CIFAR10(root, train=split == "train", download=download)
+    if download:
+        fix = (f"without network access, put the unpacked python version of CIFAR-10 ({CIFAR10.url}) "
+               f"in {folder} (data_batch_1 ... data_batch_5, test_batch, batches.meta)")
+        with download_errors(f"CIFAR-10 {split} split", root, fix):
+            data = CIFAR10(root, train=split == "train", download=True)
+    else:
+        data = CIFAR10(root, train=split == "train", download=False)
     images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
     labels = torch.as_tensor(data.targets)
     flip = random_flip and split == "train"

@@ -7,9 +7,11 @@ Every source returns images as float32 ``[C, H, W]`` in [-1, 1]; a uint8 pixel
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
+from urllib.error import URLError
 
 import torch
 from PIL import Image
@@ -35,6 +37,53 @@ def missing(what: str, looked: Sequence[Path | str], hint: str = "") -> MissingD
     places = ", ".join(str(p) for p in looked)
     fix = "set `download = true` in [data] to fetch it"
     return MissingDataError(f"{what} not found (looked in {places}); {fix}{hint}")
+
+
+#: what torchvision's downloads raise: no network (URLError), disk or socket
+#: errors (OSError), every mirror failed or a bad md5 sum (RuntimeError)
+DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
+
+
+def brief(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one short line: ``Type: message``, whitespace collapsed, cut at ``limit``."""
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def download_errors(what: str, root: Path | str, fix: str, *, folder: Path | str | None = None) -> Iterator[None]:
+    """Turn a failed download inside the block into a :class:`MissingDataError`.
+
+    The message names ``what``, ``root``, the cause in brief and ``fix`` (how to
+    get the files without a download). Folders the failed download created
+    under ``folder`` (default ``root``) are removed again when left empty.
+    """
+    target = Path(folder if folder is not None else root)
+    created = next((p for p in [*reversed(target.parents), target] if not p.exists()), None)
+    try:
+        yield
+    except DOWNLOAD_ERRORS as exc:
+        if isinstance(exc, MissingDataError):
+            raise
+        if created is not None:
+            _remove_empty(target, created)
+        raise MissingDataError(
+            f"{what}: not found in the root folder {root} and the download failed ({brief(exc)}); {fix}, "
+            "or run again where the network is reachable"
+        ) from exc
+
+
+def _remove_empty(deepest: Path, top: Path) -> None:
+    """rmdir ``deepest`` and its parents up to ``top`` (inclusive), stopping at the first non-empty one."""
+    for folder in [deepest, *deepest.parents]:
+        if folder.is_dir():
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the download left something there
+                return
+        if folder == top:
+            return
 
 
 def to_signed(x: Tensor) -> Tensor:

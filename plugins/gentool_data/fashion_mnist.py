@@ -76,5 +76,7 @@ def fashion_mnist(
         if not (in_root or download):
             hint = ", or run `apt-get install dataset-fashion-mnist`"
             raise missing(f"Fashion-MNIST {split} split", [raw, system_dir or "(no system_dir)"], hint)
-        found = load_torchvision(FashionMNIST, split, root, download)
+        hint = (f", or install Debian's dataset-fashion-mnist package (`apt-get install dataset-fashion-mnist`, "
+                f"read from {DEBIAN_DIR}) or set `system_dir` to a folder of the gzipped IDX files")
+        found = load_torchvision(FashionMNIST, split, root, download, label="Fashion-MNIST", hint=hint)
     return TensorImages(*found, FashionMNIST.classes, image_size=image_size)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import MNIST
 
-from gentool_data.common import TensorImages, check_split, missing
+from gentool_data.common import TensorImages, check_split, download_errors, missing
 
 
 def idx_names(split: str) -> tuple[str, str]:
@@ -15,12 +15,23 @@ def idx_names(split: str) -> tuple[str, str]:
     return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
 
 
-def load_torchvision(cls: type[MNIST], split: str, root: str, download: bool):
-    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<cls name>/raw/``."""
+def load_torchvision(cls: type[MNIST], split: str, root: str, download: bool, *, label: str = "", hint: str = ""):
+    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<cls name>/raw/``.
+
+    ``label`` names the data set in errors (default the class name); ``hint``
+    ends the message of a failed download (other ways to get the files).
+    """
     raw = Path(root) / cls.__name__ / "raw"
+    what = f"{label or cls.__name__} {split} split"
     if not download and not all((raw / name).is_file() for name in idx_names(split)):
-        raise missing(f"{cls.__name__} {split} split", [raw])
-    data = cls(root, train=split == "train", download=download)
+        raise missing(what, [raw])
+    if not download:
+        data = cls(root, train=split == "train", download=False)
+    else:
+        names = ", ".join(name for s in ("train", "test") for name in idx_names(s))
+        fix = f"without network access, put the uncompressed IDX files ({names}) in {raw}{hint}"
+        with download_errors(what, root, fix, folder=raw):
+            data = cls(root, train=split == "train", download=True)
     return data.data.unsqueeze(1), data.targets
 
 
