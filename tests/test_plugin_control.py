@@ -127,6 +127,17 @@ def test_block_plugins_by_entry_point_or_package_name(site, monkeypatch, blocked
     assert "blocked:" in result.output
 
 
+def test_list_plugins_summaries_show_single_backticks():
+    # docstrings are reStructuredText (``beta_start``); the table and the JSON show `beta_start`
+    runner = CliRunner()
+    rows = json.loads(runner.invoke(app, ["list-plugins", "--json"]).output)
+    linear = next(r for r in rows if (r["kind"], r["name"]) == ("schedule", "linear"))
+    assert linear["summary"].startswith("Linear betas from `beta_start` to `beta_end`")
+    assert not [r["summary"] for r in rows if "``" in r.get("summary", "")]
+    table = runner.invoke(app, ["list-plugins"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "`beta_start`" in table.output and "``" not in table.output
+
+
 def test_a_blocked_builtin_is_not_loaded():
     st = load_plugins(blocked=["schedules"])
     assert not st.registry.names("schedule")

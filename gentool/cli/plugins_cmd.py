@@ -12,7 +12,12 @@ from gentool.cli.app import app, console
 
 
 def plugin_rows() -> list[dict]:
-    """One row per registered component: kind, name, plugin, package, version, module, summary."""
+    """One row per registered component: kind, name, plugin, package, version, module, summary.
+
+    The summary is the first line of the factory's docstring with reStructuredText
+    inline code (````x````) written as Markdown (```x```), as in ``docs/recipes.md``.
+    """
+    from gentool.docs import _md
     from gentool.plugins import state
 
     st = state()
@@ -27,7 +32,7 @@ def plugin_rows() -> list[dict]:
             "package": p.package if p else "",
             "version": p.version if p else "",
             "module": p.module if p else "",
-            "summary": comp.summary,
+            "summary": _md(comp.summary),
         })
     return rows
 
