@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import torch
+
 
 @dataclass(kw_only=True)
 class RunConfig:
@@ -35,6 +37,16 @@ class RunConfig:
     compile: Literal["auto"] | bool = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     output_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        from gentool.options import OptionError  # a recipe error naming run.<key>
+
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise OptionError("device", f"{self.device!r} is not a device; use \"auto\", \"cpu\", \"cuda\" or "
+                                  "\"cuda:N\" (or another torch device type such as \"mps\")", self.device) from None
 
 
 @dataclass(kw_only=True)

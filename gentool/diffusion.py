@@ -170,7 +170,10 @@ class Diffusion(torch.nn.Module):
         t_start = self.num_timesteps - 1 if t_start is None else int(t_start)
         if not 0 <= t_start < self.num_timesteps:
             raise ValueError(f"t_start must be in [0, {self.num_timesteps - 1}], got {t_start}")
-        if steps is None or steps >= t_start + 1:
+        if steps is not None and steps > self.num_timesteps:
+            raise ValueError(f"steps ({steps}) is more than the schedule's T = {self.num_timesteps} timesteps; "
+                             f"use at most {self.num_timesteps}")
+        if steps is None or steps >= t_start + 1:  # e.g. SDEdit from t_start < T: every remaining step
             return list(range(t_start, -1, -1))
         if steps < 1:
             raise ValueError(f"steps must be at least 1, got {steps}")

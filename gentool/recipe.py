@@ -148,6 +148,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(str(path), "", "no such recipe file") from None
+    except IsADirectoryError:
+        hint = (f"; this is a run directory: {path / 'recipe.resolved.toml'} is the recipe it was trained with"
+                if (path / "recipe.resolved.toml").exists() else "")
+        raise RecipeError(str(path), "", f"is a directory, not a recipe file (a .toml file){hint}") from None
     except OSError as exc:
         raise RecipeError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
     try:

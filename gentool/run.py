@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +16,7 @@ from torch import Tensor
 from gentool.diffusion import Diffusion
 from gentool.interfaces import TaskResult
 from gentool.model import DiffusionModel
-from gentool.recipe import ComponentSpec, Recipe, load_recipe
+from gentool.recipe import ComponentSpec, Recipe, RecipeError, load_recipe
 from gentool.registry import Registry
 from gentool.sampling import make_eps_fn
 
@@ -25,9 +27,12 @@ def resolve_device(spec: str = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"{spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} asked for, but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use device = \"auto\" or \"cpu\"")
     return device
 
 
@@ -175,28 +180,72 @@ class Run:
         return task(self, out_dir, **spec.options)
 
 
+def _component(recipe: Recipe, table: str, factory: Callable[..., Any], *args: Any) -> Any:
+    """``factory(*args, **options)``; a ValueError names the recipe file and table (and the option it names)."""
+    spec: ComponentSpec = getattr(recipe, table)
+    try:
+        return factory(*args, **spec.options)
+    except RecipeError:
+        raise
+    except ValueError as err:
+        word = re.match(r"\w+", str(err))
+        options = inspect.signature(factory).parameters
+        key = f"{table}.{word.group()}" if word and word.group() in options else f"{table} ({spec.name})"
+        raise RecipeError(recipe.source, key, str(err)) from err
+
+
+def _model(recipe: Recipe, registry: Registry) -> DiffusionModel:
+    """The denoiser and the conditioner of a recipe, freshly initialised on torch's default device."""
+    denoiser = _component(recipe, "denoiser", registry.get("denoiser", recipe.denoiser.name).factory)
+    conditioner = None
+    if recipe.conditioner is not None:
+        cond_dim = getattr(denoiser, "cond_dim", None)
+        if not cond_dim:
+            raise RecipeError(recipe.source, "conditioner", f"denoiser {recipe.denoiser.name!r} takes no "
+                              "conditioning (its cond_dim is None); enable it in [denoiser] or remove [conditioner]")
+        factory = registry.get("conditioner", recipe.conditioner.name).factory
+        conditioner = _component(recipe, "conditioner", factory, cond_dim)
+    return DiffusionModel(denoiser, conditioner)
+
+
+def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:
+    betas = _component(recipe, "schedule", registry.get("schedule", recipe.schedule.name).factory)
+    try:
+        diffusion = Diffusion(betas)
+    except ValueError as err:
+        raise RecipeError(recipe.source, f"schedule ({recipe.schedule.name})", str(err)) from err
+    steps, T = recipe.sampler.steps, diffusion.num_timesteps
+    if steps is not None and steps > T:
+        raise RecipeError(recipe.source, "sampler.steps", f"{steps} is more than the schedule's T = {T} "
+                          f"timesteps; use at most {T}, or leave steps out to take them all", steps)
+    return diffusion
+
+
+def validate(recipe: Recipe, *, registry: Registry | None = None) -> None:
+    """Run every component factory's own checks without allocating weights (``gentool check``).
+
+    The schedule is computed on the CPU; the networks are built on the meta
+    device (shapes only), so a 100M-parameter recipe checks in a moment.
+    """
+    if registry is None:
+        from gentool.plugins import registry as _registry
+
+        registry = _registry()
+    _diffusion(recipe, registry)
+    with torch.device("meta"):
+        _model(recipe, registry)
+
+
 def build(recipe: Recipe, *, device: str | torch.device | None = None, registry: Registry | None = None) -> Run:
     """Build every component of a validated recipe (weights freshly initialised)."""
     if registry is None:
         from gentool.plugins import registry as _registry
 
         registry = _registry()
-    device = resolve_device(recipe.run.device) if device is None else torch.device(device)
+    device = resolve_device(recipe.run.device if device is None else str(device))
     torch.manual_seed(recipe.run.seed)
-    betas = registry.get("schedule", recipe.schedule.name).factory(**recipe.schedule.options)
-    diffusion = Diffusion(betas).to(device)
-    denoiser = registry.get("denoiser", recipe.denoiser.name).factory(**recipe.denoiser.options)
-    conditioner = None
-    if recipe.conditioner is not None:
-        cond_dim = getattr(denoiser, "cond_dim", None)
-        if not cond_dim:
-            raise ValueError(
-                f"{recipe.source}: conditioner: denoiser {recipe.denoiser.name!r} takes no conditioning "
-                "(its cond_dim is None); enable it in [denoiser] or remove [conditioner]"
-            )
-        factory = registry.get("conditioner", recipe.conditioner.name).factory
-        conditioner = factory(cond_dim, **recipe.conditioner.options)
-    model = DiffusionModel(denoiser, conditioner).to(device)
+    diffusion = _diffusion(recipe, registry).to(device)
+    model = _model(recipe, registry).to(device)
     ema = None
     if recipe.train.ema_decay > 0:
         ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -211,9 +260,13 @@ def load_run(
 ) -> Run:
     """Load a trained run from a run directory, a checkpoint file or an exported file.
 
-    A run directory loads its newest good checkpoint; a ``.safetensors`` file
-    written by ``gentool export`` carries its recipe in its metadata.
+    A run directory loads its newest good checkpoint; a checkpoint file and a
+    ``.safetensors`` file written by ``gentool export`` carry their recipe
+    (the run directory's resolved recipe is preferred when the checkpoint is
+    still in its run directory).
     """
+    import tomllib
+
     from gentool.engine import checkpoint as ckpt
 
     path = Path(path)
@@ -221,10 +274,23 @@ def load_run(
         raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
     if path.suffix == ".safetensors":
         return ckpt.load_exported(path, device=device, overrides=list(overrides))
+    if path.suffix == ".toml":
+        raise ValueError(f"{path} is a recipe, not a trained run: train it with `gentool run {path}`, then use its "
+                         "run directory (runs/<name>, printed at the end of the run) or one of its checkpoints")
     run_dir = path if path.is_dir() else ckpt.run_dir_of(path)
     recipe_file = run_dir / RESOLVED_RECIPE
+    if path.is_file() and not recipe_file.exists():  # a checkpoint copied out of its run: its own recipe
+        state = ckpt.load_checkpoint(path)
+        if not isinstance(state.get("recipe"), str):
+            raise ckpt.CheckpointError(f"{path}: the checkpoint holds no recipe and {recipe_file} does not exist")
+        recipe = load_recipe(path, data=tomllib.loads(state["recipe"]), overrides=list(overrides))
+        recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
+        run = build(recipe, device=device)
+        ckpt.restore_latest(run, path)
+        return run
     if not recipe_file.exists():
-        raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory?")
+        raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory (the folder "
+                                "`gentool run` prints at its end)?")
     recipe = load_recipe(recipe_file, overrides=list(overrides))
     # the run directory is where it is now, wherever it was trained
     recipe.run.output_dir, recipe.run.name = str(run_dir.parent), run_dir.name

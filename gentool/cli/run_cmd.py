@@ -27,7 +27,10 @@ def check(
     from gentool.api import summarize
     from gentool.recipe import load_recipe
 
+    from gentool.run import validate
+
     rec = load_recipe(recipe, overrides=set_)
+    validate(rec)  # every factory's own checks (networks on the meta device: no weights allocated)
     if quiet:
         return
     console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))

@@ -35,6 +35,28 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not ours)."""
 
 
+def load_weights(run: "Run", model: dict[str, Any], ema: dict[str, Any] | None, source: Path) -> None:
+    """Load ``model`` (and ``ema``, else ``model``) into ``run``; weights that do not fit its recipe are named."""
+    mine = run.model.state_dict()
+    wrong = [f"{k}: file {tuple(v.shape)}, recipe {tuple(mine[k].shape)}" for k, v in model.items()
+             if k in mine and tuple(v.shape) != tuple(mine[k].shape)]
+    missing, unexpected = sorted(set(mine) - set(model)), sorted(set(model) - set(mine))
+    if wrong or missing or unexpected:
+        parts = [f"{len(wrong)} tensor(s) of another shape ({'; '.join(wrong[:3])}{'; ...' if len(wrong) > 3 else ''})"
+                 if wrong else "",
+                 f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+                 if missing else "",
+                 f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"
+                 if unexpected else ""]
+        raise CheckpointError(
+            f"{source}: its weights do not fit the model of the recipe: {', '.join(p for p in parts if p)}. "
+            "Was the recipe changed after training (e.g. --set denoiser....)? Load it with the recipe it was "
+            "trained with")
+    run.model.load_state_dict(model)
+    if run.ema is not None:
+        run.ema.load_state_dict(ema or model)
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
@@ -147,7 +169,9 @@ def _reason(exc: Exception) -> str:
     refused = [line for line in lines if line.startswith("WeightsUnpickler error")]
     if refused:
         return f"it holds objects other than tensors and plain values, never loaded by gentool: {refused[0][:200]}"
-    return f"{type(exc).__name__}: {lines[0][:200] if lines else 'no detail'}"
+    if type(exc).__name__ == "UnpicklingError":  # torch's text goes on to suggest weights_only=False: never
+        return "not a PyTorch checkpoint, or a damaged one: it could not be unpickled"
+    return f"truncated, damaged or not a checkpoint: {type(exc).__name__}: {lines[0][:200] if lines else 'no detail'}"
 
 
 def latest_good(
@@ -190,9 +214,7 @@ def restore_latest(run: "Run", path: Path | None = None) -> dict[str, Any] | Non
     if found is None:
         return None
     path, state = found
-    run.model.load_state_dict(state["model"])
-    if run.ema is not None:
-        run.ema.load_state_dict(state.get("ema") or state["model"])
+    load_weights(run, state["model"], state.get("ema"), path)
     run.step = int(state["step"])
     run.checkpoint = path
     return state
@@ -219,9 +241,7 @@ def load_exported(path: Path, *, device=None, overrides: list[str] = ()) -> "Run
     recipe = load_recipe(path, data=tomllib.loads(meta["recipe"]), overrides=list(overrides))
     recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
     run = build(recipe, device=device)
-    run.model.load_state_dict(weights)
-    if run.ema is not None:
-        run.ema.load_state_dict(weights)
+    load_weights(run, weights, None, path)
     run.step = int(meta.get("step", 0))
     run.checkpoint = path
     return run

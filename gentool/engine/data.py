@@ -66,6 +66,22 @@ def step_loader(
     return iter(loader)
 
 
+def check_image_shape(run, data) -> None:
+    """The data set's images must have the shape the denoiser was built for (``[denoiser] in_channels, image_size``)."""
+    from gentool.recipe import RecipeError
+
+    opts = run.recipe.denoiser.options
+    if "in_channels" not in opts or "image_size" not in opts or len(data) == 0:
+        return
+    got, want = tuple(data[0][0].shape), run.image_shape
+    if got != want:
+        key = "denoiser.in_channels" if got[0] != want[0] else "denoiser.image_size"
+        raise RecipeError(run.recipe.source, key, f"the data set's images are {got[0]}x{got[1]}x{got[2]} "
+                          f"(channels x height x width) but the denoiser is built for {want[0]}x{want[1]}x{want[2]} "
+                          f"(in_channels = {want[0]}, image_size = {want[1]}); make them match (or set the data "
+                          "source's image_size / channels where it has them)", opts.get(key.split(".")[1]))
+
+
 def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) -> tuple[Iterator, bool]:
     """The training batches from ``run.step`` on, and whether their labels still need checking.
 
@@ -82,6 +98,7 @@ def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) 
     data = run.dataset("train")
     if dist_info.main:
         distributed.barrier()
+    check_image_shape(run, data)
     conditional = run.model.conditioner is not None
     held = isinstance(getattr(data, "labels", None), torch.Tensor)
     if conditional and held:

@@ -92,11 +92,11 @@ def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, A
 
 
 def load_training_state(run, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                        generator: torch.Generator, rank: int, world: int) -> list[str]:
+                        generator: torch.Generator, rank: int, world: int, source: Any = "the checkpoint") -> list[str]:
     """Put a checkpoint back into ``run`` and ``optimizer``; returns notes for the log."""
-    run.model.load_state_dict(state["model"])
-    if run.ema is not None:
-        run.ema.load_state_dict(state.get("ema") or state["model"])
+    from gentool.engine.checkpoint import load_weights
+
+    load_weights(run, state["model"], state.get("ema"), source)
     flags = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
     for group, (fused, foreach) in zip(optimizer.param_groups, flags):  # this machine's choice, not the saver's

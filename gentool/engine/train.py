@@ -122,7 +122,7 @@ class Trainer:
         if diff:
             self.log(f"warning: --force: resuming checkpoints of a different recipe ({'; '.join(diff[:6])})")
         for note in state.load_training_state(self.run, self.optimizer, st, self.generator,
-                                              self.dist.rank, self.dist.world):
+                                              self.dist.rank, self.dist.world, source=path):
             self.log(f"note: {note}")
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
