@@ -43,8 +43,10 @@ def plot_curves(curves: dict[str, Tensor], path: Path) -> Path:
         ax_s.plot(t, abar.sqrt().numpy(), color=color, label=name)
         ax_s.plot(t, (1 - abar).sqrt().numpy(), color=color, linestyle="--")
     T = len(next(iter(curves.values())))
-    ax_a.set(title=f"alphas_cumprod (T = {T})", xlabel="t (0-based step)", ylabel="alpha-bar_t", ylim=(0, 1.02))
-    ax_s.set(title="sqrt(alpha-bar_t) (solid) and sqrt(1 - alpha-bar_t) (dashed)", xlabel="t (0-based step)", ylim=(0, 1.02))
+    ax_a.set(title=f"alphas_cumprod (T = {T})", xlabel="t (0-based step)", ylabel=r"$\bar\alpha_t$", ylim=(0, 1.02))
+    # in mathtext: spelt out ("sqrt(alpha-bar_t) ...") the title ran past the right edge
+    ax_s.set(title=r"$\sqrt{\bar\alpha_t}$ (solid) and $\sqrt{1 - \bar\alpha_t}$ (dashed)", xlabel="t (0-based step)",
+             ylim=(0, 1.02))
     for ax in (ax_a, ax_s):
         ax.legend()
         ax.grid(alpha=0.3)
