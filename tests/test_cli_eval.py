@@ -112,3 +112,28 @@ def test_a_broken_weights_file_is_a_clear_error(trained, tmp_path):
 def test_an_unknown_metric_is_a_clear_error(trained):
     result = invoke("eval", trained, "--metrics", "fid,bdp")
     assert result.exit_code == 2 and "'bpd'" in result.output
+
+
+def test_a_failed_weights_download_is_a_clear_error(trained, monkeypatch):
+    from urllib.error import URLError
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tf_inception
+    import torch_fidelity.feature_extractor_vgg16 as tf_vgg16
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tf_inception, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(tf_vgg16, "torchvision_load_pretrained_vgg16", offline)
+    for extractor in ("inception-v3-compat", "vgg16"):
+        result = invoke("eval", trained, "--n", 10, "--steps", 1, "--metrics", "fid", "--feature-extractor", extractor)
+        assert result.exit_code == 2, result.output
+        flat = " ".join(result.output.split())
+        assert "Traceback" not in result.output and flat.startswith("error: could not get the")
+        assert "Name or service not known" in flat and "--feature-weights PATH" in flat
+
+
+def test_too_small_an_n_names_the_flag(trained):
+    result = invoke("eval", trained, "--n", 8, "--metrics", "fid")
+    assert result.exit_code == 2
+    assert "error: n (--n, or [eval] n) must be at least 10 for fid, got 8" in " ".join(result.output.split())

@@ -8,10 +8,12 @@
 """
 
 from gentool.evaluation.evaluate import default_report_path, evaluate, evaluate_in_training, write_report
-from gentool.evaluation.features import FeatureExtractorError, UInt8Images, build_extractor, to_rgb_uint8
+from gentool.evaluation.features import (FeatureExtractorError, FeatureWeightsUnavailable, UInt8Images, build_extractor,
+                                        to_rgb_uint8)
 
 __all__ = [
     "FeatureExtractorError",
+    "FeatureWeightsUnavailable",
     "UInt8Images",
     "build_extractor",
     "default_report_path",

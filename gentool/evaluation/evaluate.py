@@ -89,7 +89,7 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None, gui
     metrics = list(dict.fromkeys(config.metrics))
     wanted = [m for m in metrics if m in SAMPLE_METRICS]
     if wanted and n < MIN_SAMPLES:
-        raise ValueError(f"n must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
+        raise ValueError(f"n (--n, or [eval] n) must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
     t_start = time.perf_counter()
     report: dict[str, Any] = {"metrics": {}, "n": n if wanted else 0, "step": run.step,
                               "checkpoint": str(run.checkpoint) if run.checkpoint else None,

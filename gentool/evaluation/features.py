@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable
+from urllib.error import URLError
 
 import torch
 from torch import Tensor
@@ -22,6 +23,32 @@ METRIC_LAYERS = ("fid", "isc", "kid", "prc")
 
 class FeatureExtractorError(ValueError):
     """An unknown feature extractor, or one that cannot give what a metric needs."""
+
+
+class FeatureWeightsUnavailable(FileNotFoundError):
+    """A feature extractor's pretrained weights could not be downloaded (no internet, a proxy ...)."""
+
+
+#: what a weights download raises: no network (URLError), disk or socket errors
+#: (OSError), a failed hash check or an extractor's own wrapping (RuntimeError)
+DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
+
+
+def weights_unavailable(name: str, exc: BaseException) -> FeatureWeightsUnavailable:
+    """The error for extractor ``name`` whose weights download raised ``exc``: the cause, and the way round it."""
+    text = " ".join(str(exc).split())
+    if "--feature-weights" in text:  # the extractor already said how to get round it
+        return FeatureWeightsUnavailable(text)
+    import torch.hub
+
+    cause = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if len(cause) > 300:
+        cause = cause[:297] + "..."
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return FeatureWeightsUnavailable(
+        f"could not get the weights of feature extractor {name!r} ({cause}); without internet, pass a local "
+        f"copy with --feature-weights PATH ([eval] feature_weights) or put the downloaded file in {cache}"
+    )
 
 
 def to_rgb_uint8(x: Tensor) -> Tensor:
@@ -64,7 +91,9 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
 
     A gentool factory receives ``weights`` as its ``weights_path`` option. Any
     problem with the weights file raises before anything else is computed,
-    with the file named.
+    with the file named. Without ``weights`` the extractor downloads its own;
+    a failed download raises :class:`FeatureWeightsUnavailable` (a
+    ``FileNotFoundError``), which says how to pass a local copy instead.
     """
     weights = str(weights or "")
     if weights and not Path(weights).is_file():
@@ -79,6 +108,8 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
     except Exception as exc:  # noqa: BLE001 - whatever the extractor's loader raised
         if weights and weights not in str(exc):
             raise FeatureExtractorError(f"{weights}: cannot load it as weights of feature extractor {name!r}: {exc}") from None
+        if not weights and isinstance(exc, DOWNLOAD_ERRORS):  # no file given: the weights were being downloaded
+            raise weights_unavailable(name, exc) from exc
         raise
     known = sorted(set(registry.names("feature_extractor")) | set(torch_fidelity_extractors()))
     near = closest(name, known)
