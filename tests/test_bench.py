@@ -167,6 +167,8 @@ def test_compare_diffusers_same_harness(cifar_recipe: Path):
     assert theirs["sample_rows_per_call"] == r["sample_rows_per_call"] == 4
     assert r["compare"]["train_ratio"] == pytest.approx(r["train_img_per_s"] / theirs["train_img_per_s"])
     assert r["compare"]["sample_ratio"] == pytest.approx(r["sample_evals_per_s"] / theirs["sample_evals_per_s"])
+    # images/s compares the same work per image (gentool's are guided: two rows each), so its ratio is the evals' one
+    assert r["sample_img_per_s"] / theirs["sample_img_per_s"] == pytest.approx(r["compare"]["sample_ratio"])
 
 
 def test_compare_warns_when_the_networks_differ(cifar_recipe: Path):
