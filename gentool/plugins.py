@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import pluggy
 
 from gentool import hookspecs
-from gentool.registry import Registry, RegistryError
+from gentool.registry import Registry, RegistryError, closest
 
 PROJECT = "gentool"
 HOOKS = {
@@ -160,7 +160,10 @@ def load_plugins(
         except pluggy.PluginValidationError as exc:
             name = pm.get_name(exc.plugin) or "?"
             info = next((i for i in infos if i.name == name), None)
-            broken.append(BrokenPlugin(name, info.package if info else "?", info.version if info else "", _one_line(exc)))
+            unknown = [c.name for c in _impls(pm, exc.plugin) if not c.has_spec() and repr(c.name) in str(exc)]
+            near = closest_hook(unknown[0]) if unknown else None
+            error = _one_line(exc) + (f"; did you mean {near!r}?" if near else "")
+            broken.append(BrokenPlugin(name, info.package if info else "?", info.version if info else "", error))
             pm.unregister(exc.plugin)
             infos = [i for i in infos if i.name != name]
     registry, reg_broken = _fill_registry(pm, {i.name: i for i in infos})
@@ -170,6 +173,14 @@ def load_plugins(
         pm.unregister(name=name)
     infos = [i for i in infos if i.name not in bad]
     return PluginState(pm, registry, infos, broken, blocked)
+
+
+def closest_hook(name: str) -> str | None:
+    """The gentool hook closest to a misspelt hook ``name`` (compared without their common prefix)."""
+    prefix = "gentool_register_"
+    short = {hook.removeprefix(prefix): hook for hook in HOOKS.values()}
+    near = closest(name.removeprefix(prefix), short)
+    return short[near[0]] if near else None
 
 
 def _impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:

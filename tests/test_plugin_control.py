@@ -214,9 +214,18 @@ def test_misspelt_hook_is_reported(site):
     site("gentool-typo", source, ep_name="typo")
     site("gentool-flat", schedule_plugin("flat"), ep_name="flat")
     st = load_plugins()
-    assert "unknown hook 'gentool_register_schedule'" in broken_names(st)["typo"]
+    error = broken_names(st)["typo"]
+    assert "unknown hook 'gentool_register_schedule'" in error
+    assert error.endswith("; did you mean 'gentool_register_schedules'?")
     assert "typo" not in {p.name for p in st.plugins}
     assert ("schedule", "flat") in st.registry
+
+
+@pytest.mark.parametrize("typo, hook", [("gentool_register_dataset", "gentool_register_data_sources"),
+                                        ("register_samplers", "gentool_register_samplers"),
+                                        ("gentool_register_models", None)])
+def test_closest_hook(typo, hook):
+    assert plugins.closest_hook(typo) == hook
 
 
 def test_cli_in_a_fresh_process_with_blocked_and_broken_plugins(site):
