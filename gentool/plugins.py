@@ -172,6 +172,7 @@ def load_plugins(
     for name in bad:
         pm.unregister(name=name)
     infos = [i for i in infos if i.name not in bad]
+    registry.failed_plugins = [f"{b.name} ({b.error})" for b in broken]
     return PluginState(pm, registry, infos, broken, blocked)
 
 

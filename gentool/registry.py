@@ -47,6 +47,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        #: "name (error)" of each plugin that failed to load: an unknown name may be theirs
+        self.failed_plugins: list[str] = []
 
     def add(self, kind: str, name: str, factory: Callable[..., Any], plugin: str) -> None:
         """Register ``factory`` as ``kind``/``name``; a second plugin using the name fails."""
@@ -75,7 +77,11 @@ class Registry:
             near = closest(name, table)
             hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
             valid = ", ".join(sorted(table)) or "none registered"
-            raise RegistryError(f"unknown {kind} {name!r}{hint} (valid: {valid})")
+            failed = ""
+            if self.failed_plugins:
+                failed = (f"; note that plugin(s) failed to load and registered nothing: "
+                          f"{'; '.join(self.failed_plugins)} (`gentool list-plugins --verbose` shows why)")
+            raise RegistryError(f"unknown {kind} {name!r}{hint} (valid: {valid}){failed}")
         return table[name]
 
     def names(self, kind: str) -> list[str]:

@@ -23,6 +23,7 @@ import gentool
 from gentool import plugins
 from gentool.cli import app
 from gentool.plugins import HOOKS, load_plugins
+from gentool.registry import RegistryError
 from gentool.recipe import load_recipe
 from gentool.run import build
 from gentool.testing import tiny_recipe
@@ -198,6 +199,15 @@ def test_plugin_raising_on_import_is_broken_and_list_plugins_exits_0(site):
     bad = [r for r in rows if r["kind"] == "broken"]
     assert bad == [{"kind": "broken", "name": "bad", "plugin": "bad", "package": "gentool-bad",
                     "version": "1.2.3", "error": "ImportError: needs libfoo 2"}]
+
+
+def test_an_unknown_name_points_at_the_plugins_that_failed_to_load(site):
+    """The user asked for 'quadratic'; its plugin failed to import, so say so rather than only 'unknown'."""
+    site("gentool-bad", "raise ImportError('needs libfoo 2')\n", ep_name="bad")
+    st = load_plugins()
+    with pytest.raises(RegistryError, match=r"unknown schedule 'quadratic'.*plugin\(s\) failed to load and registered "
+                                            r"nothing: bad \(ImportError: needs libfoo 2\).*list-plugins --verbose"):
+        st.registry.get("schedule", "quadratic")
 
 
 def test_plugin_raising_while_registering_registers_nothing(site):
