@@ -100,10 +100,11 @@ def test_cli_runs_the_task_on_the_checkpoint(trained, tmp_path, command, args, e
     assert all(f.is_file() and f.parent == tmp_path / command for f in files)
 
 
-def test_cli_writes_into_the_run_directory_by_default(trained):
+def test_cli_writes_into_the_run_directory_by_default_beside_the_recipes_task_outputs(trained):
     result = invoke("variations", trained.run.run_dir, "--t", "0", "--n", "1", "--indices", "0")
     assert result.exit_code == 0, result.output
-    assert written(result.stdout) == [trained.run.run_dir / "variations" / "variations.png"]
+    # RUN_DIR/variations is the recipe's own task output (if it has one): the command never overwrites it
+    assert written(result.stdout) == [trained.run.run_dir / "generated" / "variations" / "variations.png"]
     assert "mse_to_input = 0" in result.stdout  # t = 0 returns the input
 
 

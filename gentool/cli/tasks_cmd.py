@@ -142,12 +142,13 @@ def report(result) -> None:
 
 def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: Optional[Path],
                       device: Optional[str], set_: List[str]) -> None:
-    """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/<task>``)."""
+    """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/generated/<task>``,
+    beside the ``RUN_DIR/<task>`` folders the recipe's own tasks wrote during ``gentool run``)."""
     from gentool.recipe import ComponentSpec
     run = load_run_or_warn(source, device=device, overrides=set_)
     factory = run.registry.get("task", task).factory
     spec = ComponentSpec(task, checked_options(factory, options))
-    report(run.run_task(spec, out if out is not None else run.run_dir / task))
+    report(run.run_task(spec, out if out is not None else run.run_dir / "generated" / task))
 
 
 def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
@@ -156,7 +157,7 @@ def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
 
 RUN_PARAMS = [
     _param("source", typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."), Path),
-    _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/<command>].")), Optional[Path]),
+    _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<command>].")), Optional[Path]),
     _param("device", typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")), Optional[str]),
     _param("set_", typer.Option([], "--set", help=SET_HELP), List[str]),
 ]
