@@ -92,6 +92,7 @@ def test_data_that_does_not_fit_the_denoiser_is_named_before_training(tiny_recip
     with pytest.raises(RecipeError, match=r"denoiser\.in_channels: the data set's images are 1x8x8 .* built for 3x8x8"):
         gentool.train(run, progress=False, log=lambda m: None)
     assert run.step == 0
+    assert not run.run_dir.exists()  # the data is checked before the run directory is made: nothing left behind
 
 
 def test_a_checkpoint_copied_out_of_its_run_loads_with_its_own_recipe(trained_toy, tmp_path):

@@ -150,6 +150,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------
     def fit(self, *, progress: bool) -> TrainResult:
         run, tr = self.run, self.tr
+        if run.step < tr.steps:  # the data first: a download that fails leaves no empty run directory behind
+            batches, self._check_labels = train_batches(run, self.dist, self.log)
         if self.dist.main:
             run.run_dir.mkdir(parents=True, exist_ok=True)
             (run.run_dir / RESOLVED_RECIPE).write_text(run.recipe.dumps(), encoding="utf-8")
@@ -158,7 +160,6 @@ class Trainer:
             return self._result()
         prep = prepare(run, self.dist, self.log)
         align_state_layout(self.optimizer)  # a resumed state meets channels-last parameters
-        batches, self._check_labels = train_batches(run, self.dist, self.log)
         self.metrics = MetricsLog(run.run_dir / METRICS, run.step) if self.dist.main else None
         stats = StepStats(run.device)
         deferred = deferred_checks(run.device) and bool(self.optimizer.defaults.get("fused"))
