@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import CIFAR10
 
-from gentool_data.common import TensorImages, check_split, download_errors, missing
+from gentool_data.common import MissingDataError, TensorImages, check_split, download_errors, missing
 
 
 def cifar10(
@@ -39,7 +39,13 @@ def cifar10(
         with download_errors(f"CIFAR-10 {split} split", root, fix):
             data = CIFAR10(root, train=split == "train", download=True)
     else:
-        data = CIFAR10(root, train=split == "train", download=False)
+        try:
+            data = CIFAR10(root, train=split == "train", download=False)
+        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted" (a file missing or its md5 wrong)
+            raise MissingDataError(
+                f"CIFAR-10 {split} split: the files in {folder} are incomplete or damaged (torchvision: {err}); "
+                f"replace them with the unpacked python version of CIFAR-10 ({CIFAR10.url}), or delete the "
+                "folder and set `download = true` in [data]") from None
     images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
     labels = torch.as_tensor(data.targets)
     flip = random_flip and split == "train"

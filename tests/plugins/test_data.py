@@ -206,7 +206,7 @@ def test_cifar10_reads_pickle_batches(tmp_path, monkeypatch):
 
 def test_cifar10_refuses_files_with_wrong_md5(tmp_path):
     write_cifar(tmp_path / "cifar-10-batches-py")
-    with pytest.raises(RuntimeError, match="corrupted"):
+    with pytest.raises(MissingDataError, match=r"incomplete or damaged \(torchvision: Dataset not found or corrupted"):
         gentool_data.cifar10("train", root=str(tmp_path))
 
 
