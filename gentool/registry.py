@@ -38,6 +38,8 @@ def closest(name: str, choices) -> list[str]:
     by_lower: dict[str, list[str]] = {}
     for choice in sorted(choices):
         by_lower.setdefault(choice.lower(), []).append(choice)
+    if name.lower() in by_lower:  # only the case is wrong: that is the one
+        return by_lower[name.lower()][:3]
     near = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
     return [choice for lower in near for choice in by_lower[lower]][:3]
 

@@ -38,3 +38,10 @@ def test_a_choice_with_nothing_close_lists_the_valid_ones():
     with pytest.raises(OptionError) as info:
         check_options(masked, {"mask": "zzz"})
     assert info.value.message == "'zzz' is not valid: expected one of 'left', 'right', 'centre', 'strokes'"
+
+
+def test_a_name_wrong_only_in_case_suggests_that_name_alone():
+    from gentool.registry import closest
+
+    assert closest("Cosine", ["cosine", "linear", "sigmoid"]) == ["cosine"]
+    assert closest("cosin", ["cosine", "linear", "sigmoid"]) == ["cosine"]
