@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from gentool.interfaces import TaskResult
 from gentool.recipe import Recipe, load_recipe
-from gentool.run import Run, build
+from gentool.run import Run, build, validate
 
 
 @dataclass
@@ -23,20 +23,13 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     from gentool.plugins import registry
 
     reg = registry()
+    diffusion, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
-    betas = reg.get("schedule", recipe.schedule.name).factory(**recipe.schedule.options)
-    out["schedule"] = f"{recipe.schedule.name}, T = {betas.numel()}"
-    net = reg.get("denoiser", recipe.denoiser.name).factory(**recipe.denoiser.options)
-    params = sum(p.numel() for p in net.parameters())
+    out["schedule"] = f"{recipe.schedule.name}, T = {diffusion.num_timesteps}"
+    params = sum(p.numel() for p in model.denoiser.parameters())
     out["denoiser parameters"] = f"{params:,} ({params / 1e6:.1f}M)"
-    if recipe.conditioner is not None:
-        if not getattr(net, "cond_dim", None):
-            from gentool.recipe import RecipeError
-
-            raise RecipeError(recipe.source, "conditioner", f"denoiser {recipe.denoiser.name!r} takes no conditioning; "
-                              "set class_cond = true in [denoiser] or remove [conditioner]")
-        cond = reg.get("conditioner", recipe.conditioner.name).factory(net.cond_dim, **recipe.conditioner.options)
-        out["conditioner parameters"] = f"{sum(p.numel() for p in cond.parameters()):,}"
+    if model.conditioner is not None:
+        out["conditioner parameters"] = f"{sum(p.numel() for p in model.conditioner.parameters()):,}"
     if recipe.data is not None:
         factory = reg.get("data_source", recipe.data.name).factory
         options = dict(recipe.data.options)

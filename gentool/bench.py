@@ -76,10 +76,9 @@ class BenchSettings:
         s.steps = pick(s.steps, 50 if cuda else 3)
         s.warmup = pick(s.warmup, 10 if cuda else 1)
         s.compile = pick(s.compile, compile_default(run.recipe.run.compile, run.device))
-        mode = run.recipe.run.compile_mode
-        s.compile_mode = pick(s.compile_mode, None if mode == "default" else mode)
+        s.compile_mode = pick(s.compile_mode, run.recipe.run.torch_compile_mode)
         s.channels_last = pick(s.channels_last, cuda)
-        s.bf16 = pick(s.bf16, tr.precision == "bf16" or (tr.precision == "auto" and cuda))
+        s.bf16 = pick(s.bf16, tr.bf16_on(run.device))
         s.sample_batch = pick(s.sample_batch, 256 if cuda else s.batch)
         s.sample_steps = pick(s.sample_steps, s.steps)
         for name in ("batch", "steps", "sample_batch", "sample_steps"):

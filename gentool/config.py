@@ -38,6 +38,11 @@ class RunConfig:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     output_dir: str = "runs"
 
+    @property
+    def torch_compile_mode(self) -> str | None:
+        """``compile_mode`` as torch.compile takes it (``None`` for torch's default)."""
+        return None if self.compile_mode == "default" else self.compile_mode
+
     def __post_init__(self) -> None:
         from gentool.options import OptionError  # a recipe error naming run.<key>
 
@@ -108,6 +113,10 @@ class TrainConfig:
     num_workers: int = 0
     data_on_device: Literal["auto"] | bool = "auto"
     on_nan: Literal["stop", "skip"] = "stop"
+
+    def bf16_on(self, device: torch.device) -> bool:
+        """bf16 autocast on ``device``: asked for, or ``precision = "auto"`` on CUDA."""
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
     def __post_init__(self) -> None:
         from gentool.options import OptionError  # a recipe error naming train.<key>

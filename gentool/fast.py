@@ -270,31 +270,27 @@ def device_batches(
         max_bytes = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 1 << 62
     if images.numel() * images.element_size() > max_bytes:
         return None
-    n = len(images)
-    if n < batch_size:
-        raise ValueError(f"the data set has {n} images, fewer than one batch of {batch_size}")
-    if batch_size % world:
-        raise ValueError(f"train.batch_size ({batch_size}) must divide evenly over {world} processes")
-    return _gather(images.to(device), labels.to(device, torch.int64), batch_size, seed, start_step,
-                   bool(getattr(dataset, "random_flip", False)), rank, world)
+    from gentool.engine.data import StepBatchSampler  # the loader's order (and its checks), not a copy of it
+
+    sampler = StepBatchSampler(len(images), batch_size, seed=seed, start_step=start_step, rank=rank, world=world)
+    return _gather(images.to(device), labels.to(device, torch.int64), sampler,
+                   bool(getattr(dataset, "random_flip", False)))
 
 
-def _gather(images: Tensor, labels: Tensor, batch_size: int, seed: int, step: int, flip: bool,
-            rank: int, world: int) -> Iterator:
-    n, per_epoch, per_rank = len(images), len(images) // batch_size, batch_size // world
+def _gather(images: Tensor, labels: Tensor, sampler: Any, flip: bool) -> Iterator:
     flip_gen = torch.Generator(device=images.device) if flip else None
     epoch, perm = -1, None
+    step = sampler.start_step
     while True:
-        e, b = divmod(step, per_epoch)
-        if e != epoch:  # the same permutation as StepBatchSampler, drawn on the CPU once per epoch
-            epoch, perm = e, torch.randperm(n, generator=torch.Generator().manual_seed(seed + e)).to(images.device)
-        rows = slice(rank * per_rank, (rank + 1) * per_rank)
-        idx = perm[b * batch_size : (b + 1) * batch_size][rows]
+        e, b = divmod(step, sampler.per_epoch)
+        if e != epoch:  # the sampler's permutation, moved to the device once per epoch
+            epoch, perm = e, sampler.permutation(e).to(images.device)
+        idx = perm[b * sampler.batch_size : (b + 1) * sampler.batch_size][sampler.rows]
         x = images[idx]
         x = x.to(torch.float32) / 127.5 - 1.0 if x.dtype == torch.uint8 else x.to(torch.float32)
         if flip_gen is not None:  # drawn for the global batch, so the flips do not depend on the world size
-            flip_gen.manual_seed(seed * 1_000_003 + step)  # sets a seed on the host: no device sync
-            mask = (torch.rand(batch_size, device=x.device, generator=flip_gen) < 0.5)[rows]
+            flip_gen.manual_seed(sampler.seed * 1_000_003 + step)  # sets a seed on the host: no device sync
+            mask = (torch.rand(sampler.batch_size, device=x.device, generator=flip_gen) < 0.5)[sampler.rows]
             x = torch.where(mask[:, None, None, None], x.flip(-1), x)
         yield x, labels[idx]
         step += 1

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import pluggy
 
 from gentool import hookspecs
+from gentool.errors import brief
 from gentool.registry import Registry, RegistryError, closest
 
 PROJECT = "gentool"
@@ -138,7 +139,7 @@ def load_plugins(
         try:
             obj = ep.load()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
-            broken.append(BrokenPlugin(ep.name, package, version, _one_line(exc), traceback.format_exc()))
+            broken.append(BrokenPlugin(ep.name, package, version, brief(exc), traceback.format_exc()))
             continue
         candidates.append((ep.name, package, version, builtin, obj))
     for name, obj in extra:
@@ -148,7 +149,7 @@ def load_plugins(
         try:
             pm.register(obj, name=name)
         except Exception as exc:  # noqa: BLE001
-            broken.append(BrokenPlugin(name, package, version, _one_line(exc), traceback.format_exc()))
+            broken.append(BrokenPlugin(name, package, version, brief(exc), traceback.format_exc()))
             continue
         module = getattr(obj, "__name__", type(obj).__name__)
         hooks = [impl.name for impl in _impls(pm, obj)]
@@ -162,7 +163,7 @@ def load_plugins(
             info = next((i for i in infos if i.name == name), None)
             unknown = [c.name for c in _impls(pm, exc.plugin) if not c.has_spec() and repr(c.name) in str(exc)]
             near = closest_hook(unknown[0]) if unknown else None
-            error = _one_line(exc) + (f"; did you mean {near!r}?" if near else "")
+            error = brief(exc) + (f"; did you mean {near!r}?" if near else "")
             broken.append(BrokenPlugin(name, info.package if info else "?", info.version if info else "", error))
             pm.unregister(exc.plugin)
             infos = [i for i in infos if i.name != name]
@@ -228,7 +229,7 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
         except Exception as exc:  # noqa: BLE001 - includes RegistryError for duplicates
             info = infos.get(plugin)
             broken.append(BrokenPlugin(plugin, info.package if info else "?", info.version if info else "",
-                                       _one_line(exc), traceback.format_exc()))
+                                       brief(exc), traceback.format_exc()))
             continue
         for kind, name, factory in pending:
             registry.add(kind, name, factory, plugin)
@@ -239,11 +240,6 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
 def _package(infos: dict[str, PluginInfo], plugin: str) -> str:
     info = infos.get(plugin)
     return f"package {info.package} {info.version}".rstrip() if info else "registered in code"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 _STATE: PluginState | None = None

@@ -167,10 +167,8 @@ class Run:
             return make_eps_fn(model, self.diffusion, labels, guidance)
         from gentool.fast import make_fast_eps_fn
 
-        precision = self.recipe.train.precision
-        bf16 = precision == "bf16" or (precision == "auto" and cuda)
-        return make_fast_eps_fn(model, self.diffusion, labels, guidance, bf16=bf16, compile=self.recipe.run.compile,
-                                channels_last=cuda)
+        return make_fast_eps_fn(model, self.diffusion, labels, guidance, bf16=self.recipe.train.bf16_on(self.device),
+                                compile=self.recipe.run.compile, channels_last=cuda)
 
     def run_task(self, spec: ComponentSpec, out_dir: Path | None = None) -> TaskResult:
         """Run a task from the registry with its options, writing into ``out_dir``."""
@@ -221,19 +219,20 @@ def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:
     return diffusion
 
 
-def validate(recipe: Recipe, *, registry: Registry | None = None) -> None:
+def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffusion, DiffusionModel]:
     """Run every component factory's own checks without allocating weights (``gentool check``).
 
     The schedule is computed on the CPU; the networks are built on the meta
-    device (shapes only), so a 100M-parameter recipe checks in a moment.
+    device (shapes only, which is all a parameter count needs), so a
+    100M-parameter recipe checks in a moment. Returns both.
     """
     if registry is None:
         from gentool.plugins import registry as _registry
 
         registry = _registry()
-    _diffusion(recipe, registry)
+    diffusion = _diffusion(recipe, registry)
     with torch.device("meta"):
-        _model(recipe, registry)
+        return diffusion, _model(recipe, registry)
 
 
 def build(recipe: Recipe, *, device: str | torch.device | None = None, registry: Registry | None = None) -> Run:
@@ -286,7 +285,7 @@ def load_run(
         recipe = load_recipe(path, data=tomllib.loads(state["recipe"]), overrides=list(overrides))
         recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
         run = build(recipe, device=device)
-        ckpt.restore_latest(run, path)
+        ckpt.restore_latest(run, path, state)  # the file is read once
         return run
     if not recipe_file.exists():
         raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory (the folder "

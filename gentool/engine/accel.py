@@ -27,8 +27,7 @@ __all__ = ["COMPILE_BACKEND_ENV", "Prepared", "prepare", "uses_bf16"]
 
 def uses_bf16(run) -> bool:
     """bf16 autocast: asked for, or ``"auto"`` on CUDA."""
-    precision = run.recipe.train.precision
-    return precision == "bf16" or (precision == "auto" and run.device.type == "cuda")
+    return run.recipe.train.bf16_on(run.device)
 
 
 @dataclass
@@ -59,7 +58,7 @@ def prepare(run, dist_info: Dist, log: Callable[[str], None]) -> Prepared:
         log(f"compiling the denoiser with torch.compile (backend {compile_backend()}, mode {mode}); "
             "the first steps are slow")
     fast = prepare_for_speed(run.model, run.device, channels_last=cuda, compile=compiled,
-                             mode=None if mode == "default" else mode)
+                             mode=run.recipe.run.torch_compile_mode)
     if cuda and run.ema is not None:
         run.ema.to(memory_format=torch.channels_last)  # the EMA's lerp runs over like-strided tensors
     net: Callable[..., Tensor] = fast

@@ -205,10 +205,10 @@ def prune(run_dir: Path, keep_last: int, milestone_every: int = 0) -> None:
         path.unlink(missing_ok=True)
 
 
-def restore_latest(run: "Run", path: Path | None = None) -> dict[str, Any] | None:
-    """Load weights into ``run`` from ``path`` or the newest good checkpoint of its run."""
+def restore_latest(run: "Run", path: Path | None = None, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Load weights into ``run`` from ``path`` (its ``state`` if already read) or the newest good checkpoint of its run."""
     if path is not None:
-        found: tuple[Path, dict[str, Any]] | None = (Path(path), load_checkpoint(path))
+        found: tuple[Path, dict[str, Any]] | None = (Path(path), state if state is not None else load_checkpoint(path))
     else:
         found = latest_good(run.run_dir)
     if found is None:

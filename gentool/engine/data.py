@@ -32,13 +32,19 @@ class StepBatchSampler:
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start_step, self.rank, self.world = start_step, rank, world
         self.per_epoch = n // batch_size  # drop the last partial batch
+        per_rank = batch_size // world
+        self.rows = slice(rank * per_rank, (rank + 1) * per_rank)  # this rank's share of a global batch
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of epoch ``epoch``: ``randperm(n)`` seeded ``seed + epoch`` (drawn once per epoch)."""
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch)))
+        return self._perm[1]
 
     def indices(self, step: int) -> list[int]:
         epoch, b = divmod(step, self.per_epoch)
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
-        batch = perm[b * self.batch_size : (b + 1) * self.batch_size]
-        per_rank = self.batch_size // self.world
-        return batch[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+        return self.permutation(epoch)[b * self.batch_size : (b + 1) * self.batch_size][self.rows].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step

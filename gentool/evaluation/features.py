@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable
-from urllib.error import URLError
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gentool.errors import DOWNLOAD_ERRORS, brief
 from gentool.registry import Registry, closest
 
 METRIC_LAYERS = ("fid", "isc", "kid", "prc")
@@ -29,11 +29,6 @@ class FeatureWeightsUnavailable(FileNotFoundError):
     """A feature extractor's pretrained weights could not be downloaded (no internet, a proxy ...)."""
 
 
-#: what a weights download raises: no network (URLError), disk or socket errors
-#: (OSError), a failed hash check or an extractor's own wrapping (RuntimeError)
-DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
-
-
 def weights_unavailable(name: str, exc: BaseException) -> FeatureWeightsUnavailable:
     """The error for extractor ``name`` whose weights download raised ``exc``: the cause, and the way round it."""
     text = " ".join(str(exc).split())
@@ -41,9 +36,7 @@ def weights_unavailable(name: str, exc: BaseException) -> FeatureWeightsUnavaila
         return FeatureWeightsUnavailable(text)
     import torch.hub
 
-    cause = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if len(cause) > 300:
-        cause = cause[:297] + "..."
+    cause = brief(exc, limit=300)
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     return FeatureWeightsUnavailable(
         f"could not get the weights of feature extractor {name!r} ({cause}); without internet, pass a local "

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.error import URLError
 
 import torch
 from PIL import Image
@@ -19,6 +18,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from gentool.errors import DOWNLOAD_ERRORS, brief
 
 SPLITS = ("train", "test")
 
@@ -37,18 +38,6 @@ def missing(what: str, looked: Sequence[Path | str], hint: str = "") -> MissingD
     places = ", ".join(str(p) for p in looked)
     fix = "set `download = true` in [data] to fetch it"
     return MissingDataError(f"{what} not found (looked in {places}); {fix}{hint}")
-
-
-#: what torchvision's downloads raise: no network (URLError), disk or socket
-#: errors (OSError), every mirror failed or a bad md5 sum (RuntimeError)
-DOWNLOAD_ERRORS = (URLError, OSError, RuntimeError)
-
-
-def brief(exc: BaseException, limit: int = 240) -> str:
-    """An exception as one short line: ``Type: message``, whitespace collapsed, cut at ``limit``."""
-    message = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextmanager
