@@ -1,4 +1,9 @@
-"""SIGINT and SIGTERM ask the training loop to save a checkpoint and stop after the current step."""
+"""SIGINT and SIGTERM ask the training loop to save a checkpoint and stop after the current step.
+
+A signal the process was started with ignored (``SIG_IGN``: SIGINT for a
+job started in the background with ``&`` by a non-interactive shell, or under
+``nohup``) stays ignored, as the one who started the process asked.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue
             with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
                 self._old[sig] = signal.signal(sig, self._handle)
         return self

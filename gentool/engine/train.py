@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from gentool.engine import checkpoint as ckpt
+from gentool.errors import GentoolError
 from gentool.engine import distributed, rng, state
 from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
 from gentool.engine.data import train_batches
@@ -43,11 +44,11 @@ PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (a
 __all__ = ["NonFiniteLossError", "RecipeMismatchError", "RunDirectoryError", "TrainResult", "train"]
 
 
-class RecipeMismatchError(RuntimeError):
+class RecipeMismatchError(GentoolError, RuntimeError):
     """A run directory written by a different recipe."""
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(GentoolError, ValueError):
     """A run directory that cannot be used as asked (e.g. --no-resume over old checkpoints)."""
 
 
@@ -154,7 +155,9 @@ class Trainer:
             batches, self._check_labels = train_batches(run, self.dist, self.log)
         if self.dist.main:
             run.run_dir.mkdir(parents=True, exist_ok=True)
-            (run.run_dir / RESOLVED_RECIPE).write_text(run.recipe.dumps(), encoding="utf-8")
+            resolved = run.run_dir / RESOLVED_RECIPE
+            if run.step < tr.steps or not resolved.exists():  # a no-op run keeps the recipe its checkpoints match
+                resolved.write_text(run.recipe.dumps(), encoding="utf-8")
         if run.step >= tr.steps:
             self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
             return self._result()

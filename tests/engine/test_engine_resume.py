@@ -146,7 +146,15 @@ def test_leftover_temporary_files_are_removed_and_never_resumed(trained_toy_copy
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
-def test_the_same_signal_twice_stops_at_once_but_a_different_one_does_not():
+@pytest.fixture
+def sigint_default():
+    """SIGINT with Python's own handler, whatever the suite was started with (``&`` ignores it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_the_same_signal_twice_stops_at_once_but_a_different_one_does_not(sigint_default):
     import os
 
     from gentool.engine.signals import StopRequest
@@ -158,3 +166,34 @@ def test_the_same_signal_twice_stops_at_once_but_a_different_one_does_not():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_signal_stays_ignored():
+    """A job started with SIGINT ignored (``cmd &`` in a script, nohup) is not stopped by a Ctrl-C meant for others."""
+    import os
+
+    from gentool.engine.signals import StopRequest
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not stop.requested
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # SIGTERM still saves and stops
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_a_run_that_trains_nothing_keeps_the_resolved_recipe(trained_toy_copy):
+    """``--set train.steps=1`` on a run trained to 2 trains nothing and leaves the recipe its checkpoints match."""
+    run = build(trained_toy_copy)
+    resolved = run.run_dir / "recipe.resolved.toml"
+    before = resolved.read_text(encoding="utf-8")
+    assert "steps = 2" in before
+    result, log = quiet_train(build(trained_toy_copy, "train.steps=1"))
+    assert result.step == 2 and any("nothing to do" in m for m in log)
+    assert resolved.read_text(encoding="utf-8") == before
+    result, _ = quiet_train(build(trained_toy_copy, "train.steps=3"))  # training on does rewrite it
+    assert result.step == 3 and "steps = 3" in resolved.read_text(encoding="utf-8")
