@@ -10,12 +10,13 @@ In gentool's 0-based time the term at ``t = 0`` is the decoder and ``t = 1..T-1`
 are the KLs. Everything is in bits per dimension: nats / (D ln 2) with
 D = C * H * W, as improved-diffusion reports it. The reverse variance is fixed
 as in improved-diffusion: ``"beta"`` (sigma_t^2 = beta_t, with beta-tilde_2 at the
-decoder step) or ``"beta_tilde"`` (the posterior variance, log clipped).
+decoder step) or ``"beta_tilde"`` (the posterior variance, log clipped); a model
+with a learned variance (Nichol and Dhariwal 2021) uses its own, which its
+``eps_fn`` exposes (:func:`gentool.vlb.last_variance`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -23,28 +24,10 @@ from torch import Tensor
 
 from gentool.diffusion import Diffusion, extract, normal_kl
 from gentool.interfaces import EpsFn
+from gentool.vlb import HALF_BIN, LN2, discretized_gaussian_log_likelihood, last_variance, learned_log_variance, vlb_term
 
-LN2 = math.log(2.0)
-HALF_BIN = 1.0 / 255.0  # data on 256 levels in [-1, 1]: bins of width 2/255
-
-
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """log P(x) elementwise: N(mean, exp(log_scale)^2) integrated over x's bin (eq. 13).
-
-    ``x`` lies on the 256-level grid of [-1, 1]; the end bins reach to -inf and
-    +inf. Computed in float64 with the exact normal CDF; the difference of CDFs
-    is taken in the lower tail to avoid cancellation.
-    """
-    x, mean, log_scale = x.double(), mean.double(), log_scale.double()
-    inv_std = torch.exp(-log_scale)
-    upper = (x - mean + HALF_BIN) * inv_std
-    lower = (x - mean - HALF_BIN) * inv_std
-    log_cdf_upper = torch.special.log_ndtr(upper)  # x = -1: P(X <= -1 + 1/255)
-    log_sf_lower = torch.special.log_ndtr(-lower)  # x = +1: P(X >= 1 - 1/255)
-    flip = lower > 0  # Phi(u) - Phi(l) = Phi(-l) - Phi(-u)
-    a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
-    log_mid = torch.log((torch.special.ndtr(b) - torch.special.ndtr(a)).clamp(min=1e-300))
-    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mid))
+__all__ = ["HALF_BIN", "LN2", "bits_per_dim", "discretized_gaussian_log_likelihood", "model_log_variance",
+           "prior_bpd", "term_bpd"]
 
 
 def model_log_variance(diffusion: Diffusion, variance: Literal["beta", "beta_tilde"]) -> Tensor:
@@ -60,20 +43,21 @@ def model_log_variance(diffusion: Diffusion, variance: Literal["beta", "beta_til
 
 def term_bpd(eps_fn: EpsFn, diffusion: Diffusion, x0: Tensor, t: Tensor, noise: Tensor, *,
              variance: Literal["beta", "beta_tilde"] = "beta", clip_denoised: bool = False) -> Tensor:
-    """Per-image bits/dim of the term at 0-based ``t``: L_{t} KL for t >= 1, decoder L_0 at t = 0."""
+    """Per-image bits/dim of the term at 0-based ``t``: L_{t} KL for t >= 1, decoder L_0 at t = 0.
+
+    ``variance`` is ignored where ``eps_fn`` exposes a learned variance.
+    """
     x_t = diffusion.q_sample(x0, t, noise)
     x0_hat = diffusion.x0_from_eps(x_t, t, eps_fn(x_t, t).float())
+    v = last_variance(eps_fn)
     if clip_denoised:
         x0_hat = x0_hat.clamp(-1, 1)
     model_mean, _, _ = diffusion.q_posterior(x0_hat, x_t, t)  # eq. 11 as the posterior mean at x0_hat
-    model_log_var = extract(model_log_variance(diffusion, variance), t, x0.ndim)
-    true_mean, _, true_log_var = diffusion.q_posterior(x0, x_t, t)  # eqs. 6-7
-    kl = normal_kl(true_mean, true_log_var, model_mean, model_log_var).flatten(1).mean(1)
-    decoder = t == 0
-    if decoder.any():  # L_0 = -log p(x_0 | x_1), eq. 13
-        nll = -discretized_gaussian_log_likelihood(x0[decoder], model_mean[decoder], 0.5 * model_log_var[decoder])
-        kl = kl.masked_scatter(decoder, nll.flatten(1).mean(1).to(kl.dtype))
-    return kl / LN2
+    if v is not None:  # Nichol and Dhariwal 2021, eq. 15
+        model_log_var = learned_log_variance(diffusion, v, t)
+    else:
+        model_log_var = extract(model_log_variance(diffusion, variance), t, x0.ndim)
+    return vlb_term(diffusion, x0, x_t, t, model_mean, model_log_var)  # KLs (eqs. 6-8), decoder L_0 (eq. 13)
 
 
 def prior_bpd(diffusion: Diffusion, x0: Tensor) -> Tensor:
