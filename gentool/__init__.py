@@ -27,7 +27,8 @@ from gentool.interfaces import (  # noqa: E402
 from gentool.diffusion import Diffusion  # noqa: E402
 from gentool.model import DiffusionModel  # noqa: E402
 from gentool.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
-from gentool.run import Run, build, load_run  # noqa: E402
+from gentool.run import Run, build  # noqa: E402
+from gentool.api import load_run  # noqa: E402
 from gentool.sampling import guided_eps, make_eps_fn  # noqa: E402
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from gentool.engine import checkpoint as ckpt
 from gentool.interfaces import TaskResult
 from gentool.recipe import Recipe, load_recipe
-from gentool.run import Run, build, validate
+from gentool.run import RESOLVED_RECIPE, Run, build, validate
 
 
 @dataclass
@@ -81,3 +85,46 @@ def run_recipe(
         log(f"task {spec.name}")
         result.tasks.append((spec.name, run.run_task(spec)))
     return result
+
+
+def load_run(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    overrides: list[str] = (),
+) -> Run:
+    """Load a trained run from a run directory, a checkpoint file or an exported file.
+
+    A run directory loads its newest good checkpoint; a checkpoint file and a
+    ``.safetensors`` file written by ``gentool export`` carry their recipe
+    (the run directory's resolved recipe is preferred when the checkpoint is
+    still in its run directory).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
+    if path.suffix == ".safetensors":
+        return ckpt.load_exported(path, device=device, overrides=list(overrides))
+    if path.suffix == ".toml":
+        raise ValueError(f"{path} is a recipe, not a trained run: train it with `gentool run {path}`, then use its "
+                         "run directory (runs/<name>, printed at the end of the run) or one of its checkpoints")
+    run_dir = path if path.is_dir() else ckpt.run_dir_of(path)
+    recipe_file = run_dir / RESOLVED_RECIPE
+    if path.is_file() and not recipe_file.exists():  # a checkpoint copied out of its run: its own recipe
+        state = ckpt.load_checkpoint(path)
+        if not isinstance(state.get("recipe"), str):
+            raise ckpt.CheckpointError(f"{path}: the checkpoint holds no recipe and {recipe_file} does not exist")
+        recipe = load_recipe(path, data=tomllib.loads(state["recipe"]), overrides=list(overrides))
+        recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
+        run = build(recipe, device=device)
+        ckpt.restore_latest(run, path, state)  # the file is read once
+        return run
+    if not recipe_file.exists():
+        raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory (the folder "
+                                "`gentool run` prints at its end)?")
+    recipe = load_recipe(recipe_file, overrides=list(overrides))
+    # the run directory is where it is now, wherever it was trained
+    recipe.run.output_dir, recipe.run.name = str(run_dir.parent), run_dir.name
+    run = build(recipe, device=device)
+    ckpt.restore_latest(run, path if path.is_file() else None)
+    return run

@@ -30,11 +30,44 @@ from torch import Tensor, nn
 
 from gentool.diffusion import Diffusion
 from gentool.engine.step import diffusion_loss
-from gentool.fast import compile_default, make_fast_eps_fn, peak_bf16_tflops, prepare_for_speed
-from gentool.sampling import make_eps_fn
+from gentool.devices import compile_default
+from gentool.engine.accel import prepare_for_speed
+from gentool.sampling import make_eps_fn, make_fast_eps_fn
 
 CPU_MEMORY = "CPU: peak resident set of the whole process during the timed loop (polled from /proc every 5 ms)"
 CUDA_MEMORY = "CUDA: torch.cuda.max_memory_allocated during the timed loop (tensors only, not the caching allocator's reserve)"
+
+
+#: Dense bf16 tensor-core peak in TFLOP/s from the vendors' data sheets (no
+#: sparsity), matched against ``torch.cuda.get_device_name()`` in order.
+#: The issue's reference figures use 800, the H100's *measured* matmul peak.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("GB200", 2500.0),
+    ("B200", 2250.0),
+    ("H200", 989.4),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM: "NVIDIA H100 80GB HBM3"
+    ("H800", 989.4),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+)
+
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by name, or ``None`` when unknown.
+
+    ``GENTOOL_PEAK_TFLOPS`` overrides the table (e.g. a measured peak).
+    """
+    override = os.environ.get("GENTOOL_PEAK_TFLOPS")
+    if override:
+        return float(override)
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key.lower() in device_name.lower():
+            return tflops
+    return None
 
 
 @dataclass
@@ -53,7 +86,7 @@ class BenchSettings:
         bf16: bf16 autocast (default: the recipe's ``train.precision``; "auto" is CUDA only).
         sample_batch: images per sampling call (``batch`` / 256); guidance doubles the rows.
         sample_steps: timed ``eps_fn`` calls (default: ``steps``).
-        peak_tflops: the bf16 peak for the utilisation fraction (default: the table in gentool.fast).
+        peak_tflops: the bf16 peak for the utilisation fraction (default: the table ``PEAK_BF16_TFLOPS``).
     """
 
     batch: int | None = None

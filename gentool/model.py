@@ -43,10 +43,13 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"class labels must be in 0..{n - 1} (or -1 for none), "
                              f"got {sorted(set(labels[bad].tolist()))[:10]}")
 
+    def embed(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+        """The conditioner's embedding of ``labels`` (``None``: ``batch`` null labels); ``None`` when unconditional."""
+        if self.conditioner is None:
+            return None
+        if labels is None:
+            labels = torch.full((batch,), -1, dtype=torch.long, device=device)
+        return self.conditioner(labels)
+
     def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        cond = None
-        if self.conditioner is not None:
-            if labels is None:
-                labels = torch.full((x_t.shape[0],), -1, dtype=torch.long, device=x_t.device)
-            cond = self.conditioner(labels)
-        return self.denoiser(x_t, t, cond)
+        return self.denoiser(x_t, t, self.embed(labels, x_t.shape[0], x_t.device))

@@ -13,27 +13,18 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from gentool.devices import resolve_device
 from gentool.diffusion import Diffusion
-from gentool.interfaces import TaskResult
+from gentool.interfaces import SAMPLER_RESERVED, TaskResult
 from gentool.model import DiffusionModel
-from gentool.recipe import ComponentSpec, Recipe, RecipeError, load_recipe
+from gentool.options import check_options
+from gentool.plugins import registry as plugin_registry
+from gentool.progress import progress_callback
+from gentool.recipe import ComponentSpec, Recipe, RecipeError
 from gentool.registry import Registry
-from gentool.sampling import make_eps_fn
+from gentool.sampling import make_eps_fn, make_fast_eps_fn
 
 RESOLVED_RECIPE = "recipe.resolved.toml"
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"{spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here; use device = \"auto\" or \"cpu\"")
-    return device
 
 
 @dataclass
@@ -90,9 +81,6 @@ class Run:
         spec = self.recipe.sampler
         if name is None or name == spec.name:
             name, options = spec.name, {**spec.options, **options}
-        from gentool.options import check_options
-        from gentool.interfaces import SAMPLER_RESERVED
-
         fn = self.registry.get("sampler", name).factory
         return functools.partial(fn, **check_options(fn, options, reserved=SAMPLER_RESERVED))
 
@@ -138,8 +126,6 @@ class Run:
         eps_fn = self.eps_fn(labels, guidance, fast=fast)
         fn = self.sampler(sampler, **(sampler_options or {}))
         total = len(self.diffusion.timesteps(steps, t_start))
-        from gentool.progress import progress_callback
-
         with progress_callback(total, description, enabled=progress, inner=callback) as cb:
             return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
 
@@ -150,7 +136,7 @@ class Run:
         ``labels`` are checked on the host and moved to the device;
         ``guidance`` defaults to the recipe's ``[sampler] guidance``. ``fast``
         (default: on CUDA) evaluates the network through
-        :func:`gentool.fast.make_fast_eps_fn`: labels embedded once, the
+        :func:`gentool.sampling.make_fast_eps_fn`: labels embedded once, the
         guidance pair as one batch, channels-last, bf16 autocast per
         ``[train] precision`` and, per ``[run] compile``, compiled with CUDA
         graphs; the same maths as the plain :func:`gentool.sampling.make_eps_fn`
@@ -165,8 +151,6 @@ class Run:
         cuda = self.device.type == "cuda"
         if not (cuda if fast is None else fast):
             return make_eps_fn(model, self.diffusion, labels, guidance)
-        from gentool.fast import make_fast_eps_fn
-
         return make_fast_eps_fn(model, self.diffusion, labels, guidance, bf16=self.recipe.train.bf16_on(self.device),
                                 compile=self.recipe.run.compile, channels_last=cuda)
 
@@ -227,9 +211,7 @@ def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffu
     100M-parameter recipe checks in a moment. Returns both.
     """
     if registry is None:
-        from gentool.plugins import registry as _registry
-
-        registry = _registry()
+        registry = plugin_registry()
     diffusion = _diffusion(recipe, registry)
     with torch.device("meta"):
         return diffusion, _model(recipe, registry)
@@ -238,9 +220,7 @@ def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffu
 def build(recipe: Recipe, *, device: str | torch.device | None = None, registry: Registry | None = None) -> Run:
     """Build every component of a validated recipe (weights freshly initialised)."""
     if registry is None:
-        from gentool.plugins import registry as _registry
-
-        registry = _registry()
+        registry = plugin_registry()
     device = resolve_device(recipe.run.device if device is None else str(device))
     torch.manual_seed(recipe.run.seed)
     diffusion = _diffusion(recipe, registry).to(device)
@@ -250,49 +230,3 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
         ema = copy.deepcopy(model).requires_grad_(False).eval()
     return Run(recipe, registry, device, diffusion, model, ema)
 
-
-def load_run(
-    path: str | Path,
-    *,
-    device: str | torch.device | None = None,
-    overrides: list[str] = (),
-) -> Run:
-    """Load a trained run from a run directory, a checkpoint file or an exported file.
-
-    A run directory loads its newest good checkpoint; a checkpoint file and a
-    ``.safetensors`` file written by ``gentool export`` carry their recipe
-    (the run directory's resolved recipe is preferred when the checkpoint is
-    still in its run directory).
-    """
-    import tomllib
-
-    from gentool.engine import checkpoint as ckpt
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
-    if path.suffix == ".safetensors":
-        return ckpt.load_exported(path, device=device, overrides=list(overrides))
-    if path.suffix == ".toml":
-        raise ValueError(f"{path} is a recipe, not a trained run: train it with `gentool run {path}`, then use its "
-                         "run directory (runs/<name>, printed at the end of the run) or one of its checkpoints")
-    run_dir = path if path.is_dir() else ckpt.run_dir_of(path)
-    recipe_file = run_dir / RESOLVED_RECIPE
-    if path.is_file() and not recipe_file.exists():  # a checkpoint copied out of its run: its own recipe
-        state = ckpt.load_checkpoint(path)
-        if not isinstance(state.get("recipe"), str):
-            raise ckpt.CheckpointError(f"{path}: the checkpoint holds no recipe and {recipe_file} does not exist")
-        recipe = load_recipe(path, data=tomllib.loads(state["recipe"]), overrides=list(overrides))
-        recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
-        run = build(recipe, device=device)
-        ckpt.restore_latest(run, path, state)  # the file is read once
-        return run
-    if not recipe_file.exists():
-        raise FileNotFoundError(f"{recipe_file}: not found; is {run_dir} a gentool run directory (the folder "
-                                "`gentool run` prints at its end)?")
-    recipe = load_recipe(recipe_file, overrides=list(overrides))
-    # the run directory is where it is now, wherever it was trained
-    recipe.run.output_dir, recipe.run.name = str(run_dir.parent), run_dir.name
-    run = build(recipe, device=device)
-    ckpt.restore_latest(run, path if path.is_file() else None)
-    return run

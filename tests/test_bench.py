@@ -13,10 +13,9 @@ from torch import nn
 from rich.console import Console
 from typer.testing import CliRunner
 
-from gentool.bench import BenchSettings, bench_recipe, count_flops, timed
+from gentool.bench import BenchSettings, bench_recipe, count_flops, peak_bf16_tflops, timed
 from gentool.cli import app
 from gentool.cli.bench_cmd import result_table
-from gentool.fast import peak_bf16_tflops
 from gentool.model import DiffusionModel
 from gentool_conditioners.class_embedding import class_embedding
 from gentool_unet.unet import unet

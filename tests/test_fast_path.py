@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from gentool.diffusion import Diffusion
-from gentool.engine.data import step_loader
+from gentool.engine.accel import prepare_for_speed
+from gentool.engine.data import device_batches, step_loader
 from gentool.engine.step import diffusion_loss
-from gentool.fast import device_batches, make_fast_eps_fn, prepare_for_speed
 from gentool.model import DiffusionModel
-from gentool.sampling import make_eps_fn
+from gentool.sampling import make_eps_fn, make_fast_eps_fn
 from gentool_conditioners.class_embedding import class_embedding
 from gentool_data.common import TensorImages
 from gentool_schedules.linear import linear

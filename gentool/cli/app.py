@@ -52,7 +52,7 @@ def friendly(fn: Callable) -> Callable:
 
 def load_run_or_warn(source, *, device: str | None, overrides: list[str]):
     """``load_run`` behind a status line; warn (stderr) when the run has no checkpoint yet."""
-    from gentool.run import load_run
+    from gentool.api import load_run
 
     with err.status(f"loading {escape(str(source))}"):
         run = load_run(source, device=device, overrides=list(overrides or []))

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gentool.run import resolve_device
+from gentool.devices import resolve_device
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from gentool.engine import accel
 from gentool.engine.ema import ema_decay, ema_update
 from gentool.engine import train as train_module
 from gentool.engine.optim import clip_gradients, lr_at
-from gentool.fast import compile_default
+from gentool.devices import compile_default
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -97,7 +97,7 @@ def test_bf16_autocast_trains_on_the_cpu_when_asked(tmp_path):
 
 
 def test_compile_settings(monkeypatch):
-    from gentool.fast import compile_backend
+    from gentool.devices import compile_backend
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert compile_default("auto", cuda) and not compile_default("auto", cpu)
@@ -110,7 +110,7 @@ def test_compile_settings(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs", "reduce-overhead"])
 def test_compile_mode_reaches_torch_compile_in_training_and_bench(tmp_path, monkeypatch, mode):
-    import gentool.fast
+    import gentool.devices
     from gentool.bench import BenchSettings
 
     calls = []
@@ -119,7 +119,7 @@ def test_compile_mode_reaches_torch_compile_in_training_and_bench(tmp_path, monk
         calls.append(kwargs)
         return fn
 
-    monkeypatch.setattr(gentool.fast.torch, "compile", fake_compile)
+    monkeypatch.setattr(gentool.devices.torch, "compile", fake_compile)
     run = build(write_recipe(tmp_path, steps=1, checkpoint_every=1), "run.compile=true",
                 f'run.compile_mode="{mode}"')
     _, log = quiet_train(run)

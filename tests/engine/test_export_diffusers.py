@@ -1,0 +1,141 @@
+"""gentool export --format diffusers: diffusers itself loads the folder and computes what gentool computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from gentool.testing import tiny_run
+
+diffusers = pytest.importorskip("diffusers")
+
+from gentool.cli import app  # noqa: E402
+from gentool.engine.export_diffusers import (DiffusersExportError, build_unet, diffusers_labels,  # noqa: E402
+                                             export_run, scheduler_config)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _randomised(run, scale: float = 0.1):
+    """Every weight moved off its initial value (zero-initialised layers would hide a wrong mapping)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for model in filter(None, (run.model, run.ema)):
+            for p in model.parameters():
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A conditional and an unconditional tiny run (T = 10), randomised, each exported."""
+    root = tmp_path_factory.mktemp("diffusers")
+    out = {}
+    for conditional in (True, False):
+        run = _randomised(tiny_run(root / f"runs{conditional}", conditional=conditional, timesteps=10))
+        out[conditional] = run, export_run(run, root / f"export{conditional}")
+    return out
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_the_pipelines_load_and_the_network_output_matches(exported, conditional):
+    run, folder = exported[conditional]
+    ddpm = diffusers.DDPMPipeline.from_pretrained(folder)
+    ddim = diffusers.DDIMPipeline.from_pretrained(folder)
+    assert isinstance(ddim.scheduler, diffusers.DDIMScheduler)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 1, 8, 8, generator=g)
+    t = torch.tensor([0, 3, 7, 9])
+    labels = torch.tensor([0, 1, -1, 1]) if conditional else None
+    with torch.no_grad():
+        ours = run.sampling_model.eval()(x, t, labels)
+        kwargs = {"class_labels": diffusers_labels(labels, 2)} if conditional else {}
+        theirs = ddpm.unet(x, t, **kwargs).sample
+    assert ours.abs().max() > 0.1  # a real output, not the zero of an untouched last layer
+    assert (ours - theirs).abs().max() < 1e-5
+    if conditional:  # the null label is the last row: gentool's -1 (the classifier-free guidance branch)
+        assert ddpm.unet.config.num_class_embeds == 3
+        assert torch.equal(ddpm.unet.class_embedding.weight[2], run.sampling_model.conditioner.null.detach())
+    else:
+        assert ddpm.unet.config.num_class_embeds is None
+
+
+def test_ddim_through_the_diffusers_pipeline_gives_gentools_samples(exported):
+    run, folder = exported[False]
+    pipe = diffusers.DDIMPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    T = run.diffusion.num_timesteps
+    with torch.no_grad():
+        theirs = pipe(batch_size=3, generator=torch.Generator().manual_seed(7), num_inference_steps=T, eta=0.0,
+                      use_clipped_model_output=True, output_type="pt").images
+    ours = run.sample(3, generator=torch.Generator().manual_seed(7), steps=T, sampler="ddim",
+                      sampler_options={"eta": 0.0}, progress=False, fast=False)
+    ours = (ours / 2 + 0.5).clamp(0, 1)  # the pipeline's output mapping
+    assert theirs.shape == ours.shape
+    assert float(ours.std()) > 0.05
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_the_scheduler_carries_the_betas_and_the_options(exported, tmp_path):
+    run, folder = exported[False]
+    scheduler = diffusers.DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    assert scheduler.config.beta_schedule == "linear" and scheduler.config.trained_betas is None
+    assert torch.allclose(scheduler.alphas_cumprod.double(), run.diffusion.alphas_cumprod_64, rtol=1e-5)
+    assert scheduler.config.prediction_type == "epsilon" and scheduler.config.variance_type == "fixed_large"
+    # a schedule that no diffusers formula gives travels as trained_betas; cosine maps to squaredcos_cap_v2
+    sig = tiny_run(tmp_path / "sig", conditional=False, timesteps=10)
+    for schedule, expect in (("sigmoid", None), ("cosine", "squaredcos_cap_v2")):
+        from gentool.recipe import load_recipe
+        from gentool.run import build
+        from gentool.testing import tiny_recipe
+
+        data = tiny_recipe(tmp_path, conditional=False, timesteps=10)
+        data["schedule"] = {"name": schedule, "timesteps": 10}
+        data["sampler"] = {"name": "ancestral", "variance": "beta_tilde"}
+        sig = build(load_recipe(data=data), device="cpu")
+        config = scheduler_config(sig)
+        assert config.get("trained_betas") is None if expect else config["trained_betas"] is not None
+        assert config["variance_type"] == "fixed_small"
+        theirs = diffusers.DDPMScheduler(**config).alphas_cumprod.double()
+        assert torch.allclose(theirs, sig.diffusion.alphas_cumprod_64, rtol=1e-5), schedule
+
+
+def test_what_diffusers_cannot_express_is_refused_by_name(tmp_path):
+    run = tiny_run(tmp_path / "a", conditional=True, timesteps=10)
+
+    class OtherConditioner(nn.Module):
+        num_classes = 2
+
+        def forward(self, labels):
+            return torch.zeros(labels.shape[0], 128)
+
+    run.ema.conditioner = OtherConditioner()
+    with pytest.raises(DiffusersExportError, match="conditioner.name = 'class_embedding'"):
+        build_unet(run)
+
+    class NotAUNet(nn.Module):
+        prediction, cond_dim = "eps", None
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x, t, cond=None):
+            return self.conv(x)
+
+    run.ema.denoiser, run.ema.conditioner = NotAUNet(), None
+    with pytest.raises(DiffusersExportError, match="denoiser.name = 'unet'"):
+        build_unet(run)
+
+
+def test_the_command_line_writes_a_folder(trained_toy, tmp_path):
+    out = tmp_path / "hf"
+    result = CliRunner().invoke(app, ["export", str(trained_toy.run_dir), "--format", "diffusers", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "model_index.json").exists() and (out / "unet" / "config.json").exists()
+    pipe = diffusers.DDPMPipeline.from_pretrained(out)
+    assert pipe.unet.config.num_class_embeds == 3
+    bad = CliRunner().invoke(app, ["export", str(trained_toy.run_dir), "--format", "onnx", str(out)])
+    assert bad.exit_code == 2 and "safetensors or diffusers" in bad.output
