@@ -1,0 +1,179 @@
+"""``gentool sweep``: train the product of recipe variants one after another, then compare them.
+
+``--set schedule.name=linear,cosine --set train.lr=1e-3,2e-4`` gives four
+variants; each is the recipe with those overrides and trains into
+``<output_dir>/<name>/<variant>`` (``runs/fashion_mnist/schedule.name=cosine,train.lr=0.001``),
+a run directory like any other. ``<output_dir>/<name>/sweep.json`` records
+the variants and which finished, so a sweep that is stopped (Ctrl-C, a
+killed job) and started again skips the finished variants and resumes the
+interrupted one from its last checkpoint: nothing is trained twice. At the
+end :func:`gentool.compare.compare` writes ``compare.png`` and
+``compare.json`` into the sweep folder.
+
+On several GPUs, run the variants side by side: ``--variant I`` runs only
+the I-th (0-based; a job array's index), one per GPU or one per job, each may
+itself be ``torchrun``; ``gentool compare <output_dir>/<name>/*/`` then draws the
+comparison. gentool writes no scheduler.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gentool.errors import UsageError
+
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass
+class Variant:
+    index: int
+    name: str  # the folder: "schedule.name=cosine,train.lr=0.001"
+    overrides: list[str]  # "schedule.name=cosine", ...
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    variants: list[Variant]
+    trained: list[str] = field(default_factory=list)  # variants trained (or resumed) by this call
+    skipped: list[str] = field(default_factory=list)  # variants finished before this call
+    interrupted: bool = False
+    signal: int = 0
+    comparison: Any = None
+
+
+def split_values(text: str) -> list[str]:
+    """``"linear,cosine"`` -> ``["linear", "cosine"]``; commas inside ``[...]``, ``{...}`` or quotes stay."""
+    out, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return out
+
+
+def parse_axes(sets: list[str]) -> list[tuple[str, list[str]]]:
+    """``["schedule.name=linear,cosine"]`` -> ``[("schedule.name", ["linear", "cosine"])]``."""
+    axes: list[tuple[str, list[str]]] = []
+    for item in sets:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: write KEY=VALUE[,VALUE...], e.g. --set schedule.name=linear,cosine")
+        if key in (k for k, _ in axes):
+            raise UsageError(f"--set {key} is given twice; list all its values in one --set {key}=A,B")
+        if key in ("run.name", "run.output_dir"):
+            raise UsageError(f"--set {key}: a sweep names its variants' folders itself (<output_dir>/<name>/<variant>)")
+        vals = split_values(values)
+        if any(v == "" for v in vals):
+            raise UsageError(f"--set {item!r}: an empty value; separate the values with single commas")
+        axes.append((key, vals))
+    return axes
+
+
+def _folder_name(pairs: list[tuple[str, str]]) -> str:
+    name = ",".join(f"{k}={v}" for k, v in pairs)
+    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)[:200]
+
+
+def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
+    """The product of the axes' values, first axis slowest; a single value is an override of every variant."""
+    swept = [(k, vs) for k, vs in axes if len(vs) > 1]
+    fixed = [f"{k}={vs[0]}" for k, vs in axes if len(vs) == 1]
+    out = []
+    for i, combo in enumerate(itertools.product(*(vs for _, vs in swept))):
+        pairs = list(zip((k for k, _ in swept), combo))
+        out.append(Variant(i, _folder_name(pairs) or "base", fixed + [f"{k}={v}" for k, v in pairs]))
+    return out
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def sweep(
+    recipe: str | Path,
+    sets: list[str],
+    *,
+    overrides: list[str] = (),
+    only: int | None = None,
+    device: str | None = None,
+    run_tasks: bool = True,
+    progress: bool = True,
+    compare_svg: bool = False,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all."""
+    from gentool.engine import distributed
+    from gentool.engine.train import train
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+
+    vs = variants(parse_axes(list(sets)))
+    if only is not None and not 0 <= only < len(vs):
+        raise UsageError(f"--variant {only}: this sweep has variants 0..{len(vs) - 1}")
+    base = load_recipe(recipe, overrides=list(overrides))  # checks the recipe and the fixed overrides once
+    folder = Path(base.run.output_dir) / base.run.name
+    main = distributed.env().main  # under torchrun every rank trains; rank 0 keeps the books
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+    state_path = folder / SWEEP_FILE
+    state = _read_state(state_path)
+    done = set(state.get("done", []))
+    result = SweepResult(folder, vs)
+    for v in vs:
+        if only is not None and v.index != only:
+            continue
+        if v.name in done:
+            result.skipped.append(v.name)
+            log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
+            continue
+        rec = load_recipe(recipe, overrides=list(overrides) + v.overrides)
+        rec.run.output_dir, rec.run.name = str(folder), v.name
+        log(f"variant {v.index + 1}/{len(vs)} {v.name}: {rec.run_dir}")
+        run = build(rec, device=distributed.local_device(device or rec.run.device))
+        out = train(run, resume=True, progress=progress, log=log)
+        result.trained.append(v.name)
+        if out.interrupted:
+            result.interrupted, result.signal = True, out.signal
+            return result
+        if not main:
+            continue
+        for spec in rec.tasks if run_tasks else []:
+            log(f"task {spec.name}")
+            run.run_task(spec)
+        done.add(v.name)
+        _write_state(state_path, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
+                                  "variants": [{"name": x.name, "overrides": x.overrides} for x in vs],
+                                  "done": sorted(done)})
+    ready = [folder / v.name for v in vs if (folder / v.name).is_dir()]
+    if ready and main:
+        from gentool.compare import compare
+
+        result.comparison = compare(ready, folder / "compare.png", svg=compare_svg)
+        (folder / "compare.json").write_text(json.dumps(result.comparison.to_json(), indent=1), encoding="utf-8")
+    return result
