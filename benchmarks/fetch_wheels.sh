@@ -14,5 +14,5 @@ platforms=()
 for tag in manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any; do platforms+=(--platform "$tag"); done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     "${platforms[@]}" -d .whl \
-    hatchling pathspec editables trove-classifiers torch-fidelity tomli-w "diffusers>=0.30" importlib-metadata
+    hatchling pathspec editables trove-classifiers tomlkit torch-fidelity tomli-w "diffusers>=0.30" importlib-metadata
 ls -la .whl

@@ -1,7 +1,7 @@
 """``gentool bench``: training and sampling throughput of a recipe's network on this device.
 
 Training is timed as whole optimiser steps (the loss of
-:func:`gentool.engine.step.diffusion_loss`, backward, AdamW, fused on CUDA)
+:func:`gentool.engine.step.objective_loss` of the recipe's objective, backward, AdamW, fused on CUDA)
 on a synthetic batch already on the device, so data loading is not timed;
 sampling as denoiser evaluations per second through the ``eps_fn`` every
 sampler calls, with the recipe's guidance (one fused forward pass of 2B
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from gentool.diffusion import Diffusion
-from gentool.engine.step import diffusion_loss
+from gentool.engine.step import objective_loss
 from gentool.devices import compile_default
 from gentool.engine.accel import prepare_for_speed
 from gentool.sampling import make_eps_fn, make_fast_eps_fn
@@ -216,17 +216,16 @@ def count_flops(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
 # -- the two timed workloads ----------------------------------------------------
 
 def train_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
-                     s: BenchSettings, device: torch.device, *, lr: float = 2e-4, loss: str = "l2") -> dict[str, float]:
+                     s: BenchSettings, device: torch.device, *, objective: Any, lr: float = 2e-4) -> dict[str, float]:
     """Images per second of whole optimiser steps (forward, backward, AdamW) at ``s.batch``."""
     fast = prepare_for_speed(model, device, channels_last=s.channels_last, compile=s.compile, mode=s.compile_mode)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, fused=True if device.type == "cuda" else None)
     gen = torch.Generator(device=device).manual_seed(0)
     x0 = torch.rand((s.batch, *shape), device=device, generator=gen) * 2 - 1
-    prediction = model.prediction
     model.train()
 
     def step() -> Tensor:
-        value = diffusion_loss(fast, diffusion, x0, labels, gen, prediction=prediction, loss=loss, autocast=s.bf16)
+        value, _ = objective_loss(objective, fast, diffusion, x0, labels, gen, autocast=s.bf16)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -273,7 +272,7 @@ def sample_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, 
 
 def bench_model(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
                 guidance: float, s: BenchSettings, device: torch.device, *, sampler_steps: int,
-                lr: float = 2e-4, loss: str = "l2", log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
+                objective: Any, lr: float = 2e-4, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Parameters, FLOPs, training and sampling throughput of one model on ``device``."""
     model.to(device)
     out: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
@@ -281,7 +280,7 @@ def bench_model(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], 
     out["flops_per_img"], out["train_flops_per_img"] = count_flops(model, shape)
     train_labels = None if labels is None else labels[torch.arange(s.batch, device=device) % len(labels)]
     log(f"timing {s.steps} training steps at batch {s.batch} (after {s.warmup} warm-up)")
-    out.update(train_throughput(model, diffusion, shape, train_labels, s, device, lr=lr, loss=loss))
+    out.update(train_throughput(model, diffusion, shape, train_labels, s, device, objective=objective, lr=lr))
     sample_labels = None if labels is None else labels[torch.arange(s.sample_batch, device=device) % len(labels)]
     log(f"timing {s.sample_steps} denoiser calls at sample batch {s.sample_batch}")
     with torch.no_grad():
@@ -348,7 +347,8 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
     tr = run.recipe.train
     result: dict[str, Any] = {"recipe": run.recipe.source, **env, **asdict(s), "sampler_steps": sampler_steps}
     result.update(bench_model(run.model, run.diffusion, run.image_shape, labels, run.recipe.sampler.guidance, s,
-                              device, sampler_steps=sampler_steps, lr=tr.lr, loss=tr.loss, log=log))
+                              device, sampler_steps=sampler_steps, objective=run.objective, lr=tr.lr,
+                              log=log))
     if theirs_model is not None:
         model = theirs_model
         _free(device)
@@ -357,7 +357,7 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
         ds = BenchSettings(**{**asdict(s), "sample_batch": result["sample_rows_per_call"]})
         shape = (model.denoiser.unet.config.in_channels, *(2 * (model.denoiser.unet.config.sample_size,)))
         theirs = bench_model(model, run.diffusion, shape, None, 0.0, ds, device, sampler_steps=sampler_steps,
-                             lr=tr.lr, loss=tr.loss, log=lambda m: log(f"diffusers: {m}"))
+                             objective=run.objective, lr=tr.lr, log=lambda m: log(f"diffusers: {m}"))
         if result["guidance_fused"]:  # per image, the same work as gentool's: two rows per sampler step
             theirs["sample_steps_per_s"] = theirs["sample_evals_per_s"] / 2
             theirs["sample_img_per_s"] = theirs["sample_steps_per_s"] / sampler_steps

@@ -29,6 +29,9 @@ class RunConfig:
             graphs, which pays when small batches leave the GPU waiting on Python.
             ``gentool bench --compile-mode`` measures the choices.
         output_dir: folder that holds run directories.
+        loggers: registered loggers that receive the training metrics, sample grids and the
+            resolved recipe (``gentool list-plugins``): ``"jsonl"`` writes ``metrics.jsonl``
+            (read by the plots), ``"console"`` prints metric lines.
     """
 
     name: str = ""
@@ -37,6 +40,7 @@ class RunConfig:
     compile: Literal["auto"] | bool = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     output_dir: str = "runs"
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
     @property
     def torch_compile_mode(self) -> str | None:
@@ -56,7 +60,7 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    """The ``[train]`` table: the optimisation of L_simple (Ho et al. eq. 14).
+    """The ``[train]`` table: the optimisation of the ``[objective]``'s loss.
 
     Args:
         steps: optimiser steps to train for (0 skips training).
@@ -70,7 +74,6 @@ class TrainConfig:
             the optimiser still sees the global batch (less memory, same maths).
         ema_decay: decay of the exponential moving average of the weights (0 turns EMA off).
         ema_warmup: ramp the EMA decay as min(decay, (1 + n) / (10 + n)) early in training.
-        loss: ``"l2"`` (L_simple, eq. 14) or ``"l1"``.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on the CPU), ``"fp32"`` or ``"bf16"``.
         checkpoint_every: steps between checkpoints (the last step is always saved).
         keep_last: how many recent checkpoints to keep.
@@ -99,7 +102,6 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.9999
     ema_warmup: bool = True
-    loss: Literal["l2", "l1"] = "l2"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int = 1000
     keep_last: int = 3

@@ -14,6 +14,9 @@ Factory conventions (shared by every kind):
   checked, their defaults are the only defaults, and the ``Args:`` block of the
   factory's docstring is the recipe reference.
 
+Each hook belongs to one kind of :data:`gentool.kinds.KINDS` (``gentool_register_<plural>``);
+a new kind is an entry there plus its hookspec here.
+
 Timestep convention: gentool counts timesteps from 0. The index ``t`` in
 ``0..T-1`` is the paper's ``t + 1`` in Ho et al. (2020), so ``betas[0]`` is
 ``beta_1`` and ``x_t`` with ``t = T - 1`` is the paper's ``x_T``.
@@ -44,9 +47,10 @@ def gentool_register_denoisers(register):
 
     A denoiser factory takes keyword-only options and returns a
     :class:`gentool.Denoiser`: an ``nn.Module`` called as ``net(x_t, t, cond)``
-    returning a tensor of ``x_t``'s shape, with the attributes ``prediction``
-    (``"eps"``, ``"x0"`` or ``"v"``) and ``cond_dim`` (the width of the
-    conditioning embedding it accepts, or ``None``).
+    returning a tensor of ``x_t``'s shape (twice its channels when the
+    objective learns variances), with the attribute ``cond_dim`` (the width of
+    the conditioning embedding it accepts, or ``None``). What the output means
+    is the ``[objective]``'s ``prediction``.
 
     :param register: ``register(name, factory)``.
     """
@@ -113,4 +117,47 @@ def gentool_register_feature_extractors(register):
     a ``torch_fidelity.FeatureExtractorBase`` instance.
 
     :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_objectives(register):
+    """Register training objectives (what the network learns; the ``[objective]`` table).
+
+    An objective factory takes keyword-only options and returns an object with
+    ``prediction`` (``"eps"``, ``"x0"`` or ``"v"``: what the network outputs),
+    optionally ``learned_variance`` (default ``False``),
+    ``draw(diffusion, x0, generator) -> (t, noise)`` and
+    ``loss(net, diffusion, x0, labels, t, noise) -> (per_example_loss, extras)``;
+    see :class:`gentool.Objective`. The engine, the test loss, ``gentool eval``
+    and ``gentool bench`` all train and measure through it.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_loggers(register):
+    """Register loggers: where training metrics, sample grids and the recipe go.
+
+    A logger factory is called as ``factory(run_dir, **options)`` and returns
+    an object with ``log_scalars(step, scalars)``, ``log_image(step, name,
+    image)``, ``log_text(step, name, text)`` and ``close()``; see
+    :class:`gentool.Logger`. ``[run] loggers`` picks the loggers of a run. A
+    logger that raises is reported once and switched off.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_commands(register):
+    """Register ``gentool`` subcommands.
+
+    A command is a plain Typer command function (typed parameters with
+    ``typer.Argument``/``typer.Option`` defaults, its docstring the help); it
+    shows in ``gentool --help`` and ``gentool list-plugins``. Keep the module
+    defining it cheap to import: import torch inside the function.
+
+    :param register: ``register(name, function)``.
     """

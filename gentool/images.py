@@ -20,6 +20,12 @@ def to_uint8(x: Tensor) -> Tensor:
     return (to_unit(x) * 255).round().to(torch.uint8)
 
 
+def grid_of(x: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor:
+    """A batch ``[B, C, H, W]`` in [-1, 1] as one ``[C, H', W']`` grid in [0, 1], as :func:`save_grid` draws it."""
+    nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
+    return make_grid(to_unit(x), nrow=nrow, padding=padding)
+
+
 def save_grid(x: Tensor, path: Path, nrow: int | None = None, padding: int = 2) -> Path:
     """Save a batch ``[B, C, H, W]`` in [-1, 1] as one PNG grid."""
     nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
@@ -41,4 +47,4 @@ def save_images(x: Tensor, folder: Path, prefix: str = "") -> list[Path]:
     return paths
 
 
-__all__ = ["make_grid", "save_grid", "save_images", "to_uint8", "to_unit"]
+__all__ = ["grid_of", "make_grid", "save_grid", "save_images", "to_uint8", "to_unit"]

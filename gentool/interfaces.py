@@ -1,4 +1,4 @@
-"""The six kinds of component gentool is built from.
+"""The kinds of component gentool is built from (the table of kinds: :mod:`gentool.kinds`).
 
 Shapes use ``B`` for the batch, ``C, H, W`` for image channels and size.
 Timesteps are 0-based: the integer ``t`` in ``0..T-1`` is Ho et al.'s
@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, runtime_chec
 
 import torch
 from torch import Tensor, nn
+
+from gentool import kinds as _kinds
+from gentool.kinds import SAMPLER_RESERVED  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     from gentool.diffusion import Diffusion
@@ -45,12 +48,12 @@ class Denoiser(Protocol):
     * ``x_t``: float ``[B, C, H, W]``; ``t``: int64 ``[B]`` (0-based).
     * ``cond``: ``None`` or a float ``[B, cond_dim]`` embedding from a
       :class:`Conditioner`, added to the time embedding.
-    * ``prediction``: what the output is, ``"eps"`` (the noise), ``"x0"`` (the
-      clean image) or ``"v"`` (Salimans and Ho 2022); :class:`Diffusion` converts.
     * ``cond_dim``: width of ``cond`` it accepts, ``None`` if unconditional.
+
+    What the output means (the noise, the clean image or v) is the recipe's
+    :class:`Objective`'s ``prediction``, not the network's.
     """
 
-    prediction: Prediction
     cond_dim: int | None
 
     def __call__(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor: ...
@@ -133,18 +136,52 @@ class DataSource(Protocol):
     def __call__(self, split: str, **options: Any) -> torch.utils.data.Dataset: ...
 
 
-KINDS: tuple[str, ...] = (
-    "schedule",
-    "denoiser",
-    "conditioner",
-    "sampler",
-    "task",
-    "data_source",
-    "feature_extractor",
-)
+class Objective(Protocol):
+    """What the network is trained on: ``factory(**options) -> objective`` (the ``[objective]`` table).
 
-#: Sampler keyword arguments that the core supplies (never recipe options).
-SAMPLER_RESERVED = ("steps", "t_start", "generator", "callback")
+    * ``prediction``: what the network outputs, ``"eps"`` (the noise), ``"x0"``
+      (the clean image) or ``"v"`` (Salimans and Ho 2022); the model and the
+      samplers learn it from here (:class:`gentool.Diffusion` converts).
+    * ``learned_variance`` (optional, default ``False``): the network outputs
+      ``2C`` channels, ``C`` of its prediction, then ``C`` of the variance
+      interpolation ``v`` (Nichol and Dhariwal 2021).
+    * ``draw(diffusion, x0, generator) -> (t, noise)``: the timesteps (int64
+      ``[B]`` in ``0..T-1``) and the noise (like ``x0``) of a training batch,
+      drawn from ``generator`` only.
+    * ``loss(net, diffusion, x0, labels, t, noise) -> (per_example, extras)``:
+      the loss of each example (float32 ``[B]``) and extra per-batch scalars to
+      log (a dict of 0-d tensors, may be empty). ``net(x_t, t, labels)`` returns
+      float32; the engine has applied autocast and its fast path to it.
+    """
+
+    prediction: Prediction
+
+    def draw(self, diffusion: "Diffusion", x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]: ...
+
+    def loss(self, net: Callable[..., Tensor], diffusion: "Diffusion", x0: Tensor, labels: Tensor | None,
+             t: Tensor, noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
+class Logger(Protocol):
+    """Where training metrics go: ``factory(run_dir, **options) -> logger`` (``[run] loggers``).
+
+    The engine calls every chosen logger on rank 0. ``step`` is the optimiser
+    step; ``image`` is ``[C, H, W]`` float in [0, 1] (a sample grid); ``text``
+    e.g. the resolved recipe (at the first step of a session). A logger that
+    raises is reported once as a warning and switched off: it never stops training.
+    """
+
+    def log_scalars(self, step: int, scalars: dict[str, float]) -> None: ...
+
+    def log_image(self, step: int, name: str, image: Tensor) -> None: ...
+
+    def log_text(self, step: int, name: str, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: The kind names (the table of kinds is :data:`gentool.kinds.KINDS`).
+KINDS: tuple[str, ...] = _kinds.NAMES
 
 __all__ = [
     "Conditioner",
@@ -152,6 +189,8 @@ __all__ = [
     "Denoiser",
     "EpsFn",
     "KINDS",
+    "Logger",
+    "Objective",
     "Prediction",
     "Sampler",
     "Schedule",

@@ -9,19 +9,22 @@ from torch import Tensor, nn
 class DiffusionModel(nn.Module):
     """Denoiser and conditioner as one module (one optimiser, one EMA, one checkpoint).
 
-    ``model(x_t, t, labels)`` returns the denoiser's raw output (its
-    ``prediction``). ``labels`` is an int64 tensor ``[B]`` (``-1``: null label)
-    or ``None`` for an unconditional model.
+    ``model(x_t, t, labels)`` returns the denoiser's raw output: a
+    ``prediction`` (``"eps"``, ``"x0"`` or ``"v"``), followed along the
+    channels by the variance interpolation when ``learned_variance``. Both come
+    from the recipe's ``[objective]`` (:func:`gentool.run.build` passes them);
+    samplers learn the prediction target from here. ``labels`` is an int64
+    tensor ``[B]`` (``-1``: null label) or ``None`` for an unconditional model.
     """
 
-    def __init__(self, denoiser: nn.Module, conditioner: nn.Module | None = None) -> None:
+    def __init__(self, denoiser: nn.Module, conditioner: nn.Module | None = None, *,
+                 prediction: str | None = None, learned_variance: bool = False) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.conditioner = conditioner
-
-    @property
-    def prediction(self) -> str:
-        return getattr(self.denoiser, "prediction", "eps")
+        # a denoiser built outside a recipe may still say what it predicts
+        self.prediction: str = prediction or getattr(denoiser, "prediction", "eps")
+        self.learned_variance = bool(learned_variance)
 
     @property
     def num_classes(self) -> int:

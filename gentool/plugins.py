@@ -28,18 +28,12 @@ import pluggy
 
 from gentool import hookspecs
 from gentool.errors import brief
+from gentool.kinds import HOOK_PREFIX, KINDS
 from gentool.registry import Registry, RegistryError, closest
 
 PROJECT = "gentool"
-HOOKS = {
-    "schedule": "gentool_register_schedules",
-    "denoiser": "gentool_register_denoisers",
-    "conditioner": "gentool_register_conditioners",
-    "sampler": "gentool_register_samplers",
-    "task": "gentool_register_tasks",
-    "data_source": "gentool_register_data_sources",
-    "feature_extractor": "gentool_register_feature_extractors",
-}
+#: kind -> the name of its collection hook (from the table of kinds)
+HOOKS = {kind.name: kind.hook for kind in KINDS}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -106,6 +100,7 @@ def load_plugins(
     autoload: bool | None = None,
     blocked: Iterable[str] | None = None,
     extra: Iterable[tuple[str, Any]] = (),
+    kinds: Iterable[str] | None = None,
 ) -> PluginState:
     """Discover, load and register all plugins; never raises for a bad plugin.
 
@@ -114,6 +109,8 @@ def load_plugins(
             ``GENTOOL_DISABLE_PLUGIN_AUTOLOAD`` is set).
         blocked: entry-point names not to load (default: ``GENTOOL_BLOCK_PLUGINS``).
         extra: ``(name, plugin_object)`` pairs registered in addition, e.g. by tests.
+        kinds: call only these kinds' hooks (default: all). The CLI asks for
+            ``("command",)`` alone, which imports no component module.
     """
     autoload = (not autoload_disabled()) if autoload is None else autoload
     blocked = list(blocked_from_env() if blocked is None else blocked)
@@ -167,7 +164,7 @@ def load_plugins(
             broken.append(BrokenPlugin(name, info.package if info else "?", info.version if info else "", error))
             pm.unregister(exc.plugin)
             infos = [i for i in infos if i.name != name]
-    registry, reg_broken = _fill_registry(pm, {i.name: i for i in infos})
+    registry, reg_broken = _fill_registry(pm, {i.name: i for i in infos}, kinds)
     broken.extend(reg_broken)
     bad = {b.name for b in reg_broken}
     for name in bad:
@@ -179,7 +176,7 @@ def load_plugins(
 
 def closest_hook(name: str) -> str | None:
     """The gentool hook closest to a misspelt hook ``name`` (compared without their common prefix)."""
-    prefix = "gentool_register_"
+    prefix = HOOK_PREFIX
     short = {hook.removeprefix(prefix): hook for hook in HOOKS.values()}
     near = closest(name.removeprefix(prefix), short)
     return short[near[0]] if near else None
@@ -194,7 +191,7 @@ def _impls(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
     return out
 
 
-def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
+def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], kinds: Iterable[str] | None = None):
     """Call every plugin's collection hooks; a plugin that fails registers nothing.
 
     Built-in plugins go first, then the others by name.
@@ -202,7 +199,10 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]):
     registry = Registry()
     broken: list[BrokenPlugin] = []
     impls: dict[str, list[tuple[str, Any]]] = {}
+    wanted = set(HOOKS if kinds is None else kinds)
     for kind, hook_name in HOOKS.items():
+        if kind not in wanted:
+            continue
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             impls.setdefault(impl.plugin_name, []).append((kind, impl.function))
     owner = {}  # (kind, name) -> plugin, for the duplicate message

@@ -8,6 +8,7 @@ options) and the core's own tables::
     [schedule]    a schedule               (default: linear)
     [denoiser]    a denoiser               (required)
     [conditioner] a conditioner            (optional)
+    [objective]   the training objective   (default: ddpm)
     [sampler]     a sampler, plus ``steps`` and ``guidance``   (default: ancestral)
     [train]       TrainConfig
     [eval]        EvalConfig               (optional)
@@ -21,6 +22,7 @@ and the closest valid choices.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,20 +34,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from gentool.config import EvalConfig, RunConfig, TrainConfig
-from gentool.interfaces import SAMPLER_RESERVED
+from gentool.errors import GentoolError
+from gentool.kinds import KINDS, SAMPLER_RESERVED
 from gentool.options import OptionError, check_options
 from gentool.registry import Registry, RegistryError, closest
 
-SECTIONS = ("run", "data", "schedule", "denoiser", "conditioner", "sampler", "train", "eval", "tasks")
-COMPONENT_KIND = {
-    "data": "data_source",
-    "schedule": "schedule",
-    "denoiser": "denoiser",
-    "conditioner": "conditioner",
-    "sampler": "sampler",
-    "tasks": "task",
-}
-DEFAULT_NAMES = {"schedule": "linear", "sampler": "ancestral"}
+#: the core's own tables (dataclasses of gentool.config)
+CORE_TABLES = ("run", "train", "eval")
+#: recipe table -> the kind of component it names (from the table of kinds)
+COMPONENT_KIND = {k.table: k.name for k in KINDS if k.table}
+SECTIONS = ("run", *(k.table for k in KINDS if k.table and not k.many), "train", "eval",
+            *(k.table for k in KINDS if k.table and k.many))
+DEFAULT_NAMES = {k.table: k.default for k in KINDS if k.table and k.default}
+#: keys that moved to another table: (table, key) -> (new table, new key)
+MOVED_KEYS = {("train", "loss"): ("objective", "loss"), ("denoiser", "prediction"): ("objective", "prediction")}
 
 
 class RecipeError(ValueError):
@@ -102,6 +104,9 @@ class Recipe:
     conditioner: ComponentSpec | None = None
     eval: EvalConfig | None = None
     tasks: list[ComponentSpec] = field(default_factory=list)
+    objective: ComponentSpec = field(default_factory=lambda: ComponentSpec(DEFAULT_NAMES["objective"]))
+    #: what validation changed, for the log (e.g. a key that moved to another table)
+    notes: list[str] = field(default_factory=list, compare=False)
 
     @property
     def run_dir(self) -> Path:
@@ -116,6 +121,7 @@ class Recipe:
         out["denoiser"] = self.denoiser.to_dict()
         if self.conditioner is not None:
             out["conditioner"] = self.conditioner.to_dict()
+        out["objective"] = self.objective.to_dict()
         out["sampler"] = self.sampler.to_dict()
         out["train"] = dataclasses.asdict(self.train)
         if self.eval is not None:
@@ -236,7 +242,9 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
         if key in data and key != "tasks" and not isinstance(data[key], dict):
             raise RecipeError(source, key, f"must be a table ([{key}]), got {data[key]!r}")
 
+    data, notes, moved = _move_keys(data, registry, source)
     run = _config(RunConfig, data.get("run", {}), source, "run")
+    _check_loggers(registry, run.loggers, source)
     if not run.name:
         run.name = default_name
     train = _config(TrainConfig, data.get("train", {}), source, "train")
@@ -247,6 +255,12 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
     denoiser = _component(registry, "denoiser", data["denoiser"], source, "denoiser")
     conditioner = _component(registry, "conditioner", data["conditioner"], source, "conditioner") if "conditioner" in data else None
     sampler = _sampler(registry, data.get("sampler", {}), source)
+    try:
+        objective = _component(registry, "objective", data.get("objective", {}), source, "objective")
+    except RecipeError as exc:  # a moved key's bad value: name the key the user wrote
+        if exc.key not in moved:
+            raise
+        raise RecipeError(source, f"{moved[exc.key]} (now {exc.key})", exc.message, exc.value, exc.choices) from None
     data_spec = _component(registry, "data_source", data["data"], source, "data") if "data" in data else None
 
     tasks_raw = data.get("tasks", [])
@@ -256,7 +270,58 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
     if train.steps > 0 and data_spec is None:
         raise RecipeError(source, "data", "training (train.steps > 0) needs a [data] table", None, registry.names("data_source"))
     _check_train(train, source)
-    return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks)
+    return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks,
+                  objective, notes)
+
+
+def _move_keys(data: dict[str, Any], registry: Registry,
+               source: str) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Move the keys of :data:`MOVED_KEYS` to their new table (old recipes and run directories keep working).
+
+    ``[denoiser] prediction`` moves only when the denoiser has no such option of its own.
+    The same value in both places is fine; two different values are an error.
+    Returns the data, notes for the log and ``{new key path: old key path}``.
+    """
+    notes: list[str] = []
+    moved: dict[str, str] = {}
+    for (table, key), (new_table, new_key) in MOVED_KEYS.items():
+        old = data.get(table)
+        if not isinstance(old, dict) or key not in old:
+            continue
+        if table in COMPONENT_KIND and _accepts(registry, table, old, key):
+            continue
+        target = data.get(new_table, {})
+        if not isinstance(target, dict):
+            continue  # validate() reports the malformed table
+        value = old[key]
+        if new_key in target and target[new_key] != value:
+            raise RecipeError(source, f"{table}.{key}", f"has moved to [{new_table}] {new_key}, which says "
+                              f"{target[new_key]!r}; remove {table}.{key} = {value!r}", value)
+        data = {**data, table: {k: v for k, v in old.items() if k != key}, new_table: {**target, new_key: value}}
+        moved[f"{new_table}.{new_key}"] = f"{table}.{key}"
+        notes.append(f"{source}: {table}.{key} has moved to [{new_table}] {new_key}; "
+                     f"read as {new_table}.{new_key} = {value!r}")
+    return data, notes, moved
+
+
+def _accepts(registry: Registry, table_name: str, table: dict[str, Any], key: str) -> bool:
+    """Whether the component the table names has an option ``key`` (unknown names: no)."""
+    kind, name = COMPONENT_KIND[table_name], table.get("name", DEFAULT_NAMES.get(table_name))
+    if not isinstance(name, str) or (kind, name) not in registry:
+        return False
+    return key in inspect.signature(registry.get(kind, name).factory).parameters
+
+
+def _check_loggers(registry: Registry, loggers: list[str], source: str) -> None:
+    for i, name in enumerate(loggers):
+        if ("logger", name) not in registry:
+            near = closest(name, registry.names("logger"))
+            hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+            raise RecipeError(source, f"run.loggers.{i}", f"unknown logger {name!r}{hint} "
+                              f"(valid: {', '.join(registry.names('logger')) or 'none registered'})",
+                              name, near or registry.names("logger"))
+    if len(set(loggers)) != len(loggers):
+        raise RecipeError(source, "run.loggers", f"names a logger twice: {loggers}", loggers)
 
 
 def _check_train(train: TrainConfig, source: str) -> None:

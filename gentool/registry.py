@@ -7,10 +7,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gentool.interfaces import KINDS
+from gentool.errors import GentoolError
+from gentool.kinds import NAMES as KINDS
 
 
-class RegistryError(LookupError):
+class RegistryError(GentoolError, LookupError):
     """An unknown kind or name, or a name registered twice."""
 
 

@@ -45,6 +45,14 @@ class Run:
     step: int = 0
     checkpoint: Path | None = None
     _datasets: dict[str, Any] = field(default_factory=dict, repr=False)
+    _objective: Any = field(default=None, repr=False)
+
+    @property
+    def objective(self) -> Any:
+        """The recipe's training objective (:class:`gentool.Objective`), built once."""
+        if self._objective is None:
+            self._objective = _objective(self.recipe, self.registry)
+        return self._objective
 
     @property
     def run_dir(self) -> Path:
@@ -187,7 +195,14 @@ def _model(recipe: Recipe, registry: Registry) -> DiffusionModel:
                               "conditioning (its cond_dim is None); enable it in [denoiser] or remove [conditioner]")
         factory = registry.get("conditioner", recipe.conditioner.name).factory
         conditioner = _component(recipe, "conditioner", factory, cond_dim)
-    return DiffusionModel(denoiser, conditioner)
+    objective = _objective(recipe, registry)  # what the network outputs is the objective's choice
+    return DiffusionModel(denoiser, conditioner, prediction=objective.prediction,
+                          learned_variance=bool(getattr(objective, "learned_variance", False)))
+
+
+def _objective(recipe: Recipe, registry: Registry) -> Any:
+    """The recipe's ``[objective]``, built from its factory and options."""
+    return _component(recipe, "objective", registry.get("objective", recipe.objective.name).factory)
 
 
 def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:

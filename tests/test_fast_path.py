@@ -17,11 +17,12 @@ from torch import nn
 from gentool.diffusion import Diffusion
 from gentool.engine.accel import prepare_for_speed
 from gentool.engine.data import device_batches, step_loader
-from gentool.engine.step import diffusion_loss
+from gentool.engine.step import objective_loss
 from gentool.model import DiffusionModel
 from gentool.sampling import make_eps_fn, make_fast_eps_fn
 from gentool_conditioners.class_embedding import class_embedding
 from gentool_data.common import TensorImages
+from gentool_objectives.ddpm import ddpm
 from gentool_schedules.linear import linear
 from gentool_unet.unet import unet
 
@@ -54,7 +55,7 @@ def loss_and_grads(forward: nn.Module, params: nn.Module, x0, labels, *, bf16: b
     params.zero_grad(set_to_none=True)
     torch.manual_seed(123)  # the conditioner's label dropout
     gen = torch.Generator(device=x0.device).manual_seed(7)
-    loss = diffusion_loss(forward, diffusion().to(x0.device), x0, labels, gen, prediction="eps", autocast=bf16)
+    loss, _ = objective_loss(ddpm(), forward, diffusion().to(x0.device), x0, labels, gen, autocast=bf16)
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in params.named_parameters()}
 
@@ -148,7 +149,7 @@ def test_the_compiled_parts_are_one_graph_each():
     model = make_model(3)
     x0, labels = batch()
     fast = prepare_for_speed(model, "cpu", channels_last=True, compile=True, backend=counting)
-    diffusion_loss(fast, diffusion(), x0, labels, torch.Generator().manual_seed(0), autocast=True).backward()
+    objective_loss(ddpm(), fast, diffusion(), x0, labels, torch.Generator().manual_seed(0), autocast=True)[0].backward()
     assert len(graphs) == 1, [g.code[:200] for g in graphs]  # the whole denoiser, forward (and its backward)
 
     graphs.clear()

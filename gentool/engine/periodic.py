@@ -20,13 +20,18 @@ SAMPLES = "samples"
 HIGHER_IS_BETTER = frozenset({"is", "isc", "inception_score", "precision", "recall", "f_score", "prc"})
 
 
-def sample_grid(run, step: int, n: int) -> Path:
-    """``samples/step_XXXXXXXX.png``: ``n`` images from the EMA model with a fixed seed."""
-    from gentool.images import save_grid
+def sample_grid(run, step: int, n: int, image: Callable[[torch.Tensor], None] | None = None) -> Path:
+    """``samples/step_XXXXXXXX.png``: ``n`` images from the EMA model with a fixed seed.
+
+    ``image``, when given, also receives the grid as a ``[C, H, W]`` tensor in [0, 1] (for the loggers).
+    """
+    from gentool.images import grid_of, save_grid
 
     labels = torch.arange(n) % run.num_classes if run.num_classes else None
     # the plain path: a few images now and then need no compilation or CUDA graphs in the training process
     x = run.sample(n, labels=labels, generator=run.generator(), progress=False, fast=False)
+    if image is not None:
+        image(grid_of(x))
     return save_grid(x, run.run_dir / SAMPLES / f"step_{step:08d}.png")
 
 
@@ -82,12 +87,17 @@ class Periodic:
         """An evaluation that may produce a new best.pt: every rank saves a checkpoint then."""
         return self.eval_due(step) and bool(self.eval.keep_best)
 
-    def after_step(self, step: int, write: Callable[[dict[str, Any]], None]) -> bool:
-        """Run what is due at ``step``; returns whether an evaluation improved on the best."""
+    def after_step(self, step: int, write: Callable[[dict[str, Any]], None],
+                   image: Callable[[int, str, torch.Tensor], None] | None = None) -> bool:
+        """Run what is due at ``step``; returns whether an evaluation improved on the best.
+
+        ``write`` receives metric records (``{"step": step, ...}``), ``image(step, "samples", grid)`` the grids.
+        """
         tr, improved = self.run.recipe.train, False
         with rng.preserved(self.run.device):
             if tr.sample_every and step % tr.sample_every == 0:
-                self.log(f"step {step}: wrote {sample_grid(self.run, step, tr.sample_n)}")
+                to_loggers = (lambda grid: image(step, SAMPLES, grid)) if image is not None else None
+                self.log(f"step {step}: wrote {sample_grid(self.run, step, tr.sample_n, to_loggers)}")
             if tr.test_loss_every and step % tr.test_loss_every == 0:
                 losses = test_losses(self.run, self.timesteps, max_batches=tr.test_loss_batches,
                                      batch_size=min(tr.batch_size, 256))

@@ -18,7 +18,8 @@ import torch
 
 import gentool
 from gentool.engine import rng
-from gentool.recipe import Recipe
+from gentool.options import check_options
+from gentool.recipe import DEFAULT_NAMES, MOVED_KEYS, Recipe
 
 FORMAT = 1
 # [train] keys that change bookkeeping, not the trajectory: a resumed run may change them freely
@@ -36,7 +37,7 @@ def recipe_key(recipe: Recipe) -> dict[str, Any]:
     """The recipe parts that define the model and its training trajectory."""
     d = recipe.to_dict()
     key: dict[str, Any] = {"seed": d["run"]["seed"]}
-    for section in ("data", "schedule", "denoiser", "conditioner"):
+    for section in ("data", "schedule", "denoiser", "conditioner", "objective"):
         if section in d:
             key[section] = d[section]
     if "data" in key:
@@ -68,7 +69,29 @@ def mismatch(state: dict[str, Any], key: dict[str, Any]) -> list[str]:
     old = state.get("recipe_key")
     if not isinstance(old, str):
         return ["the checkpoint was written by an older gentool without a recipe key"]
-    return recipe_diff(json.loads(old), key) or ["the recipe fingerprints differ"]
+    old_key = json.loads(old)
+    if "objective" not in old_key:
+        old_key = _with_objective(old_key)
+    return recipe_diff(old_key, key) or ["the recipe fingerprints differ"]
+
+
+def _with_objective(old: dict[str, Any]) -> dict[str, Any]:
+    """A recipe key from before ``[objective]``: its ``train.loss`` and ``denoiser.prediction`` were the
+    built-in L_simple's options, so they become that objective's table (its other options at their defaults)."""
+    from gentool.plugins import registry
+
+    old = json.loads(json.dumps(old))
+    moved = {}
+    for (table, key), (_, new_key) in MOVED_KEYS.items():
+        if key in old.get(table, {}):
+            moved[new_key] = old[table].pop(key)
+    name = DEFAULT_NAMES["objective"]
+    try:
+        options = check_options(registry().get("objective", name).factory, moved)
+    except Exception:  # noqa: BLE001 - the objective is gone or refuses them: show the difference
+        options = moved
+    old["objective"] = json.loads(json.dumps({"name": name, **options}, default=str))
+    return old
 
 
 def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, Any]],

@@ -1,6 +1,13 @@
-"""One training step's loss, shared by the train loop and ``gentool bench``."""
+"""One training batch's loss through the recipe's objective: the train loop, ``gentool bench`` and the test loss.
+
+The objective (:class:`gentool.Objective`, the ``[objective]`` table) draws the
+timesteps and the noise and computes the per-example loss; the engine only
+supplies the network, under bf16 autocast where asked, returning float32.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -8,36 +15,35 @@ from torch import Tensor
 from gentool.diffusion import Diffusion
 
 
-def draw(diffusion: Diffusion, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """t ~ U{0..T-1} per sample and eps ~ N(0, I) (Ho et al. Algorithm 1, lines 3-4)."""
-    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-    return t, noise
+def float_net(net: Callable[..., Tensor], autocast: bool, device_type: str) -> Callable[..., Tensor]:
+    """``net(x_t, t, labels)`` run under bf16 autocast when ``autocast``, its output as float32."""
+
+    def call(x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
+            out = net(x_t, t, labels)
+        return out.float()
+
+    return call
 
 
-def diffusion_loss(
-    model: torch.nn.Module,
+def objective_loss(
+    objective: Any,
+    net: Callable[..., Tensor],
     diffusion: Diffusion,
     x0: Tensor,
     labels: Tensor | None,
     generator: torch.Generator | None,
     *,
-    prediction: str = "eps",
-    loss: str = "l2",
     autocast: bool = False,
     t: Tensor | None = None,
     noise: Tensor | None = None,
-) -> Tensor:
-    """The mean L_simple over a batch (Ho et al. Algorithm 1, eq. 14).
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The mean loss over a batch and the objective's extra scalars.
 
-    One t per sample, uniform over 0..T-1; eps ~ N(0, I) from ``generator``
-    (or the given ``t`` and ``noise``); x_t = q_sample(x0, t, eps);
-    loss = |target - model(x_t, t)|^2 averaged. ``autocast`` runs the network
-    under bf16 autocast; the loss is fp32.
+    ``t`` and ``noise`` come from ``objective.draw(diffusion, x0, generator)``
+    unless given (the train loop draws them once for all micro-batches).
     """
     if t is None or noise is None:
-        t, noise = draw(diffusion, x0, generator)
-    x_t = diffusion.q_sample(x0, t, noise)
-    with torch.autocast(device_type=x0.device.type, dtype=torch.bfloat16, enabled=autocast):
-        out = model(x_t, t, labels)
-    return diffusion.training_loss(out, x0, t, noise, prediction=prediction, loss=loss).mean()
+        t, noise = objective.draw(diffusion, x0, generator)
+    per, extras = objective.loss(float_net(net, autocast, x0.device.type), diffusion, x0, labels, t, noise)
+    return per.mean(), extras

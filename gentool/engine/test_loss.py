@@ -1,9 +1,9 @@
 """The test-split loss at fixed timesteps, with fixed noise: comparable from step to step.
 
-L_simple (Ho et al. eq. 14) evaluated at each chosen ``t`` instead of a
-random one: ``mean |target - model(q_sample(x0, t, eps), t)|^2`` over the
-first images of the test split, with ``eps`` drawn from a generator seeded
-with ``seed`` in a fixed order. Two calls with the same weights give the same
+The recipe's objective (``ddpm``: L_simple, Ho et al. eq. 14) evaluated at
+each chosen ``t`` instead of a drawn one: ``objective.loss`` of
+``q_sample(x0, t, eps)`` averaged over the first images of the test split,
+with ``eps`` drawn from a generator seeded with ``seed`` in a fixed order. Two calls with the same weights give the same
 numbers; a change between calls is a change of the model.
 """
 
@@ -15,6 +15,8 @@ from typing import Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
+
+from gentool.engine.step import float_net
 
 
 def resolve_timesteps(timesteps: Iterable[int], num_timesteps: int) -> tuple[list[int], str | None]:
@@ -55,10 +57,10 @@ def test_losses(
     split: str = "test",
     autocast: bool | None = None,
 ) -> dict[int, float]:
-    """``{t: mean L_simple at t}`` on the first ``max_batches`` batches of ``split`` (None: all of it).
+    """``{t: mean objective loss at t}`` on the first ``max_batches`` batches of ``split`` (None: all of it).
 
     ``model`` defaults to ``run.sampling_model`` (the EMA when there is one);
-    the loss kind is the recipe's ``train.loss``; ``autocast`` defaults to bf16
+    the loss is the recipe's ``[objective]`` (``run.objective``); ``autocast`` defaults to bf16
     on CUDA as in training. Timesteps ``>= T`` are clipped to ``T - 1`` with a warning.
     """
     from gentool.engine.accel import uses_bf16
@@ -69,6 +71,7 @@ def test_losses(
         warnings.warn(note, stacklevel=3)  # the caller, past torch.no_grad's wrapper
     model = run.sampling_model if model is None else model
     autocast = uses_bf16(run) if autocast is None else autocast
+    objective, net = run.objective, float_net(model, autocast, device.type)
     data = run.dataset(split)
     loader = DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=False)
     noise_gen = torch.Generator().manual_seed(seed)  # on the CPU: the same noise on every device
@@ -84,11 +87,7 @@ def test_losses(
             for i, t in enumerate(ts):
                 noise = torch.randn(x0.shape, generator=noise_gen).to(device)
                 t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
-                x_t = diffusion.q_sample(x0, t_batch, noise)  # eq. 4
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = model(x_t, t_batch, labels)
-                per = diffusion.training_loss(out, x0, t_batch, noise, prediction=model.prediction,
-                                              loss=run.recipe.train.loss)
+                per, _ = objective.loss(net, diffusion, x0, labels, t_batch, noise)
                 sums[i] += per.double().sum()
             count += x0.shape[0]
     if count == 0:

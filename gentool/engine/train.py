@@ -1,15 +1,16 @@
-"""The training loop: L_simple (Ho et al. eq. 14, Algorithm 1) with AdamW, EMA and exact resume.
+"""The training loop: the recipe's objective (default L_simple, Ho et al. eq. 14) with AdamW, EMA and exact resume.
 
 One optimiser step:
 
 1. the step's global batch (a function of (seed, step); this rank's slice of
-   it), split into ``train.grad_accum`` micro-batches; for each, t ~ U{0..T-1}
-   and eps ~ N(0, I) from the step generator, loss (eq. 14) / k, backward;
+   it); the objective draws t and the noise for all of it from the step
+   generator (``ddpm``: t ~ U{0..T-1}, eps ~ N(0, I), Algorithm 1); split into
+   ``train.grad_accum`` micro-batches, each's mean loss / k is backpropagated;
 2. gradients all-reduced by DDP (on the last micro-batch), clipped;
 3. a non-finite loss or gradient stops the run or skips the step (nonfinite.py);
 4. AdamW with the warm-up learning rate, then the EMA update.
 
-Around it: metrics every ``log_every`` steps, checkpoints every
+Around it: metrics every ``log_every`` steps (sent to the ``[run] loggers``), checkpoints every
 ``checkpoint_every`` (and at the end), sample grids, the test loss,
 evaluation, and SIGINT/SIGTERM saving a checkpoint before stopping.
 """
@@ -30,13 +31,14 @@ from gentool.engine import distributed, rng, state
 from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
 from gentool.engine.data import train_batches
 from gentool.engine.ema import ema_decay, ema_update
-from gentool.engine.metrics import METRICS, MetricsLog, StepStats
+from gentool.engine.loggers import Loggers
+from gentool.engine.metrics import METRICS, StepStats  # noqa: F401 - METRICS re-exported
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
 from gentool.engine.optim import align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, set_lr
 from gentool.engine.periodic import Periodic
 from gentool.engine.progress_bar import TrainProgress
 from gentool.engine.signals import StopRequest
-from gentool.engine.step import diffusion_loss, draw
+from gentool.engine.step import objective_loss
 from gentool.run import RESOLVED_RECIPE, Run
 
 PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (and always at the end)
@@ -96,7 +98,7 @@ class Trainer:
         self.generator = torch.Generator(device=run.device)
         self.start, self.best, self.last_saved = 0, None, -1
         self.loss_value, self._plotted = math.nan, -math.inf
-        self.metrics: MetricsLog | None = None
+        self.loggers: Loggers | None = None
         self._check_labels = False  # loader batches' labels are checked on the host, each step
         self._found: tuple[Path, dict[str, Any]] | None = None
 
@@ -163,7 +165,11 @@ class Trainer:
             return self._result()
         prep = prepare(run, self.dist, self.log)
         align_state_layout(self.optimizer)  # a resumed state meets channels-last parameters
-        self.metrics = MetricsLog(run.run_dir / METRICS, run.step) if self.dist.main else None
+        self.loggers = Loggers(run, run.step, self.log) if self.dist.main else None
+        for note in run.recipe.notes:
+            self.log(f"note: {note}")
+        if self.loggers is not None:
+            self.loggers.text(run.step, "recipe", run.recipe.dumps())
         stats = StepStats(run.device)
         deferred = deferred_checks(run.device) and bool(self.optimizer.defaults.get("fused"))
         guard = NonFiniteGuard(tr.on_nan, deferred, run.device)
@@ -191,31 +197,36 @@ class Trainer:
             labels = labels.to(run.device, non_blocking=True)
         set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self._accumulate(x0, labels, prep)
+        loss, extras = self._accumulate(x0, labels, prep)
         grad_norm = clip_gradients(run.model.parameters(), tr.grad_clip)
         bad = distributed.any_device_(~is_finite(loss, grad_norm))  # the same verdict on every rank
         self._update(bad, guard, loss)
-        stats.add(loss, grad_norm, bad)
+        stats.add(loss, grad_norm, bad, extras)
         run.step += 1
 
-    def _accumulate(self, x0, labels, prep: Prepared) -> torch.Tensor:
-        """Sum of the micro-batch losses / k, each backpropagated (gradient accumulation).
+    def _accumulate(self, x0, labels, prep: Prepared) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum of the micro-batch losses / k, each backpropagated (gradient accumulation), and the
+        objective's extra scalars averaged over the micro-batches.
 
-        t and eps are drawn for the whole batch first, so k only changes how the
-        same sum is split: the trajectory does not depend on train.grad_accum.
+        t and the noise are drawn for the whole batch first, so k only changes how
+        the same sum is split: the trajectory does not depend on train.grad_accum.
         """
-        k, run = self.tr.grad_accum, self.run
-        t, noise = draw(run.diffusion, x0, self.generator)
+        k, run, objective = self.tr.grad_accum, self.run, self.run.objective
+        t, noise = objective.draw(run.diffusion, x0, self.generator)
         ls = labels.chunk(k) if labels is not None else [None] * k
         parts = list(zip(x0.chunk(k), t.chunk(k), noise.chunk(k), ls))
         total = torch.zeros((), device=run.device)
+        extras: dict[str, torch.Tensor] = {}
         for i, (xb, tb, nb, lb) in enumerate(parts):
             with prep.no_sync(sync=i == k - 1):
-                loss = diffusion_loss(prep.net, run.diffusion, xb, lb, None, prediction=run.model.prediction,
-                                      loss=self.tr.loss, autocast=prep.bf16, t=tb, noise=nb) / k
+                loss, more = objective_loss(objective, prep.net, run.diffusion, xb, lb, None, autocast=prep.bf16,
+                                            t=tb, noise=nb)
+                loss = loss / k
                 loss.backward()
             total += loss.detach()
-        return total
+            for name, value in more.items():
+                extras[name] = extras.get(name, 0) + value.detach().float().mean() / k
+        return total, extras
 
     def _update(self, bad: torch.Tensor, guard: NonFiniteGuard, loss: torch.Tensor) -> None:
         """AdamW and EMA, unless the step is non-finite (checked now, or gated on the device)."""
@@ -248,7 +259,7 @@ class Trainer:
                 raise guard.error(first_bad, run.checkpoint, detected_at=step)
         if log_due:
             self._log_line(stats, bar)
-        improved = periodic.after_step(step, self._write) if self.dist.main else False
+        improved = periodic.after_step(step, self._write, self._image) if self.dist.main else False
         if save_due:
             path = self.save(periodic.best.record)
             if improved and path is not None:
@@ -270,8 +281,12 @@ class Trainer:
             self.log(f"skipped {rec['skipped']} step(s) with a non-finite loss or gradient before step {self.run.step}")
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.metrics is not None:
-            self.metrics.write(record)
+        if self.loggers is not None:
+            self.loggers.write(record)
+
+    def _image(self, step: int, name: str, image: torch.Tensor) -> None:
+        if self.loggers is not None:
+            self.loggers.image(step, name, image)
 
     # -- saving ---------------------------------------------------------------
     def save(self, best: dict[str, Any] | None = None) -> Path | None:
@@ -317,7 +332,7 @@ class Trainer:
         return TrainResult(self.run.step, self.loss_value, self.run.checkpoint, self.start, **extra)
 
     def close(self) -> None:
-        if self.metrics is not None:
-            self.metrics.close()
-            self.metrics = None
+        if self.loggers is not None:
+            self.loggers.close()
+            self.loggers = None
         self.run.model.eval()

@@ -12,8 +12,6 @@ conditioning embedding is added to it, so every residual block sees both.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,9 +26,6 @@ from gentool_unet.layers import (
     timestep_embedding,
     zero_,
 )
-
-PREDICTIONS = ("eps", "x0", "v")
-
 
 class Block(nn.Module):
     """A residual block, followed by self-attention when ``attention`` is set."""
@@ -73,11 +68,9 @@ class UNet(nn.Module):
         attention_levels: set[int],
         dropout: float,
         num_heads: int,
-        prediction: str,
         cond_dim: int | None,
     ) -> None:
         super().__init__()
-        self.prediction = prediction
         self.cond_dim = cond_dim
         self.channels = channels
         emb_dim = 4 * channels
@@ -124,7 +117,7 @@ class UNet(nn.Module):
         return emb
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Predict ``self.prediction`` from ``x_t`` ``[B, C, H, W]`` at 0-based timesteps ``t`` ``[B]``."""
+        """Predict the ``[objective]``'s target from ``x_t`` ``[B, C, H, W]`` at 0-based timesteps ``t`` ``[B]``."""
         emb = self.embed(t, cond)
         h = self.conv_in(x_t)
         hs = [h]
@@ -158,7 +151,6 @@ def unet(
     attention_resolutions: list[int] = [16],  # noqa: B006
     dropout: float = 0.1,
     num_heads: int = 1,
-    prediction: Literal["eps", "x0", "v"] = "eps",
     class_cond: bool = True,
 ) -> UNet:
     """The attention U-Net of Ho et al. (2020); the defaults are their CIFAR-10 model (35.7M parameters).
@@ -184,8 +176,6 @@ def unet(
             0.1 on CIFAR-10, 0 on the larger data sets).
         num_heads: attention heads; the channels at each attention level must
             divide by it. Ho et al. use one.
-        prediction: what the network predicts: ``"eps"`` the noise (Ho et al.),
-            ``"x0"`` the clean image, or ``"v"`` (Salimans and Ho 2022).
         class_cond: accept a conditioning embedding (``cond_dim = 4 * channels``)
             added to the time embedding; the class embedding itself belongs to
             the conditioner.
@@ -194,7 +184,7 @@ def unet(
     _check_sizes(in_channels, out_channels, image_size, channels, channel_mult, num_res_blocks)
     sizes = [image_size // 2**i for i in range(len(channel_mult))]
     levels = _attention_levels(attention_resolutions, sizes)
-    _check_rest(channels, channel_mult, levels, dropout, num_heads, prediction)
+    _check_rest(channels, channel_mult, levels, dropout, num_heads)
     return UNet(
         in_channels=in_channels,
         out_channels=in_channels if out_channels is None else out_channels,
@@ -204,7 +194,6 @@ def unet(
         attention_levels=levels,
         dropout=dropout,
         num_heads=num_heads,
-        prediction=prediction,
         cond_dim=4 * channels if class_cond else None,
     )
 
@@ -246,7 +235,7 @@ def _attention_levels(attention_resolutions: list[int], sizes: list[int]) -> set
     return {i for i, size in enumerate(sizes) if size in attention_resolutions}
 
 
-def _check_rest(channels, channel_mult, levels, dropout, num_heads, prediction) -> None:
+def _check_rest(channels, channel_mult, levels, dropout, num_heads) -> None:
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
     _positive("num_heads", num_heads)
@@ -255,5 +244,3 @@ def _check_rest(channels, channel_mult, levels, dropout, num_heads, prediction) 
         width = channels * channel_mult[i]
         if width % num_heads:
             raise ValueError(f"num_heads={num_heads} does not divide the {width} channels at level {i}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")

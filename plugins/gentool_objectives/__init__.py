@@ -1,0 +1,10 @@
+"""Built-in training objectives: ``ddpm`` (L_simple, Ho et al. 2020)."""
+
+import gentool
+
+
+@gentool.hookimpl
+def gentool_register_objectives(register):
+    from gentool_objectives.ddpm import ddpm  # imports torch: only when the objectives are asked for
+
+    register("ddpm", ddpm)
