@@ -24,19 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from gentool.kinds import KINDS
 from gentool.options import describe, option_docs, recipe_parameters, type_hints
 
 REGENERATE = "python -m gentool.docs"
-#: kind -> (section title, the recipe table it fills, how the core calls the factory)
-KIND_SECTIONS = {
-    "data_source": ("Data sources", "[data]", "factory(split, **options)"),
-    "schedule": ("Schedules", "[schedule]", "factory(**options) -> betas"),
-    "denoiser": ("Denoisers", "[denoiser]", "factory(**options) -> nn.Module"),
-    "conditioner": ("Conditioners", "[conditioner]", "factory(dim, **options) -> nn.Module"),
-    "sampler": ("Samplers", "[sampler]", "sampler(eps_fn, diffusion, x_T, *, steps, t_start, generator, callback, **options)"),
-    "task": ("Tasks", "[[tasks]]", "task(run, out_dir, **options) -> TaskResult"),
-    "feature_extractor": ("Feature extractors", "[eval] feature_extractor", "factory(**options)"),
-}
+#: kind -> (section title, the recipe table it fills, how the core calls the factory), from the table of kinds
+KIND_SECTIONS = {k.name: (k.title, k.where, k.call) for k in KINDS if k.options}
 #: The keys every ``[sampler]`` table has besides the sampler's own options
 #: (fields of :class:`gentool.recipe.SamplerSpec`).
 SAMPLER_KEYS = {

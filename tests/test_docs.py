@@ -113,7 +113,8 @@ def test_recipe_reference_shows_types_and_defaults():
     assert "| `beta_start` | `float` | `0.0001` |" in linear
     unet = text.split("### `unet`", 1)[1].split("###", 1)[0]
     assert "| `channel_mult` | `list of int` | `[1, 2, 2, 2]` |" in unet
-    assert "| `prediction` | `'eps' \\| 'x0' \\| 'v'` | `\"eps\"` |" in unet
+    ddpm = text.split("### `ddpm`", 1)[1].split("###", 1)[0]
+    assert "| `prediction` | `'eps' \\| 'x0' \\| 'v'` | `\"eps\"` |" in ddpm
     assert "| `path` | `str` | **required** |" in text.split("### `hf_dataset`", 1)[1]
 
 

@@ -53,8 +53,10 @@ def test_wrong_type_and_bad_choice(tmp_path):
         load_recipe(write(tmp_path, BASE + '[train]\nbatch_size = "a lot"\n'))
     with pytest.raises(RecipeError, match=r"sampler\.variance: 'big' is not valid: expected one of 'beta', 'beta_tilde'"):
         load_recipe(write(tmp_path, BASE + '[sampler]\nvariance = "big"\n'))
-    with pytest.raises(RecipeError, match=r"train\.loss"):
+    with pytest.raises(RecipeError, match=r"train\.loss \(now objective\.loss\): 'l3' is not valid"):
         load_recipe(write(tmp_path, BASE + '[train]\nloss = "l3"\n'))
+    with pytest.raises(RecipeError, match=r"objective\.loss: 'l3' is not valid"):
+        load_recipe(write(tmp_path, BASE + '[objective]\nloss = "l3"\n'))
 
 
 def test_unknown_table_and_missing_required_option(tmp_path):

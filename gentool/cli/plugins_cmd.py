@@ -59,6 +59,32 @@ def list_plugins(
                    "version": b.version, "error": b.error} for b in st.broken]
         print(json.dumps(rows + broken, indent=2))
         return
+    if not console.is_terminal:  # a log file or a pipe: one plain line per plugin and component, never a table
+        print_plain(st, rows)
+    else:
+        print_tables(st, rows)
+    if st.blocked:
+        console.print(f"blocked: {', '.join(st.blocked)}")
+    if st.broken and not verbose:
+        console.print(f"{len(st.broken)} plugin(s) failed to load; `gentool list-plugins --verbose` shows why.")
+    for b in st.broken if verbose else []:
+        console.rule(f"[red]{b.name}[/] ({b.package} {b.version})")
+        console.print(b.detail or b.error, markup=False, highlight=False)
+
+
+def print_plain(st, rows: list[dict]) -> None:
+    """``plugin NAME (PACKAGE VERSION, MODULE): KINDS`` and ``KIND NAME (plugin P): SUMMARY`` lines."""
+    for p in st.plugins:
+        provides = sorted({r["kind"] for r in rows if r["plugin"] == p.name})
+        console.print(f"plugin {p.name} ({p.package} {p.version}, {p.module}): {', '.join(provides)}",
+                      markup=False, highlight=False)
+    for b in st.broken:
+        console.print(f"plugin {b.name} ({b.package} {b.version}): BROKEN: {b.error}", markup=False, highlight=False)
+    for r in rows:
+        console.print(f"{r['kind']} {r['name']} (plugin {r['plugin']}): {r['summary']}", markup=False, highlight=False)
+
+
+def print_tables(st, rows: list[dict]) -> None:
     plugins = Table(title="plugins", title_justify="left")
     for col in ("plugin", "package", "version", "module", "provides"):
         plugins.add_column(col)
@@ -74,10 +100,3 @@ def list_plugins(
     for r in rows:
         comps.add_row(r["kind"], r["name"], r["plugin"], Text(r["summary"]))
     console.print(comps)
-    if st.blocked:
-        console.print(f"blocked: {', '.join(st.blocked)}")
-    if st.broken and not verbose:
-        console.print(f"{len(st.broken)} plugin(s) failed to load; `gentool list-plugins --verbose` shows why.")
-    for b in st.broken if verbose else []:
-        console.rule(f"[red]{b.name}[/] ({b.package} {b.version})")
-        console.print(b.detail or b.error, markup=False, highlight=False)

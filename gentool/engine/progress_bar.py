@@ -1,8 +1,11 @@
-"""The training progress bar: steps, loss, steps/s and images/s.
+"""The training progress: steps, loss, steps/s and images/s.
 
-Where no live bar can be shown (``GENTOOL_NO_PROGRESS``, output not a
-terminal, e.g. a batch job's log file) each metrics line is also logged as
-text, so a log file shows progress too.
+On a terminal a live rich bar. Where no live bar can be shown (output not a
+terminal, e.g. a batch job's log file, nohup or CI; or ``GENTOOL_NO_PROGRESS``)
+each metrics line (every ``[train] log_every`` steps) is logged as a plain,
+complete line instead, with the share done and the time left::
+
+    step 600/1200 (50%): loss 0.0512 · 1.90 steps/s · 61 img/s · about 5 min 16 s left
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any, Callable
 
 from rich.progress import TextColumn
 
-from gentool.progress import console, make_progress
+from gentool.progress import _seconds, live, make_progress
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -19,13 +22,23 @@ def describe(record: dict[str, Any]) -> str:
             f"{record['img_per_s']:.0f} img/s")
 
 
+def plain_line(record: dict[str, Any], total: int) -> str:
+    """``step 600/1200 (50%): loss ... · about 5 min 16 s left`` (no estimate at the last step)."""
+    step = record["step"]
+    text = f"step {step}/{total} ({100 * step / max(total, 1):.0f}%): {describe(record)}"
+    rate = record.get("steps_per_s") or 0
+    if step < total and rate > 0:
+        text += f" · about {_seconds((total - step) / rate)} left"
+    return text
+
+
 class TrainProgress:
-    """A rich bar over ``total`` steps starting at ``completed``; ``show`` updates its statistics."""
+    """A live bar over ``total`` steps starting at ``completed``, or plain lines; ``show`` reports statistics."""
 
     def __init__(self, total: int, completed: int, *, enabled: bool, log: Callable[[str], None]) -> None:
         self.total, self.completed, self.enabled, self.log = total, completed, enabled, log
-        self._bar = make_progress(TextColumn("{task.fields[stats]}")) if enabled else None
-        self._live = enabled and not self._bar.disable and console.is_terminal
+        self._live = enabled and live()
+        self._bar = make_progress(TextColumn("{task.fields[stats]}")) if self._live else None
         self._task = None
 
     def __enter__(self) -> "TrainProgress":
@@ -41,8 +54,8 @@ class TrainProgress:
     def show(self, record: dict[str, Any]) -> None:
         if self._bar is not None:
             self._bar.update(self._task, stats=describe(record))
-        if self.enabled and not self._live:
-            self.log(f"step {record['step']}/{self.total}: {describe(record)}")
+        elif self.enabled:
+            self.log(plain_line(record, self.total))
 
     def __exit__(self, *exc) -> None:
         if self._bar is not None:

@@ -98,8 +98,9 @@ def test_text_progress_lines_when_no_live_bar(tmp_path):
     log = []
     gentool.train(run, progress=True, log=log.append)  # GENTOOL_NO_PROGRESS is set: lines instead
     lines = [m for m in log if m.startswith("step ")]
-    assert [m.split(":")[0] for m in lines] == ["step 2/4", "step 4/4"]
+    assert [m.split(":")[0] for m in lines] == ["step 2/4 (50%)", "step 4/4 (100%)"]
     assert "steps/s" in lines[0] and "img/s" in lines[0] and "loss" in lines[0]
+    assert "left" in lines[0] and "left" not in lines[1]  # the time left, while there is some
 
 
 def test_the_best_value_is_the_lowest_or_for_scores_the_highest():

@@ -42,14 +42,14 @@ def test_output_shape_and_dtype(in_channels, image_size, attn):
     x = torch.randn(2, in_channels, image_size, image_size)
     out = net(x, torch.tensor([0, 999]))
     assert out.shape == x.shape and out.dtype == x.dtype
-    assert net.prediction == "eps" and net.cond_dim == 4 * 32
+    assert net.cond_dim == 4 * 32 and not hasattr(net, "prediction")  # the [objective] says what it predicts
     assert isinstance(net, UNet)
 
 
-def test_out_channels_and_prediction_options():
-    net = unet(**TINY, out_channels=6, prediction="v", class_cond=False)
+def test_out_channels_and_class_cond_options():
+    net = unet(**TINY, out_channels=6, class_cond=False)
     assert net(torch.randn(1, 3, 8, 8), torch.tensor([3])).shape == (1, 6, 8, 8)
-    assert net.prediction == "v" and net.cond_dim is None
+    assert net.cond_dim is None
 
 
 def test_output_starts_at_zero():
@@ -149,7 +149,6 @@ def test_compiles_without_graph_breaks():
         ({"attention_resolutions": [5]}, "attention_resolutions"),
         ({"dropout": 1.0}, "dropout"),
         ({"num_heads": 3}, "num_heads"),
-        ({"prediction": "epsilon"}, "prediction"),
         ({"in_channels": 0}, "in_channels"),
         ({"out_channels": -1}, "out_channels"),
     ],
