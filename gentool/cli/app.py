@@ -8,8 +8,9 @@ import os
 from typing import Callable
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+
+from gentool.cli.output import make_console, patch_typer_help
 
 app = typer.Typer(
     name="gentool",
@@ -18,8 +19,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = make_console()  # never hard-wraps; wide tables when not a terminal (gentool/cli/output.py)
+err = make_console(stderr=True)
+patch_typer_help()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
