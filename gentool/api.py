@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from gentool.engine import checkpoint as ckpt
+from gentool.errors import UsageError
 from gentool.interfaces import TaskResult
 from gentool.recipe import Recipe, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
@@ -40,8 +42,10 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
         will_download = bool(options.get("download"))
         if "download" in options:
             options["download"] = False  # a summary neither downloads nor creates the root folder
+        data = None
         try:
-            out["dataset (train)"] = f"{len(factory('train', **options)):,} images"
+            data = factory("train", **options)
+            out["dataset (train)"] = f"{len(data):,} images"
         except FileNotFoundError as exc:
             if will_download:
                 into = f" into {options['root']}" if options.get("root") else ""
@@ -50,6 +54,12 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
                 out["dataset (train)"] = f"not available yet: {exc}"
         except Exception as exc:  # noqa: BLE001 - a summary reports the problem; gentool run raises it
             out["dataset (train)"] = f"not available yet: {exc}"
+        if data is not None:  # the checks gentool run makes before training: image shape, one full batch
+            from gentool.engine.data import check_data
+
+            meta = Run(recipe, reg, torch.device("meta"), diffusion, model)
+            meta._datasets["train"] = data
+            check_data(meta, data)
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps
     out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
@@ -73,17 +83,20 @@ def run_recipe(
     and only rank 0 runs the tasks.
     """
     from gentool.engine import distributed
+    from gentool.engine.lock import RunLock
     from gentool.engine.train import train
 
     recipe = load_recipe(path, overrides=list(overrides))
     run = build(recipe, device=distributed.local_device(device or recipe.run.device))
     result = RunResult(run)
-    result.train = train(run, resume=resume, force=force, progress=progress, log=log)
-    if result.train.interrupted or not run_tasks or not distributed.env().main:
-        return result
-    for spec in recipe.tasks:
-        log(f"task {spec.name}")
-        result.tasks.append((spec.name, run.run_task(spec)))
+    main = distributed.env().main  # rank 0 writes, so rank 0 holds the lock
+    with RunLock(run.run_dir) if main else contextlib.nullcontext() as lock:  # through training and the tasks
+        result.train = train(run, resume=resume, force=force, progress=progress, log=log, lock=lock)
+        if result.train.interrupted or not run_tasks or not main:
+            return result
+        for spec in recipe.tasks:
+            log(f"task {spec.name}")
+            result.tasks.append((spec.name, run.run_task(spec)))
     return result
 
 
@@ -106,7 +119,7 @@ def load_run(
     if path.suffix == ".safetensors":
         return ckpt.load_exported(path, device=device, overrides=list(overrides))
     if path.suffix == ".toml":
-        raise ValueError(f"{path} is a recipe, not a trained run: train it with `gentool run {path}`, then use its "
+        raise UsageError(f"{path} is a recipe, not a trained run: train it with `gentool run {path}`, then use its "
                          "run directory (runs/<name>, printed at the end of the run) or one of its checkpoints")
     run_dir = path if path.is_dir() else ckpt.run_dir_of(path)
     recipe_file = run_dir / RESOLVED_RECIPE

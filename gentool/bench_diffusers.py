@@ -9,6 +9,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from gentool.errors import UsageError
+
 
 #: diffusers' UNet2DModel as Ho et al.'s CIFAR-10 network (35.7M parameters, one
 #: attention head, attention at 16x16 on both paths): the google/ddpm-cifar10-32 layout.
@@ -41,7 +43,7 @@ def diffusers_model(**config: Any) -> nn.Module:
     try:
         from diffusers import UNet2DModel
     except ImportError:
-        raise ValueError("--compare diffusers needs the diffusers package, which is not installed; "
+        raise UsageError("--compare diffusers needs the diffusers package, which is not installed; "
                          "install it with `pip install 'gentool[bench]'` or `pip install diffusers`") from None
     from gentool.model import DiffusionModel
 

@@ -8,6 +8,7 @@ factories, the field defaults are the only defaults and the docstring's
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -56,6 +57,22 @@ class RunConfig:
             except RuntimeError:
                 raise OptionError("device", f"{self.device!r} is not a device; use \"auto\", \"cpu\", \"cuda\" or "
                                   "\"cuda:N\" (or another torch device type such as \"mps\")", self.device) from None
+        if self.name and (self.name in (".", "..") or Path(self.name).name != self.name or "\\" in self.name
+                          or Path(self.name).is_absolute()):
+            raise OptionError("name", f"{self.name!r} is not a run name: it must be one folder name (no '/', "
+                              "'\\' or '..'); the run directory is output_dir/name", self.name)
+        blocker = _file_on_path(Path(self.output_dir))
+        if blocker is not None:
+            raise OptionError("output_dir", f"{self.output_dir!r} cannot hold run directories: {blocker} is a file, "
+                              "not a folder", self.output_dir)
+
+
+def _file_on_path(path: Path) -> Path | None:
+    """The first part of ``path`` that exists and is not a folder (so nothing can be made under it), or None."""
+    for part in reversed([path, *path.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
 
 
 @dataclass(kw_only=True)

@@ -64,6 +64,14 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {what}" if where else what
 
 
+def is_allocation_failure(exc: BaseException) -> bool:
+    """Did an allocation fail (MemoryError, torch's "can't allocate memory", CUDA out of memory)?"""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 def brief(exc: BaseException, limit: int = 240) -> str:
     """An exception as one short line: ``Type: message``, whitespace collapsed, cut at ``limit``."""
     message = " ".join(str(exc).split())

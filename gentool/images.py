@@ -26,13 +26,17 @@ def grid_of(x: Tensor, nrow: int | None = None, padding: int = 2) -> Tensor:
     return make_grid(to_unit(x), nrow=nrow, padding=padding)
 
 
+def save_png(image: Tensor, path: Path, **grid: int) -> Path:
+    """``torchvision.utils.save_image`` to ``path`` atomically: a full disk leaves no partial PNG."""
+    from gentool.atomic import atomic_write
+
+    return atomic_write(path, lambda f: save_image(image, f, format="png", **grid))
+
+
 def save_grid(x: Tensor, path: Path, nrow: int | None = None, padding: int = 2) -> Path:
     """Save a batch ``[B, C, H, W]`` in [-1, 1] as one PNG grid."""
     nrow = nrow or max(1, math.ceil(math.sqrt(x.shape[0])))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(to_unit(x), path, nrow=nrow, padding=padding)
-    return path
+    return save_png(to_unit(x), path, nrow=nrow, padding=padding)
 
 
 def save_images(x: Tensor, folder: Path, prefix: str = "") -> list[Path]:
@@ -41,9 +45,7 @@ def save_images(x: Tensor, folder: Path, prefix: str = "") -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, img in enumerate(to_unit(x)):
-        path = folder / f"{prefix}{i:05d}.png"
-        save_image(img, path)
-        paths.append(path)
+        paths.append(save_png(img, folder / f"{prefix}{i:05d}.png"))
     return paths
 
 

@@ -8,15 +8,17 @@ wrong types and missing required options, and to fill in the defaults.
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Union
 
+from gentool.errors import GentoolError
 from gentool.registry import closest
 
 
-class OptionError(ValueError):
+class OptionError(GentoolError, ValueError):
     """A bad option: ``key`` is the option's name, ``message`` says what is wrong."""
 
     def __init__(self, key: str, message: str, value: Any = None, choices: list[str] | None = None):
@@ -119,6 +121,24 @@ def literal_choices(annotation: Any) -> list[str]:
     return []
 
 
+INT64 = (-(2**63), 2**63 - 1)  # TOML's integers are 64-bit; Python's parser takes any size
+
+
+def out_of_range(value: Any) -> str:
+    """Why a TOML value can never be a sane option (a non-finite float, an int past 64 bits), or ``""``.
+
+    Lists and tables are searched; the first problem is described.
+    """
+    if isinstance(value, bool):
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return f"{value} is out of range: integers must fit in 64 bits (at most {INT64[1]:,})"
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((problem for problem in map(out_of_range, items) if problem), "")
+
+
 def check_options(
     factory: Callable[..., Any],
     options: dict[str, Any],
@@ -151,6 +171,9 @@ def check_options(
             near = closest(value, strings) if isinstance(value, str) else []
             hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
             raise OptionError(key, f"{value!r} is not valid: {hint}expected {want}", value, choices)
+        problem = out_of_range(value)
+        if problem:
+            raise OptionError(key, problem, value)
     resolved: dict[str, Any] = {}
     for key, p in params.items():
         if key in options:

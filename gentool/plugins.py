@@ -122,20 +122,27 @@ def load_plugins(
         pm.set_blocked(name)
 
     candidates: list[tuple[str, str, str, bool, Any]] = []
-    for ep in _entry_points():
+    claimed: dict[str, tuple[str, str]] = {}  # entry-point name -> (package, version) that holds it
+    # built-ins first: a third-party entry point named like one ("schedules") never replaces it
+    for ep in sorted(_entry_points(), key=lambda ep: _dist(ep)[0] != PROJECT):
         package, version = _dist(ep)
         builtin = package == PROJECT
         if (not builtin and not autoload) or ep.name in blocked or package in blocked:
             continue
-        other = next((c for c in candidates if c[0] == ep.name), None)
-        if other is not None:
-            error = (f"plugin name {ep.name!r} is used by two packages, {other[1]} {other[2]} and "
-                     f"{package} {version}; rename the entry point in one package's [project.entry-points.gentool]")
+        if ep.name in claimed:
+            holder, held = claimed[ep.name]
+            kept = "; gentool's built-in plugin is kept" if holder == PROJECT else ""
+            error = (f"plugin name {ep.name!r} is used by two packages, {holder} {held} and "
+                     f"{package} {version}{kept}; rename the entry point in {package}'s "
+                     "[project.entry-points.gentool]")
             broken.append(BrokenPlugin(ep.name, package, version, error))
             continue
+        claimed[ep.name] = (package, version)
         try:
             obj = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
+        except BaseException as exc:  # noqa: BLE001 - a broken plugin must not break the host, even by sys.exit()
+            if isinstance(exc, KeyboardInterrupt):
+                raise  # the user's Ctrl-C
             broken.append(BrokenPlugin(ep.name, package, version, brief(exc), traceback.format_exc()))
             continue
         candidates.append((ep.name, package, version, builtin, obj))
@@ -226,7 +233,9 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], kinds
             scratch = Registry()  # validates names and factories before anything is committed
             for kind, name, factory in pending:
                 scratch.add(kind, name, factory, plugin)
-        except Exception as exc:  # noqa: BLE001 - includes RegistryError for duplicates
+        except BaseException as exc:  # noqa: BLE001 - includes RegistryError for duplicates, and sys.exit()
+            if isinstance(exc, KeyboardInterrupt):
+                raise
             info = infos.get(plugin)
             broken.append(BrokenPlugin(plugin, info.package if info else "?", info.version if info else "",
                                        brief(exc), traceback.format_exc()))

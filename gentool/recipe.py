@@ -35,6 +35,7 @@ else:  # pragma: no cover
 
 from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.errors import GentoolError
+from gentool.errors import GentoolError
 from gentool.kinds import KINDS, SAMPLER_RESERVED
 from gentool.options import OptionError, check_options
 from gentool.registry import Registry, RegistryError, closest
@@ -50,7 +51,7 @@ DEFAULT_NAMES = {k.table: k.default for k in KINDS if k.table and k.default}
 MOVED_KEYS = {("train", "loss"): ("objective", "loss"), ("denoiser", "prediction"): ("objective", "prediction")}
 
 
-class RecipeError(ValueError):
+class RecipeError(GentoolError, ValueError):
     """A recipe problem, formatted as ``FILE: KEY.PATH: message``."""
 
     def __init__(self, source: str, key: str, message: str, value: Any = None, choices: list[str] | None = None):
@@ -160,6 +161,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise RecipeError(str(path), "", f"is a directory, not a recipe file (a .toml file){hint}") from None
     except OSError as exc:
         raise RecipeError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(str(path), "", f"not a text file: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
+                          "is not UTF-8; a recipe is a UTF-8 TOML file") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -247,6 +251,9 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
     _check_loggers(registry, run.loggers, source)
     if not run.name:
         run.name = default_name
+    if (Path(run.output_dir) / run.name).is_file():
+        raise RecipeError(source, "run.name", f"{Path(run.output_dir) / run.name} is a file, not a run directory; "
+                          "choose another run.name or run.output_dir", run.name)
     train = _config(TrainConfig, data.get("train", {}), source, "train")
     eval_cfg = _config(EvalConfig, data["eval"], source, "eval") if "eval" in data else None
     if "denoiser" not in data:

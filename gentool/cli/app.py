@@ -25,19 +25,27 @@ patch_typer_help()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that are the user's to fix: shown as one message, no traceback."""
-    from gentool.engine.checkpoint import CheckpointError
-    from gentool.engine.train import NonFiniteLossError, RecipeMismatchError
-    from gentool.options import OptionError
-    from gentool.recipe import RecipeError
-    from gentool.registry import RegistryError
+    """Exceptions that are the user's (or the machine's) to fix: one line, no traceback.
 
-    return (RecipeError, OptionError, RegistryError, CheckpointError, NonFiniteLossError,
-            RecipeMismatchError, FileNotFoundError, ValueError)
+    Every user mistake is a :class:`~gentool.errors.GentoolError`; an OSError is
+    a fault of the file system (disk full, read-only, not a directory) or a
+    missing file. Anything else is a bug and keeps its traceback.
+    """
+    from gentool.errors import GentoolError
+
+    return (GentoolError, OSError)
+
+
+def message_of(exc: BaseException) -> str:
+    """The one line a user error prints after ``error:``."""
+    from gentool.errors import describe_os_error
+
+    text = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+    return " ".join(text.split()) if isinstance(exc, OSError) else text
 
 
 def friendly(fn: Callable) -> Callable:
-    """Run a command; a user error prints ``error: ...`` and exits with code 2."""
+    """Run a command; a user error prints ``error: ...`` and exits with code 2; Ctrl-C exits 130 quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,21 +54,44 @@ def friendly(fn: Callable) -> Callable:
         except user_errors() as exc:
             if os.environ.get("GENTOOL_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)  # "[data]" is text
+            err.print(f"[bold red]error:[/] {escape(message_of(exc))}", highlight=False, markup=True)  # "[data]" is text
             raise typer.Exit(2) from None
+        except (MemoryError, RuntimeError) as exc:
+            from gentool.errors import is_allocation_failure
+
+            if not is_allocation_failure(exc) or os.environ.get("GENTOOL_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] out of memory: {escape(' '.join(str(exc).split())[:200])}; ask for "
+                      "less at a time (a smaller --n or --batch-size)", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            if os.environ.get("GENTOOL_DEBUG"):
+                raise
+            raise typer.Exit(130) from None  # the shell's 128 + SIGINT; no traceback, no "Aborted!"
 
     return wrapper
 
 
 def load_run_or_warn(source, *, device: str | None, overrides: list[str]):
-    """``load_run`` behind a status line; warn (stderr) when the run has no checkpoint yet."""
+    """``load_run`` behind a status line; a run without a loadable checkpoint is an error.
+
+    Only a recipe with ``train.steps = 0`` samples untrained weights, on purpose
+    (with a warning): a run whose checkpoints are all unreadable must not.
+    """
     from gentool.api import load_run
+    from gentool.engine.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints
 
     with err.status(f"loading {escape(str(source))}"):
         run = load_run(source, device=device, overrides=list(overrides or []))
     if run.checkpoint is None:
-        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint; the weights are untrained",
-                  highlight=False)
+        if run.recipe.train.steps > 0:
+            found = list_checkpoints(run.run_dir)
+            why = (f"none of its {len(found)} checkpoint file(s) in {run.run_dir / CHECKPOINT_DIR} could be read"
+                   if found else "it has no checkpoint yet")
+            raise CheckpointError(f"{source}: {why}; train it with `gentool run` (a recipe with train.steps = 0 "
+                                  "samples untrained weights on purpose)")
+        err.print(f"[yellow]warning:[/] {escape(str(source))} has no checkpoint (train.steps = 0); the weights are "
+                  "untrained", highlight=False)
     return run
 
 

@@ -26,13 +26,11 @@ def check(
     """Validate a recipe and print it resolved, with a summary. Exit 0 when valid."""
     from gentool.api import summarize
     from gentool.recipe import load_recipe
-    from gentool.run import validate
 
     rec = load_recipe(recipe, overrides=set_)
+    summary = summarize(rec)  # the factories' own checks (networks on the meta device) and the data's, first
     if quiet:
-        validate(rec)  # every factory's own checks (networks on the meta device: no weights allocated)
         return
-    summary = summarize(rec)  # runs the factories' checks (as validate) before anything is printed
     console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))
     table = Table(title=f"{recipe}: valid", title_justify="left", show_header=False)
     for key, value in summary.items():

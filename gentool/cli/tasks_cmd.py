@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from gentool.cli.app import app, console, friendly, load_run_or_warn
+from gentool.errors import UsageError
 
 SET_HELP = "Override a value of the run's recipe, e.g. --set sampler.steps=100 (TOML value syntax)."
 
@@ -129,7 +130,7 @@ def checked_options(factory: Callable, given: dict[str, Any]) -> dict[str, Any]:
     try:
         return check_options(factory, options)
     except OptionError as exc:
-        raise ValueError(f"--{exc.key.replace('_', '-')}: {exc.message}") from None
+        raise UsageError(f"--{exc.key.replace('_', '-')}: {exc.message}") from None
 
 
 def report(result) -> None:

@@ -15,23 +15,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
+
+from gentool.atomic import atomic_write
+from gentool.errors import GentoolError
 
 if TYPE_CHECKING:  # pragma: no cover
     from gentool.run import Run
 
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pt"
+CHECKSUM = "checksum"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(GentoolError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not ours)."""
 
 
@@ -88,24 +92,50 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
-    """Write ``path`` through a temporary file in its folder: flush, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+def tensor_checksum(obj: Any) -> str:
+    """CRC-32 over every tensor in ``obj`` (nested dicts and lists), with its key path, dtype and shape.
+
+    It changes with any flipped bit of any tensor; ``"checksum"`` keys are skipped.
+    """
+    crc = 0
+    for where, tensor in _tensors(obj, ""):
+        crc = zlib.crc32(f"{where}|{tensor.dtype}|{tuple(tensor.shape)}".encode(), crc)
+        data = tensor.detach().reshape(-1).contiguous().cpu()
+        if data.numel():
+            crc = zlib.crc32(data.view(torch.uint8).numpy(), crc)
+    return f"crc32:{crc:08x}"
+
+
+def _tensors(obj: Any, where: str):
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            if key != CHECKSUM:
+                yield from _tensors(obj[key], f"{where}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{where}/{i}")
+
+
+def with_checksum(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` plus its ``"checksum"`` (see :func:`tensor_checksum`)."""
+    return {**state, CHECKSUM: tensor_checksum(state)}
+
+
+def verify_checksum(state: dict[str, Any], path: Path) -> None:
+    """Raise CheckpointError when the tensors of ``state`` no longer match the checksum saved with them."""
+    saved = state.get(CHECKSUM)
+    if saved is None:  # written before checksums (or not by gentool): nothing to compare
+        return
+    if tensor_checksum(state) != saved:
+        raise CheckpointError(f"{path}: corrupt checkpoint: its tensors do not match the checksum saved with them "
+                              "(a flipped bit on the disk or in a copy)")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
+    """Write a checkpoint atomically, with a checksum of its tensors that loading verifies."""
+    return atomic_save(with_checksum(state), path)
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
@@ -123,12 +153,32 @@ def atomic_copy(src: Path, dst: Path) -> Path:
 
 
 def clean_partial(run_dir: Path) -> list[Path]:
-    """Delete temporary files left by a write that a crash interrupted."""
+    """Delete temporary files left by a write that a crash interrupted.
+
+    A temporary file names the PID that writes it (``.<name>.<random>.<pid>.tmp``);
+    one whose process is still alive is another writer's file in flight and is
+    left alone (the run lock already keeps a second writer out; this is the
+    second guard).
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
-    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    stale = [p for p in folder.glob(".*.tmp") if not _in_flight(p)] if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def _in_flight(path: Path) -> bool:
+    """Is ``path`` a temporary file that a live process other than this one is writing?"""
+    pid = path.name.rsplit(".", 2)[-2] if path.name.count(".") >= 3 else ""
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
 
 
 def quarantine(path: Path) -> Path:
@@ -160,6 +210,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: unreadable checkpoint ({_reason(exc)})") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise CheckpointError(f"{path}: not a gentool checkpoint (no model weights or step)")
+    verify_checksum(state, path)
     return state
 
 

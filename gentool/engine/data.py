@@ -152,6 +152,20 @@ def check_image_shape(run, data) -> None:
                           "source's image_size / channels where it has them)", opts.get(key.split(".")[1]))
 
 
+def check_data(run, data) -> None:
+    """The train split must fit the recipe: the denoiser's image shape, and at least one batch of images.
+
+    Called by training and by ``gentool check`` (on a Run whose networks are on the meta device).
+    """
+    from gentool.recipe import RecipeError
+
+    check_image_shape(run, data)
+    tr = run.recipe.train
+    if tr.steps > 0 and len(data) < tr.batch_size:
+        raise RecipeError(run.recipe.source, "train.batch_size", f"{tr.batch_size} is more than the {len(data)} "
+                          f"images of the train split; use at most {len(data)}", tr.batch_size)
+
+
 def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) -> tuple[Iterator, bool]:
     """The training batches from ``run.step`` on, and whether their labels still need checking.
 
@@ -168,7 +182,7 @@ def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) 
     data = run.dataset("train")
     if dist_info.main:
         distributed.barrier()
-    check_image_shape(run, data)
+    check_data(run, data)
     conditional = run.model.conditioner is not None
     held = isinstance(getattr(data, "labels", None), torch.Tensor)
     if conditional and held:

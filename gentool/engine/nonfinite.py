@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gentool.errors import GentoolError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(GentoolError, RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
 
 

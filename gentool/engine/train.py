@@ -25,12 +25,14 @@ from typing import Any, Callable
 
 import torch
 
+from gentool.atomic import atomic_write_text
 from gentool.engine import checkpoint as ckpt
 from gentool.errors import GentoolError
 from gentool.engine import distributed, rng, state
 from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
 from gentool.engine.data import train_batches
 from gentool.engine.ema import ema_decay, ema_update
+from gentool.engine.lock import RunLock
 from gentool.engine.loggers import Loggers
 from gentool.engine.metrics import METRICS, StepStats  # noqa: F401 - METRICS re-exported
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
@@ -65,7 +67,7 @@ class TrainResult:
 
 
 def train(run: Run, *, resume: bool = True, force: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, lock: RunLock | None = None) -> TrainResult:
     """Train ``run.model`` per the recipe's ``[train]`` table, resuming if possible.
 
     Writes ``recipe.resolved.toml``, ``metrics.jsonl``, ``checkpoints/``,
@@ -73,14 +75,22 @@ def train(run: Run, *, resume: bool = True, force: bool = False, progress: bool 
     ``resume`` it continues from the newest readable checkpoint; ``force``
     resumes one written by a different recipe (or, without ``resume``, moves
     old checkpoints aside). Under ``torchrun`` it trains with DDP.
+    Rank 0 holds the run directory's lock (``lock``, else its own, released on
+    return) from before it reads the directory: a second writer stops at once.
     """
     dist_info = distributed.setup(run.device)
     trainer = Trainer(run, dist_info, log if dist_info.main else (lambda message: None))
+    own = lock is None
+    trainer.lock = (RunLock(run.run_dir) if own else lock) if dist_info.main else None
     try:
+        if trainer.lock is not None and run.run_dir.is_dir():
+            trainer.lock.acquire()  # a missing directory is locked once fit() makes it
         trainer.restore(resume=resume, force=force)
         return trainer.fit(progress=progress and dist_info.main)
     finally:
         trainer.close()
+        if own and trainer.lock is not None:
+            trainer.lock.release()
         distributed.teardown()
 
 
@@ -101,6 +111,7 @@ class Trainer:
         self.loggers: Loggers | None = None
         self._check_labels = False  # loader batches' labels are checked on the host, each step
         self._found: tuple[Path, dict[str, Any]] | None = None
+        self.lock: RunLock | None = None  # the run directory's lock (rank 0), set by train()
 
     # -- resuming -----------------------------------------------------------
     def restore(self, *, resume: bool, force: bool) -> None:
@@ -157,9 +168,11 @@ class Trainer:
             batches, self._check_labels = train_batches(run, self.dist, self.log)
         if self.dist.main:
             run.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.lock is not None:
+                self.lock.acquire()
             resolved = run.run_dir / RESOLVED_RECIPE
             if run.step < tr.steps or not resolved.exists():  # a no-op run keeps the recipe its checkpoints match
-                resolved.write_text(run.recipe.dumps(), encoding="utf-8")
+                atomic_write_text(resolved, run.recipe.dumps())
         if run.step >= tr.steps:
             self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
             return self._result()
@@ -297,7 +310,7 @@ class Trainer:
             return None
         run, tr = self.run, self.tr
         st = state.training_state(run, self.optimizer, rngs, self.key, best)
-        path = ckpt.atomic_save(st, ckpt.checkpoint_path(run.run_dir, run.step))
+        path = ckpt.save_checkpoint(st, ckpt.checkpoint_path(run.run_dir, run.step))
         ckpt.prune(run.run_dir, tr.keep_last, tr.milestone_every)
         run.checkpoint = path
         if time.monotonic() - self._plotted > PLOT_INTERVAL_S:  # frequent checkpoints: plot now and then

@@ -15,17 +15,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gentool.errors import DOWNLOAD_ERRORS, brief
+from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
 from gentool.registry import Registry, closest
 
 METRIC_LAYERS = ("fid", "isc", "kid", "prc")
 
 
-class FeatureExtractorError(ValueError):
+class FeatureExtractorError(GentoolError, ValueError):
     """An unknown feature extractor, or one that cannot give what a metric needs."""
 
 
-class FeatureWeightsUnavailable(FileNotFoundError):
+class FeatureWeightsUnavailable(GentoolError, FileNotFoundError):
     """A feature extractor's pretrained weights could not be downloaded (no internet, a proxy ...)."""
 
 

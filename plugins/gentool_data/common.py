@@ -19,12 +19,12 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from gentool.errors import DOWNLOAD_ERRORS, brief
+from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
 
 SPLITS = ("train", "test")
 
 
-class MissingDataError(FileNotFoundError):
+class MissingDataError(GentoolError, FileNotFoundError):
     """The files of a data set are not where the recipe says they are."""
 
 
