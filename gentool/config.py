@@ -91,7 +91,10 @@ class TrainConfig:
             the optimiser still sees the global batch (less memory, same maths).
         ema_decay: decay of the exponential moving average of the weights (0 turns EMA off).
         ema_warmup: ramp the EMA decay as min(decay, (1 + n) / (10 + n)) early in training.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on the CPU), ``"fp32"`` or ``"bf16"``.
+        precision: autocast of the training forward pass: ``"auto"`` (bf16 on CUDA GPUs of compute
+            capability 8.0 or higher, fp16 with loss scaling on older ones such as T4 and V100, fp32
+            elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (float16 with dynamic loss scaling:
+            ``torch.amp.GradScaler``; a step whose gradients overflow is skipped and the scale halved).
         checkpoint_every: steps between checkpoints (the last step is always saved).
         keep_last: how many recent checkpoints to keep.
         milestone_every: also keep every checkpoint whose step is a multiple of this (0: none).
@@ -119,7 +122,7 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.9999
     ema_warmup: bool = True
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = 1000
     keep_last: int = 3
     milestone_every: int = 0
@@ -133,9 +136,27 @@ class TrainConfig:
     data_on_device: Literal["auto"] | bool = "auto"
     on_nan: Literal["stop", "skip"] = "stop"
 
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The training autocast dtype on ``device`` (``None``: fp32).
+
+        ``"auto"``: bf16 on a CUDA GPU of compute capability 8.0 or higher (Ampere
+        on: fast bf16 tensor cores), fp16 with loss scaling on an older CUDA GPU,
+        fp32 on any other device.
+        """
+        if self.precision == "fp32" or (self.precision == "auto" and device.type != "cuda"):
+            return None
+        if self.precision in ("bf16", "fp16"):
+            return torch.bfloat16 if self.precision == "bf16" else torch.float16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
+
     def bf16_on(self, device: torch.device) -> bool:
-        """bf16 autocast on ``device``: asked for, or ``precision = "auto"`` on CUDA."""
-        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+        """bf16 autocast on ``device``: asked for, or chosen by ``precision = "auto"``."""
+        return self.autocast_dtype(device) == torch.bfloat16
+
+    def fp16_on(self, device: torch.device) -> bool:
+        """fp16 autocast with loss scaling on ``device``: asked for, or chosen by ``precision = "auto"``."""
+        return self.autocast_dtype(device) == torch.float16
 
     def __post_init__(self) -> None:
         from gentool.options import OptionError  # a recipe error naming train.<key>

@@ -106,6 +106,12 @@ class Prepared:
     bf16: bool
     channels_last: bool
     compiled: bool
+    fp16: bool = False  # float16 autocast; the train loop scales the loss (engine/loss_scale.py)
+
+    @property
+    def autocast(self) -> bool | torch.dtype:
+        """The forward pass's autocast: ``torch.float16``, ``True`` (bf16) or ``False`` (fp32)."""
+        return torch.float16 if self.fp16 else self.bf16
 
     def to_device(self, x: Tensor, device: torch.device) -> Tensor:
         x = x.to(device, non_blocking=True)
@@ -134,4 +140,4 @@ def prepare(run, dist_info: Dist, log: Callable[[str], None]) -> Prepared:
         index = run.device.index if run.device.index is not None else torch.cuda.current_device() if cuda else None
         ddp = torch.nn.parallel.DistributedDataParallel(fast, device_ids=[index] if cuda else None)
         net = ddp
-    return Prepared(net, ddp, uses_bf16(run), cuda, compiled)
+    return Prepared(net, ddp, uses_bf16(run), cuda, compiled, fp16=run.recipe.train.fp16_on(run.device))

@@ -15,11 +15,13 @@ from torch import Tensor
 from gentool.diffusion import Diffusion
 
 
-def float_net(net: Callable[..., Tensor], autocast: bool, device_type: str) -> Callable[..., Tensor]:
-    """``net(x_t, t, labels)`` run under bf16 autocast when ``autocast``, its output as float32."""
+def float_net(net: Callable[..., Tensor], autocast: bool | torch.dtype, device_type: str) -> Callable[..., Tensor]:
+    """``net(x_t, t, labels)`` under autocast (``True``: bf16, or a dtype such as ``torch.float16``), as float32."""
+    dtype = autocast if isinstance(autocast, torch.dtype) else torch.bfloat16
+    enabled = isinstance(autocast, torch.dtype) or bool(autocast)
 
     def call(x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
             out = net(x_t, t, labels)
         return out.float()
 
@@ -34,7 +36,7 @@ def objective_loss(
     labels: Tensor | None,
     generator: torch.Generator | None,
     *,
-    autocast: bool = False,
+    autocast: bool | torch.dtype = False,
     t: Tensor | None = None,
     noise: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:

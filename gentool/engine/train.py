@@ -34,6 +34,7 @@ from gentool.engine.data import train_batches
 from gentool.engine.ema import ema_decay, ema_update
 from gentool.engine.lock import RunLock
 from gentool.engine.loggers import Loggers
+from gentool.engine.loss_scale import LossScaler
 from gentool.engine.metrics import METRICS, StepStats  # noqa: F401 - METRICS re-exported
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
 from gentool.engine.optim import align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, set_lr
@@ -106,6 +107,7 @@ class Trainer:
         self.optimizer = make_optimizer(run.model, lr=self.tr.lr, weight_decay=self.tr.weight_decay,
                                         device=run.device)
         self.generator = torch.Generator(device=run.device)
+        self.scaler = LossScaler(self.tr.fp16_on(run.device), run.device)  # fp16: dynamic loss scaling
         self.start, self.best, self.last_saved = 0, None, -1
         self.loss_value, self._plotted = math.nan, -math.inf
         self.loggers: Loggers | None = None
@@ -138,6 +140,7 @@ class Trainer:
         for note in state.load_training_state(self.run, self.optimizer, st, self.generator,
                                               self.dist.rank, self.dist.world, source=path):
             self.log(f"note: {note}")
+        self.scaler.load_state_dict(st.get("grad_scaler") or {})
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
         self.log(f"resuming from {path} (step {self.start} of {self.tr.steps})")
@@ -184,7 +187,8 @@ class Trainer:
         if self.loggers is not None:
             self.loggers.text(run.step, "recipe", run.recipe.dumps())
         stats = StepStats(run.device)
-        deferred = deferred_checks(run.device) and bool(self.optimizer.defaults.get("fused"))
+        fused = bool(self.optimizer.defaults.get("fused"))
+        deferred = deferred_checks(run.device) and fused and not self.scaler.enabled  # fp16: the scaler checks
         guard = NonFiniteGuard(tr.on_nan, deferred, run.device)
         periodic = Periodic(run, self.log, self.best)
         run.model.train()
@@ -211,10 +215,12 @@ class Trainer:
         set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps))
         self.optimizer.zero_grad(set_to_none=True)
         loss, extras = self._accumulate(x0, labels, prep)
+        self.scaler.unscale_(self.optimizer)  # fp16: the true gradients before clipping
         grad_norm = clip_gradients(run.model.parameters(), tr.grad_clip)
-        bad = distributed.any_device_(~is_finite(loss, grad_norm))  # the same verdict on every rank
+        overflow = self.scaler.overflow(self.optimizer, loss) & torch.isfinite(loss)  # fp16: the scaler's to skip
+        bad = distributed.any_device_(~is_finite(loss, grad_norm) & ~overflow)  # the same verdict on every rank
         self._update(bad, guard, loss)
-        stats.add(loss, grad_norm, bad, extras)
+        stats.add(loss, grad_norm, bad | overflow, extras)
         run.step += 1
 
     def _accumulate(self, x0, labels, prep: Prepared) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -232,10 +238,10 @@ class Trainer:
         extras: dict[str, torch.Tensor] = {}
         for i, (xb, tb, nb, lb) in enumerate(parts):
             with prep.no_sync(sync=i == k - 1):
-                loss, more = objective_loss(objective, prep.net, run.diffusion, xb, lb, None, autocast=prep.bf16,
+                loss, more = objective_loss(objective, prep.net, run.diffusion, xb, lb, None, autocast=prep.autocast,
                                             t=tb, noise=nb)
                 loss = loss / k
-                loss.backward()
+                self.scaler.scale(loss).backward()
             total += loss.detach()
             for name, value in more.items():
                 extras[name] = extras.get(name, 0) + value.detach().float().mean() / k
@@ -256,8 +262,12 @@ class Trainer:
             if self.tr.on_nan == "stop":
                 raise guard.error(step, run.checkpoint)
             self.log(f"skipping step {step}: non-finite loss ({float(loss):.4g}) or gradient")
+            self.scaler.update()
             return
-        self.optimizer.step()
+        if not self.scaler.enabled:
+            self.optimizer.step()
+        elif self.scaler.step(self.optimizer):  # fp16: gradients past float16's range skip the step
+            return
         if run.ema is not None:
             ema_update(run.ema, run.model, decay)
 
@@ -288,6 +298,8 @@ class Trainer:
         record = {"step": self.run.step, "loss": rec["loss"], "lr": self.optimizer.param_groups[0]["lr"],
                   "grad_norm": rec["grad_norm"], "skipped": rec["skipped"],
                   "steps_per_s": rec["steps_per_s"], "img_per_s": rec["img_per_s"]}
+        if self.scaler.enabled:
+            record["loss_scale"] = self.scaler.get_scale()
         self._write(record)
         bar.show(record)
         if rec["skipped"] and self.optimizer.defaults.get("fused") and deferred_checks(self.run.device):
@@ -310,6 +322,8 @@ class Trainer:
             return None
         run, tr = self.run, self.tr
         st = state.training_state(run, self.optimizer, rngs, self.key, best)
+        if self.scaler.enabled:
+            st["grad_scaler"] = self.scaler.state_dict()
         path = ckpt.save_checkpoint(st, ckpt.checkpoint_path(run.run_dir, run.step))
         ckpt.prune(run.run_dir, tr.keep_last, tr.milestone_every)
         run.checkpoint = path
