@@ -1,4 +1,4 @@
-"""Built-in loggers: ``jsonl`` (``metrics.jsonl`` in the run directory) and ``console``."""
+"""Built-in loggers: ``jsonl`` (``metrics.jsonl`` in the run directory), ``console`` and ``tensorboard``."""
 
 import gentool
 
@@ -7,6 +7,8 @@ import gentool
 def gentool_register_loggers(register):
     from gentool_loggers.console import console
     from gentool_loggers.jsonl import jsonl
+    from gentool_loggers.tensorboard import tensorboard
 
     register("jsonl", jsonl)
     register("console", console)
+    register("tensorboard", tensorboard)
