@@ -39,6 +39,8 @@ class Diffusion(torch.nn.Module):
 
     Args:
         betas: float tensor ``[T]`` with values in (0, 1), ``betas[t]`` = paper's beta_{t+1}.
+            The last may be 1: zero terminal SNR (alpha-bar_{T-1} = 0, Lin et al.
+            2024), which only a model predicting v or x0 can sample from.
     """
 
     def __init__(self, betas: Tensor) -> None:
@@ -46,8 +48,10 @@ class Diffusion(torch.nn.Module):
         betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
         if betas.numel() < 1:
             raise ValueError("a schedule must have at least one timestep")
-        if not bool(((betas > 0) & (betas < 1)).all()):
-            raise ValueError("every beta must lie in (0, 1)")
+        if not bool(((betas > 0) & (betas < 1)).all()) and not (
+            bool(((betas[:-1] > 0) & (betas[:-1] < 1)).all()) and float(betas[-1]) == 1.0
+        ):
+            raise ValueError("every beta must lie in (0, 1); only the last may be 1 (zero terminal SNR)")
         self.num_timesteps = int(betas.numel())
         alphas = 1.0 - betas  # eq. 4: alpha_t = 1 - beta_t
         alphas_cumprod = torch.cumprod(alphas, 0)  # alpha-bar_t = prod_{s<=t} alpha_s
@@ -113,6 +117,20 @@ class Diffusion(torch.nn.Module):
 
     def eps_from_v(self, x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
         return extract(self.sqrt_alphas_cumprod, t, x_t.ndim) * v + extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim) * x_t
+
+    def eps_and_x0(self, output: Tensor, x_t: Tensor, t: Tensor, prediction: Prediction) -> tuple[Tensor, Tensor]:
+        """A network output of kind ``prediction`` as ``(eps, x0)``, finite where abar_t = 0 for v and x0.
+
+        v: eps = sqrt(abar) v + sqrt(1 - abar) x_t, x0 = sqrt(abar) x_t - sqrt(1 - abar) v;
+        x0: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar) (abar_t < 1 at every t);
+        eps: x0 from eq. 4, undefined where abar_t = 0.
+        """
+        a, b = extract(self.sqrt_alphas_cumprod, t, x_t.ndim), extract(self.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)
+        if prediction == "v":
+            return a * output + b * x_t, a * x_t - b * output
+        if prediction == "x0":
+            return (x_t - a * output) / b, output
+        return self.to_eps(output, x_t, t, prediction), self.x0_from_eps(x_t, t, output)
 
     def to_eps(self, output: Tensor, x_t: Tensor, t: Tensor, prediction: Prediction) -> Tensor:
         """Convert a network output of kind ``prediction`` into a noise prediction."""
@@ -202,6 +220,25 @@ class Diffusion(torch.nn.Module):
         diff = (output.float() - target.float())
         per = diff.square() if loss == "l2" else diff.abs()
         return per.flatten(1).mean(1)
+
+
+def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
+    """Lin et al. (2024), Algorithm 1: betas whose alpha-bar_T is exactly 0, alpha-bar_1 kept.
+
+    sqrt(abar) is shifted so its last value is 0 and scaled so its first is
+    unchanged: sqrt(abar)' = (sqrt(abar) - sqrt(abar_T)) sqrt(abar_1) / (sqrt(abar_1) - sqrt(abar_T));
+    the betas follow from the ratios of consecutive alpha-bars (the last is 1).
+    Usable with any schedule's betas (float64 ``[T]``, T >= 2).
+    """
+    betas = torch.as_tensor(betas, dtype=torch.float64)
+    if betas.numel() < 2:
+        raise ValueError("zero terminal SNR needs at least 2 timesteps")
+    sqrt_abar = torch.cumprod(1.0 - betas, 0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * first / (first - last)
+    abar = sqrt_abar.square()
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1.0 - alphas
 
 
 def snr(diffusion: Diffusion) -> Tensor:

@@ -52,6 +52,15 @@ def _eps_from(net: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, pre
         eps_cond, eps_uncond = eps.chunk(2)
         return guided_eps(eps_cond, eps_uncond, guidance)
 
+    def eps_and_x0(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        x_in, t_in = (torch.cat([x_t, x_t]), torch.cat([t, t])) if guided else (x_t, t)
+        eps, x0 = diffusion.eps_and_x0(net(x_in, t_in).float(), x_in, t_in, prediction)
+        if not guided:
+            return eps, x0
+        return guided_eps(*eps.chunk(2), guidance), guided_eps(*x0.chunk(2), guidance)  # both affine in the output
+
+    if prediction != "eps":  # zero terminal SNR: samplers take x0 from the v/x0 output where abar_t = 0
+        eps_fn.eps_and_x0 = eps_and_x0
     return eps_fn
 
 
@@ -125,6 +134,7 @@ def make_fast_eps_fn(
             return model.denoiser(x, t, c)
 
     eps = _eps_from(net, diffusion, model.prediction, guidance, guided)
+    eps_and_x0 = getattr(eps, "eps_and_x0", None)  # uncompiled: one step per run at most (abar_t = 0)
     if compiled:
         eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=compile_backend(backend),
                             dynamic=False)
@@ -136,4 +146,6 @@ def make_fast_eps_fn(
             torch.compiler.cudagraph_mark_step_begin()
         return eps(x_t, t).clone(memory_format=torch.contiguous_format)
 
+    if eps_and_x0 is not None:
+        eps_fn.eps_and_x0 = torch.no_grad()(eps_and_x0)
     return eps_fn

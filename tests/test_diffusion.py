@@ -101,6 +101,12 @@ def test_l_simple_is_the_mean_squared_noise_error(d):
     assert d.training_loss(out, x0, torch.tensor([0, 5]), 3 * noise, loss="l1").tolist() == [3.0, 3.0]
 
 
-def test_betas_outside_zero_one_are_refused():
+@pytest.mark.parametrize("betas", [[1.0, 0.1], [0.1, 1.5], [0.0, 0.1], [0.1, -0.1]])
+def test_betas_outside_zero_one_are_refused(betas):
     with pytest.raises(ValueError, match="beta"):
-        Diffusion(torch.tensor([0.1, 1.0]))
+        Diffusion(torch.tensor(betas))
+
+
+def test_only_the_last_beta_may_be_one():
+    # zero terminal SNR (Lin et al. 2024): alpha-bar at the last step is exactly 0
+    assert float(Diffusion(torch.tensor([0.1, 1.0])).alphas_cumprod_64[-1]) == 0.0

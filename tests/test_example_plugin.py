@@ -70,7 +70,7 @@ def test_list_plugins_shows_the_package_and_its_version(on_path):
     result = CliRunner().invoke(app, ["list-plugins", "--json"])
     assert result.exit_code == 0, result.output
     rows = {(r["kind"], r["name"]): r for r in json.loads(result.output)}
-    for key in [("schedule", "quadratic"), ("sampler", "heun")]:
+    for key in [("schedule", "quadratic"), ("sampler", "example_heun")]:
         assert rows[key]["package"] == "gentool-example" and rows[key]["version"] == "0.1.0"
         assert rows[key]["plugin"] == "example" and rows[key]["module"] == "gentool_example"
     assert not [r for r in rows.values() if r["kind"] == "broken"]
@@ -84,8 +84,8 @@ def test_the_installed_components_pass_gentools_contract_checks(on_path):
     registry = plugins.registry()
     betas = check_schedule(registry.get("schedule", "quadratic").factory, timesteps=4, beta_start=0.01, beta_end=0.04)
     torch.testing.assert_close(betas.sqrt(), torch.linspace(0.1, 0.2, 4, dtype=torch.float64))  # sqrt evenly spaced
-    check_sampler(registry.get("sampler", "heun").factory)
-    check_sampler(registry.get("sampler", "heun").factory, second_order=False)
+    check_sampler(registry.get("sampler", "example_heun").factory)
+    check_sampler(registry.get("sampler", "example_heun").factory, second_order=False)
 
 
 def test_a_recipe_using_its_components_runs(on_path, tmp_path):
@@ -95,7 +95,7 @@ def test_a_recipe_using_its_components_runs(on_path, tmp_path):
                         progress=False, log=lambda m: None)
     run_dir = tmp_path / "example"
     resolved = (run_dir / "recipe.resolved.toml").read_text()
-    assert 'name = "quadratic"' in resolved and 'name = "heun"' in resolved
+    assert 'name = "quadratic"' in resolved and 'name = "example_heun"' in resolved
     (name, task), = result.tasks
     assert name == "sample" and (run_dir / "sample" / "grid.png") in task.files
     assert result.run.step == 4

@@ -5,6 +5,7 @@ import gentool
 from gentool_samplers.ancestral import ancestral
 from gentool_samplers.ddim import ddim
 from gentool_samplers.dpm_solver import dpmpp_2m
+from gentool_samplers.karras import euler, heun
 
 
 @gentool.hookimpl
@@ -12,3 +13,5 @@ def gentool_register_samplers(register):
     register("ancestral", ancestral)
     register("ddim", ddim)
     register("dpmpp_2m", dpmpp_2m)
+    register("euler", euler)
+    register("heun", heun)

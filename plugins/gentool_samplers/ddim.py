@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
-from gentool_samplers.ancestral import abar
+from gentool.reverse import Spacing, abar, ddim_step, predict, reverse_loop, spaced_timesteps
 
 
 @torch.no_grad()
@@ -23,11 +23,12 @@ def ddim(
     callback: Callable[[dict], Tensor | None] | None = None,
     eta: float = 0.0,
     clip_denoised: bool = True,
+    spacing: Spacing = "uniform",
 ) -> Tensor:
     """DDIM sampling (Song et al. 2020, eq. 12) on ``steps`` evenly spaced timesteps.
 
-    Each step goes from timestep t to the next one s of the subsequence
-    (``Diffusion.timesteps``), whatever the spacing:
+    Each step goes from timestep t to the next one s of the subsequence,
+    whatever the spacing:
     x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - abar_s) / (1 - abar_t)) sqrt(1 - abar_t / abar_s) (eq. 16).
     eta = 0 is deterministic; eta = 1 over all T steps is DDPM with the
@@ -36,26 +37,23 @@ def ddim(
     Args:
         eta: stochasticity: 0 (deterministic DDIM) to 1 (DDPM-like noise).
         clip_denoised: clip the predicted x0 to [-1, 1] (eps is then re-derived from it).
+        spacing: where the ``steps`` timesteps go: ``"uniform"`` (evenly in t,
+            from t_start to 0), ``"trailing"`` (Lin et al. 2024: from t_start,
+            ending at T/steps - 1), ``"logsnr"`` or ``"karras"`` (Karras et al.
+            2022, eq. 5).
     """
     if eta < 0:
         raise ValueError(f"eta must not be negative, got {eta}")
-    ts = diffusion.timesteps(steps, t_start)
-    x = x_T
-    for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else -1  # -1: the data, abar = 1
-        a_t, a_s = abar(diffusion, t), abar(diffusion, s)
-        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-        eps = eps_fn(x, tt)
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+
+    def step(i: int, t: int, s: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        a_t, a_s = abar(diffusion, t), abar(diffusion, s)  # s = -1: the data, abar = 1
+        eps, x0 = predict(eps_fn, diffusion, x, t, clip_denoised=clip_denoised)
         if clip_denoised:
-            x0 = x0.clamp(-1, 1)
             eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5  # eq. 16
-        x = a_s**0.5 * x0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
+        x = ddim_step(x0, eps, a_s, sigma)
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if callback is not None:
-            replaced = callback({"i": i, "t": t, "t_next": s, "x": x, "x0": x0})
-            if replaced is not None:
-                x = replaced
-    return x
+        return x, x0
+
+    return reverse_loop(spaced_timesteps(diffusion, steps, t_start, spacing), x_T, step, callback)

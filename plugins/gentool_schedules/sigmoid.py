@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gentool.diffusion import rescale_zero_terminal_snr
+
 
 def sigmoid(
     *,
@@ -12,6 +14,7 @@ def sigmoid(
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
     s_limit: float = 6.0,
+    zero_terminal_snr: bool = False,
 ) -> Tensor:
     """Sigmoid betas: beta_t = beta_start + sigmoid(-s + 2 s t/T) (beta_end - beta_start).
 
@@ -24,10 +27,14 @@ def sigmoid(
         beta_start: the lower asymptote of the betas.
         beta_end: the upper asymptote of the betas.
         s_limit: s, how steep the sigmoid is (the argument runs over [-s, s]).
+        zero_terminal_snr: rescale the betas so alpha-bar_T = 0 exactly,
+            alpha-bar_1 unchanged (Lin et al. 2024, Algorithm 1); needs a model
+            predicting v or x0.
     """
     if timesteps < 1:
         raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     if not 0 < beta_start <= beta_end < 1:
         raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
     frac = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps  # t/T, paper's t
-    return beta_start + torch.sigmoid(-s_limit + 2 * frac * s_limit) * (beta_end - beta_start)
+    betas = beta_start + torch.sigmoid(-s_limit + 2 * frac * s_limit) * (beta_end - beta_start)
+    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas

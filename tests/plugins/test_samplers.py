@@ -20,6 +20,8 @@ SAMPLERS = gentool.registry().names("sampler")
 #: network evaluations for the two-point test; samplers not named get FAST_STEPS
 TWO_POINT_STEPS = {"ancestral": None}  # ancestral: every step of T
 FAST_STEPS = 20
+#: samplers with two network evaluations per step (at t, then at the next timestep; one on the last step)
+TWO_EVALS_PER_STEP = {"heun"}
 M = 0.5  # the two data points are -M and +M in every pixel
 
 
@@ -92,9 +94,13 @@ def test_visits_the_respaced_timesteps_and_honours_t_start(name):
     x = fn(eps_fn, diffusion, torch.randn(2, 1, 4, 4), steps=7, t_start=60,
            generator=torch.Generator().manual_seed(0), callback=lambda info: seen.append(dict(info)))
     visited = [s["t"] for s in seen]
-    # one network evaluation per step, as many as Diffusion.timesteps says (progress bars count on it),
-    # strictly decreasing from t_start to 0; each step ends where the next one starts
-    assert seen_t == visited and len(visited) == len(diffusion.timesteps(7, 60)) == 7
+    # one network evaluation per step (Heun: two), as many steps as Diffusion.timesteps says (progress bars
+    # count on it), strictly decreasing from t_start to 0; each step ends where the next one starts
+    if name in TWO_EVALS_PER_STEP:
+        assert seen_t == [u for t, s in zip(visited, visited[1:] + [-1]) for u in ([t, s] if s >= 0 else [t])]
+    else:
+        assert seen_t == visited
+    assert len(visited) == len(diffusion.timesteps(7, 60)) == 7
     assert visited[0] == 60 and visited[-1] == 0 and all(a > b for a, b in zip(visited, visited[1:]))
     assert [s["t_next"] for s in seen] == visited[1:] + [-1]
     assert [s["i"] for s in seen] == list(range(7))
@@ -125,17 +131,20 @@ def test_generator_is_the_only_randomness(name):
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_callback_replacement_is_used(name):
     diffusion = Diffusion(scaled_linear(50))
-    inputs = []
+    inputs, visited = {}, []
 
     def eps_fn(x, t):
-        inputs.append(x.clone())
+        inputs.setdefault(int(t[0]), []).append(x.clone())
         return torch.zeros_like(x)
+
+    def callback(info):
+        visited.append(info["t"])
+        return marker.clone() if info["i"] == 1 else None
 
     marker = torch.full((1, 1, 2, 2), 0.123)
     sampler(name)(eps_fn, diffusion, torch.randn(1, 1, 2, 2), steps=5,
-                  generator=torch.Generator().manual_seed(0),
-                  callback=lambda info: marker.clone() if info["i"] == 1 else None)
-    assert torch.equal(inputs[2], marker)  # the step after the callback starts from its tensor
+                  generator=torch.Generator().manual_seed(0), callback=callback)
+    assert torch.equal(inputs[visited[2]][-1], marker)  # the step after the callback starts from its tensor
 
 
 # -- the two-point data set: its optimal denoiser is known exactly -------------

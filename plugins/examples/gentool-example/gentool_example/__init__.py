@@ -1,4 +1,4 @@
-"""An example gentool plugin: the ``quadratic`` schedule and the ``heun`` sampler."""
+"""An example gentool plugin: the ``quadratic`` schedule and the ``example_heun`` sampler."""
 
 import gentool
 
@@ -13,4 +13,4 @@ def gentool_register_schedules(register):
 
 @gentool.hookimpl
 def gentool_register_samplers(register):
-    register("heun", heun)
+    register("example_heun", heun)  # "heun" is a built-in sampler

@@ -1,0 +1,208 @@
+"""The reverse-process toolkit every sampler shares.
+
+A sampler stays a plain function (as in k-diffusion); what they all need lives
+here once:
+
+* the timestep spacing (:func:`spaced_timesteps`): evenly in t, "trailing"
+  (Lin et al. 2024, Table 2), evenly in log-SNR (Lu et al. 2022) or the
+  Karras et al. (2022, eq. 5) sigmas, always snapped to the trained integer
+  timesteps because the network is only evaluated there;
+* one network evaluation as ``(eps, x0)`` (:func:`predict`), which stays
+  finite where alpha-bar is 0 (zero terminal SNR) by taking x0 from the
+  model's own v or x0 output;
+* the respaced Gaussian posterior (:func:`posterior_step`) and the DDIM
+  update (:func:`ddim_step`);
+* the loop with its callback (:func:`reverse_loop`).
+
+Timesteps are 0-based (``t`` in ``0..T-1`` is Ho et al.'s ``t + 1``);
+``-1`` stands for the data, where alpha-bar is 1. In the variables of Karras
+et al. (2022) ``sigma_t = sqrt((1 - abar_t) / abar_t)`` and
+``lambda_t = log(alpha_t / sigma_t) = -log sigma_t`` (the half log-SNR).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor
+
+from gentool.diffusion import Diffusion
+
+Spacing = Literal["uniform", "trailing", "logsnr", "karras"]
+SPACINGS: tuple[str, ...] = ("uniform", "trailing", "logsnr", "karras")
+
+#: Default lower end of the log-SNR range a spacing covers, lambda = -5.1
+#: (sigma = 164; diffusers' ``lambda_min_clipped`` for the cosine schedule). The
+#: linear schedule ends at lambda = -5.06 for T = 1000 and is not clipped.
+LAMBDA_MIN = -5.1
+
+#: ``step(i, t, s, x) -> (x_s, x0_hat)``: one reverse step from timestep t to s.
+Step = Callable[[int, int, int, Tensor], tuple[Tensor, Tensor]]
+
+
+def abar(diffusion: Diffusion, t: int) -> float:
+    """alpha-bar at 0-based step ``t``; ``t = -1`` (the data, x_0) gives 1."""
+    return 1.0 if t < 0 else float(diffusion.alphas_cumprod_64[t])
+
+
+def sigma_of(a: float) -> float:
+    """Karras et al.'s sigma = sqrt((1 - abar) / abar): 0 at the data, inf at zero SNR."""
+    return math.inf if a == 0 else math.sqrt((1 - a) / a)
+
+
+def log_snr_half(a: float) -> float:
+    """lambda = log(alpha / sigma) = 0.5 log(abar / (1 - abar)); -inf where abar = 0."""
+    return -math.inf if a == 0 else 0.5 * (math.log(a) - math.log1p(-a))
+
+
+def lambdas(diffusion: Diffusion) -> Tensor:
+    """lambda_t for every timestep, float64 ``[T]`` (decreasing in t)."""
+    a = diffusion.alphas_cumprod_64
+    return 0.5 * (a.log() - torch.log1p(-a))
+
+
+def timestep_tensor(x: Tensor, t: int) -> Tensor:
+    """The int64 batch ``[B]`` of timestep ``t`` that a noise prediction takes."""
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
+# -- spacing -------------------------------------------------------------------
+
+def trailing_timesteps(diffusion: Diffusion, steps: int | None, t_start: int | None) -> list[int]:
+    """Lin et al. (2024), Table 2 "trailing": ``round(t_start + 1 - k (t_start + 1) / n) - 1``, k = 0..n-1.
+
+    Starts at ``t_start`` (T - 1, the paper's T: where alpha-bar is 0 under
+    zero terminal SNR) and ends at ``(t_start + 1) / n - 1``, not at 0.
+    """
+    uniform = diffusion.timesteps(steps, t_start)
+    n, top = len(uniform), uniform[0] + 1
+    out: list[int] = []
+    for k in range(n):
+        t = round(top - k * top / n) - 1
+        if not out or t < out[-1]:
+            out.append(t)
+    return out
+
+
+def snap_lambdas(diffusion: Diffusion, targets: list[float], t_start: int) -> list[int]:
+    """Timesteps for decreasing-noise targets in lambda: ``t_start`` first, then each nearest one.
+
+    Kept strictly decreasing with room left for the rest, so the result has
+    ``len(targets)`` entries and ends at 0.
+    """
+    lam, n = lambdas(diffusion), len(targets)
+    out = [t_start]
+    for i, target in enumerate(targets[1:], start=1):
+        nearest = int((lam[: t_start + 1] - target).abs().argmin())
+        out.append(max(min(nearest, out[-1] - 1), n - 1 - i))  # strictly decreasing, room left for the rest
+    return out
+
+
+def lambda_range(diffusion: Diffusion, t_start: int, lambda_min: float) -> tuple[float, float]:
+    """The lambda interval a spacing covers: [max(lambda_{t_start}, lambda_min), lambda_0]."""
+    lam = lambdas(diffusion)
+    return max(float(lam[t_start]), lambda_min), float(lam[0])
+
+
+def spaced_timesteps(
+    diffusion: Diffusion,
+    steps: int | None = None,
+    t_start: int | None = None,
+    spacing: str = "uniform",
+    *,
+    lambda_min: float = LAMBDA_MIN,
+    rho: float = 7.0,
+) -> list[int]:
+    """As many timesteps as ``diffusion.timesteps(steps, t_start)``, decreasing, placed by ``spacing``.
+
+    * ``"uniform"``: evenly in t (``Diffusion.timesteps``: both ends included);
+    * ``"trailing"``: Lin et al. (2024), see :func:`trailing_timesteps`;
+    * ``"logsnr"``: evenly in lambda (Lu et al. 2022, for low-resolution images);
+    * ``"karras"``: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
+      sigma_max^(1/rho)))^rho (Karras et al. 2022, eq. 5).
+
+    ``logsnr`` and ``karras`` cover lambda from max(lambda_{t_start},
+    ``lambda_min``) to lambda_0: the cosine schedule's clipped last beta makes
+    its final lambda an outlier (-9.2 against -5.8 one step earlier), and zero
+    terminal SNR makes it -inf. The first step stays at ``t_start`` either way.
+    """
+    uniform = diffusion.timesteps(steps, t_start)
+    if spacing == "uniform":
+        return uniform
+    if spacing == "trailing":
+        return trailing_timesteps(diffusion, steps, t_start)
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
+    n, t_start = len(uniform), uniform[0]
+    if n == t_start + 1 or n < 3:
+        return uniform
+    lo, hi = lambda_range(diffusion, t_start, lambda_min)
+    if spacing == "logsnr":
+        targets = torch.linspace(lo, hi, n, dtype=torch.float64).tolist()
+    else:  # karras, eq. 5, in sigma = exp(-lambda)
+        s_max, s_min = math.exp(-lo) ** (1 / rho), math.exp(-hi) ** (1 / rho)
+        targets = [-rho * math.log(s_max + i / (n - 1) * (s_min - s_max)) for i in range(n)]
+    return snap_lambdas(diffusion, targets, t_start)
+
+
+# -- one evaluation, one step, the loop ------------------------------------------
+
+def predict(eps_fn: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, x: Tensor, t: int,
+            *, clip_denoised: bool = False) -> tuple[Tensor, Tensor]:
+    """One noise prediction at step ``t`` and the x0 it implies: ``(eps_hat, x0_hat)``.
+
+    x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) (eq. 4 solved for
+    x_0). Where abar_t = 0 (zero terminal SNR, Lin et al. 2024) that is 0/0, so
+    x0_hat comes from the model's own v or x0 output through
+    ``eps_fn.eps_and_x0`` (:func:`gentool.sampling.make_eps_fn` provides it).
+    ``clip_denoised`` clips x0_hat to [-1, 1].
+    """
+    a_t, tt = abar(diffusion, t), timestep_tensor(x, t)
+    if a_t > 0:
+        eps = eps_fn(x, tt)
+        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    else:
+        both = getattr(eps_fn, "eps_and_x0", None)
+        if both is None:
+            raise ValueError(f"alpha-bar is 0 at t = {t} (zero terminal SNR): a noise prediction alone cannot "
+                             "give x0 there; sample with a model that predicts v or x0 (its eps_fn.eps_and_x0)")
+        eps, x0 = both(x, tt)
+    if clip_denoised:
+        x0 = x0.clamp(-1, 1)
+    return eps, x0
+
+
+def posterior_step(x: Tensor, x0: Tensor, a_t: float, a_s: float) -> tuple[Tensor, float]:
+    """Mean of q(x_s | x_t, x0) on the respaced schedule, and its beta_{t->s} = 1 - abar_t / abar_s.
+
+    Ho et al. eq. 7 with abar_{t-1} replaced by abar_s (improved-diffusion's
+    respacing): mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(1 - beta)
+    (1 - abar_s) / (1 - abar_t) x_t. beta-tilde = beta (1 - abar_s) / (1 - abar_t).
+    """
+    beta = 1.0 - a_t / a_s
+    mean = (a_s**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t)) * x
+    return mean, beta
+
+
+def ddim_step(x0: Tensor, eps: Tensor, a_s: float, sigma: float = 0.0) -> Tensor:
+    """Song et al. (2020) eq. 12 without its noise term: sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps."""
+    return a_s**0.5 * x0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
+
+
+def reverse_loop(ts: list[int], x: Tensor, step: Step,
+                 callback: Callable[[dict], Tensor | None] | None = None) -> Tensor:
+    """Walk ``ts[0] > ts[1] > ... > ts[-1]`` and then to the data (-1), one ``step`` each.
+
+    After each step ``callback({"i", "t", "t_next", "x", "x0"})`` sees the new
+    state ``x`` at ``t_next``; a tensor it returns replaces ``x``.
+    """
+    for i, t in enumerate(ts):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        x, x0 = step(i, t, s, x)
+        if callback is not None:
+            replaced = callback({"i": i, "t": t, "t_next": s, "x": x, "x0": x0})
+            if replaced is not None:
+                x = replaced
+    return x
