@@ -10,21 +10,29 @@ can be named in ``[eval] feature_extractor`` without being registered here.
 
 import gentool
 
-from gentool_metrics.cnn28 import CNN28, train_classifier
+from gentool_metrics.cnn28 import CNN28, default_weights_path, train_classifier
 from gentool_metrics.inception import inception_v3
 
 
-def cnn28(*, weights_path: str = "", seed: int = 0) -> CNN28:
-    """A small CNN for 28x28 grey images (MNIST, Fashion-MNIST); no download needed.
+def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0) -> CNN28:
+    """A small CNN classifier for 28x28 grey images (MNIST, Fashion-MNIST); no download needed.
 
     Args:
-        weights_path: weights written by ``gentool_metrics.train_classifier``
-            (a classifier trained on the data; its features and logits are
-            meaningful); empty: random weights drawn from ``seed``.
+        weights_path: a safetensors file written by ``gentool features train``
+            (a classifier trained on the data: its features and logits are
+            meaningful, and it gives class accuracy); empty: the file that
+            ``gentool features train DATA`` saved for the run's data set
+            (``~/.cache/gentool/features/gentool-cnn28-DATA.safetensors``) if it
+            exists, else random weights drawn from ``seed``.
+        data: the data source the weights are for (evaluation passes the
+            run's ``[data] name``); picks the default weights file.
         seed: seed of the random weights (numbers compare only between
             evaluations with the same seed).
     """
-    return CNN28("gentool-cnn28", ["pool", "logits"], feature_extractor_weights_path=weights_path or None, seed=seed)
+    if not weights_path and data and default_weights_path(data).is_file():
+        weights_path = str(default_weights_path(data))
+    return CNN28("gentool-cnn28", ["pool", "logits"], feature_extractor_weights_path=weights_path or None, seed=seed,
+                 data=data)
 
 
 def register_with_torch_fidelity() -> None:
@@ -43,4 +51,11 @@ def gentool_register_feature_extractors(register):
     register("gentool-cnn28", cnn28)
 
 
-__all__ = ["CNN28", "cnn28", "inception_v3", "register_with_torch_fidelity", "train_classifier"]
+@gentool.hookimpl
+def gentool_register_commands(register):
+    from gentool_metrics.features_cmd import features
+
+    register("features", features)
+
+
+__all__ = ["CNN28", "cnn28", "default_weights_path", "inception_v3", "register_with_torch_fidelity", "train_classifier"]

@@ -1,11 +1,13 @@
-"""A small CNN feature extractor for 28x28 grey images (MNIST, Fashion-MNIST).
+"""A small CNN feature extractor and classifier for 28x28 grey images (MNIST, Fashion-MNIST).
 
 Inception-v3 features are the standard for FID, but its weights must be
-downloaded and it is slow on the CPU. ``gentool-cnn28`` is a three-layer CNN
+downloaded and it is slow on the CPU. ``gentool-cnn28`` is a four-layer CNN
+(batch-normalised 3x3 convolutions, 28 -> 14 -> 7, global average pooling)
 whose weights are either drawn from a fixed seed (random features: numbers are
 comparable between runs that use the same seed, never with papers) or loaded
-from a file written by :func:`train_classifier` (a classifier trained on the
-data set, whose features and logits mean something).
+from a safetensors file written by :func:`train_classifier` (``gentool
+features train DATA``): a classifier trained on the data set, whose features
+and logits mean something, and which gives class accuracy of samples.
 
 It follows torch-fidelity's contract: uint8 images ``[B, 3, H, W]`` in,
 a tuple with one tensor per requested feature out. Colour images are turned
@@ -14,6 +16,7 @@ grey by averaging the channels; other sizes are resized to 28x28.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,18 +27,44 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 NAME = "gentool-cnn28"
 SIZE = 28
 FEATURES = ("pool", "logits")
-#: the state-dict keys of :func:`_net` (its layers 0, 3, 6 and 10 hold weights)
-WEIGHT_KEYS = frozenset(f"{i}.{p}" for i in (0, 3, 6, 10) for p in ("weight", "bias"))
+FORMAT = "gentool-cnn28/2"  # the weights file's metadata "format": bump when _net changes
 
 
 def _net(num_classes: int) -> nn.Sequential:
+    def conv(c_in: int, c_out: int) -> list[nn.Module]:
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 14
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+        *conv(1, 32), nn.MaxPool2d(2),  # 28 -> 14
+        *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),  # 14 -> 7
+        *conv(64, 128),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # "pool": 128 features
         nn.Linear(128, num_classes),  # "logits"
     )
+
+
+HEAD = "net.16.weight"  # the state-dict key of the final Linear layer's weight (its rows: the classes)
+
+
+def weight_keys(num_classes: int = 10) -> frozenset[str]:
+    """The state-dict keys of :func:`_net` (weights and batch-norm statistics)."""
+    return frozenset(_net(num_classes).state_dict())
+
+
+def cache_dir() -> Path:
+    """``$GENTOOL_CACHE_DIR``, else ``$XDG_CACHE_HOME/gentool``, else ``~/.cache/gentool``."""
+    if os.environ.get("GENTOOL_CACHE_DIR"):
+        return Path(os.environ["GENTOOL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gentool"
+
+
+def default_weights_path(data: str) -> Path:
+    """Where ``gentool features train DATA`` saves, and where evaluation looks by default."""
+    return cache_dir() / "features" / f"{NAME}-{data}.safetensors"
+
+
+def train_command(data: str) -> str:
+    return f"gentool features train {data or 'fashion_mnist'}"
 
 
 def to_input(x: Tensor) -> Tensor:
@@ -57,20 +86,29 @@ class CNN28(FeatureExtractorBase):
         feature_extractor_weights_path: a file from :func:`train_classifier` (None: seeded random weights).
         seed: seed of the random weights.
         num_classes: width of the logits (taken from the weights file when given).
+        data: the data set the weights are for, named in the hint of an untrained extractor.
+
+    Attributes: ``trained`` (weights from a file), ``weights_path`` (that file, or ""),
+    ``metadata`` (the file's: data, test_accuracy, ...) and ``untrained_hint`` (how to train it).
     """
 
     def __init__(self, name, features_list, feature_extractor_weights_path=None, seed: int = 0,
-                 num_classes: int = 10, **kwargs):
+                 num_classes: int = 10, data: str = "", **kwargs):
         super().__init__(name, features_list)
-        state = None
+        state, self.metadata = None, {}
         if feature_extractor_weights_path:
-            state = load_weights(feature_extractor_weights_path)
-            num_classes = state["10.weight"].shape[0]
+            state, self.metadata = load_weights(feature_extractor_weights_path)
+            num_classes = state[HEAD].shape[0]
         with torch.random.fork_rng(devices=[]):  # seeded weights, the global RNG untouched
             torch.manual_seed(seed)
             self.net = _net(num_classes)
         if state is not None:
-            self.net.load_state_dict(state)
+            self.load_state_dict(state)
+        self.trained = state is not None
+        self.weights_path = str(feature_extractor_weights_path or "")
+        self.num_classes = num_classes
+        self.untrained_hint = (f"{NAME} has random weights; train it with `{train_command(data)}` "
+                               f"(saved to {default_weights_path(data or 'fashion_mnist')}) or pass --feature-weights")
         self.requires_grad_(False)
         self.eval()
 
@@ -97,49 +135,122 @@ class CNN28(FeatureExtractorBase):
         return tuple(out[name].float() for name in self.features_list)
 
 
-def load_weights(path: str | Path) -> dict[str, Tensor]:
-    """Read a :func:`train_classifier` weights file safely; errors name the file."""
+def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a :func:`train_classifier` safetensors file (no pickle); errors name the file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {NAME} weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...
-        raise ValueError(f"{path}: not a {NAME} weights file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or set(state) != WEIGHT_KEYS:
-        raise ValueError(f"{path}: not a {NAME} weights file (expected the keys {sorted(WEIGHT_KEYS)})")
-    return state
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - truncated, not a safetensors file, ...
+        raise ValueError(f"{path}: not a {NAME} weights file ({type(exc).__name__}: {exc}); "
+                         f"make one with `{train_command(metadata_data(path))}`") from None
+    head = state.get(HEAD)
+    if head is None or metadata.get("format") != FORMAT or set(state) != {f"net.{k}" for k in weight_keys(head.shape[0])}:
+        raise ValueError(f"{path}: not a {FORMAT} weights file (wrong keys or format {metadata.get('format')!r}); "
+                         f"make one with `{train_command(metadata_data(path))}`")
+    return state, metadata
+
+
+def metadata_data(path: Path) -> str:
+    """The data-set name in a default weights file's name (``gentool-cnn28-mnist.safetensors``), else ""."""
+    stem = Path(path).name.removesuffix(".safetensors")
+    return stem[len(NAME) + 1:] if stem.startswith(NAME + "-") else ""
+
+
+def as_uint8(dataset, indices: list[int] | None = None) -> tuple[Tensor, Tensor]:
+    """uint8 images ``[N, 1 or 3, H, W]`` and labels of a gentool data set (quantised as evaluation does)."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if isinstance(images, Tensor) and images.dtype == torch.uint8 and getattr(dataset, "image_size", None) is None:
+        idx = slice(None) if indices is None else torch.as_tensor(indices)
+        return images[idx], labels[idx].to(torch.int64)
+    indices = range(len(dataset)) if indices is None else indices
+    x = torch.stack([torch.as_tensor(dataset[i][0]) for i in indices])
+    y = torch.tensor([int(dataset[i][1]) for i in indices])
+    return ((x.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8), y
+
+
+@torch.no_grad()
+def accuracy(fx: CNN28, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Fraction of uint8 ``images`` whose arg-max logit is their label, through ``fx`` as evaluation calls it."""
+    fx = fx.eval()
+    hits = 0
+    for i in range(0, len(images), batch_size):
+        logits = CNN28.forward(fx, images[i:i + batch_size].expand(-1, 3, -1, -1))[fx.features_list.index("logits")]
+        hits += int((logits.argmax(1).cpu() == labels[i:i + batch_size]).sum())
+    return hits / max(len(images), 1)
 
 
 def train_classifier(
     dataset,
     path: str | Path,
     *,
+    test=None,
     num_classes: int = 10,
-    steps: int = 500,
+    steps: int = 1500,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     seed: int = 0,
-) -> Path:
-    """Train the CNN as a classifier on ``(image [-1, 1], label)`` pairs and save its weights.
+    data: str = "",
+    device: str | torch.device = "cpu",
+    log=None,
+) -> dict[str, float | str]:
+    """Train the CNN as a classifier on ``(image [-1, 1], label)`` pairs and save it as safetensors.
 
-    The file is what ``weights_path`` of ``gentool-cnn28`` (``--feature-weights``) loads.
+    AdamW with a one-cycle learning rate (peak ``lr``) on random batches of the
+    quantised uint8 images evaluation sees. The file is what ``--feature-weights``
+    loads, and what evaluation finds by default at :func:`default_weights_path`.
+    Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps"}``;
+    the test accuracy is computed through the saved extractor, as ``gentool eval`` does.
     """
+    x_all, y_all = as_uint8(dataset)
+    device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _net(num_classes)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    for _ in range(steps):
-        idx = torch.randint(len(dataset), (batch_size,), generator=g).tolist()
-        x = torch.stack([dataset[i][0] for i in idx])
-        y = torch.tensor([int(dataset[i][1]) for i in idx])
-        u8 = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # train on what evaluation sees
-        loss = F.cross_entropy(net(to_input(u8)), y)
+        net = _net(num_classes).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
+    net.train()
+    for step in range(steps):
+        idx = torch.randint(len(x_all), (batch_size,), generator=g)
+        loss = F.cross_entropy(net(to_input(x_all[idx]).to(device)), y_all[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
+        if log is not None and (step + 1) % max(steps // 10, 1) == 0:
+            log(f"step {step + 1}/{steps}: loss {loss.item():.3f}")
+    fx = CNN28(NAME, list(FEATURES), num_classes=num_classes, data=data)
+    fx.net.load_state_dict(net.cpu().state_dict())
+    fx.eval()
+    result: dict[str, float | str] = {"steps": steps}
+    keep = torch.randperm(len(x_all), generator=g)[:10000]
+    result["train_accuracy"] = accuracy(fx, x_all[keep], y_all[keep])
+    if test is not None:
+        result["test_accuracy"] = accuracy(fx, *as_uint8(test))
+    save_weights(fx, path, {"data": data, "num_classes": str(num_classes), "steps": str(steps),
+                            **{k: f"{v:.6f}" for k, v in result.items() if k.endswith("accuracy")}})
+    result["path"] = str(path)
+    return result
+
+
+def save_weights(fx: CNN28, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write the extractor's state as safetensors (atomically: a temporary file, then a rename)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(net.state_dict(), path)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: v.contiguous() for k, v in fx.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": FORMAT, **{k: str(v) for k, v in metadata.items()}})
+    tmp.replace(path)
     return path
+
+
+__all__ = ["CNN28", "accuracy", "as_uint8", "default_weights_path", "load_weights", "train_classifier"]

@@ -67,7 +67,7 @@ def test_a_trained_cnn28_classifies_and_loads_from_its_file(tmp_path):
     from gentool_data.toy import toy
 
     data = toy("train", n=256, image_size=28, channels=1, num_classes=4, seed=0)
-    path = train_classifier(data, tmp_path / "cnn28.pt", num_classes=4, steps=25, batch_size=16, lr=3e-3)
+    path = train_classifier(data, tmp_path / "cnn28.safetensors", num_classes=4, steps=25, batch_size=16, lr=3e-3)["path"]
     fx = cnn28(weights_path=str(path))
     test = toy("test", n=64, image_size=28, channels=1, num_classes=4, seed=0)
     x = torch.stack([test[i][0] for i in range(64)])

@@ -1,0 +1,67 @@
+"""``gentool features train DATA``: train ``gentool-cnn28`` as a classifier of a data set and save it.
+
+Registered through the command hook; cheap to import (torch is imported inside).
+The weights go to ``~/.cache/gentool/features/gentool-cnn28-DATA.safetensors``
+(``$GENTOOL_CACHE_DIR`` or ``$XDG_CACHE_HOME/gentool`` first), where
+``gentool eval --feature-extractor gentool-cnn28`` finds them for runs on DATA.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+ACTIONS = ("train",)
+
+
+def train_features(data: str = "fashion_mnist", *, root: str = "data", steps: int = 1500, batch_size: int = 128,
+                   lr: float = 2e-3, seed: int = 0, out: str | Path | None = None, device: str = "cpu",
+                   log=print) -> dict:
+    """Train ``gentool-cnn28`` on DATA's train split, report its test accuracy, save it; the result dict."""
+    import gentool
+    from gentool.errors import GentoolError
+
+    from gentool_metrics.cnn28 import default_weights_path, train_classifier
+
+    reg = gentool.registry()
+    if ("data_source", data) not in reg:
+        known = ", ".join(sorted(reg.names("data_source")))
+        raise GentoolError(f"unknown data source {data!r} for `gentool features train`; known: {known}")
+    factory = reg.get("data_source", data).factory
+    options = {"root": root} if "root" in _parameters(factory) else {}
+    train_split, test_split = factory("train", **options), factory("test", **options)
+    classes = getattr(train_split, "classes", None) or sorted({int(train_split[i][1]) for i in range(len(train_split))})
+    path = Path(out) if out else default_weights_path(data)
+    log(f"training gentool-cnn28 on {data} ({len(train_split):,} images, {len(classes)} classes), {steps} steps")
+    return train_classifier(train_split, path, test=test_split, num_classes=len(classes), steps=steps,
+                            batch_size=batch_size, lr=lr, seed=seed, data=data, device=device, log=log)
+
+
+def _parameters(factory) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(factory).parameters)
+
+
+def features(
+    action: str = typer.Argument(..., help="What to do: train (the gentool-cnn28 classifier of DATA)."),
+    data: str = typer.Argument("fashion_mnist", help="Registered data source (fashion_mnist, mnist, ...)."),
+    root: str = typer.Option("data", "--root", help="The data source's root folder."),
+    steps: int = typer.Option(1500, "--steps", help="Optimiser steps (1500 of batch 128: about 3 epochs)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate of the one-cycle schedule."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batches."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Weights file [default: where gentool eval looks: ~/.cache/gentool/features/gentool-cnn28-DATA.safetensors]."),
+    device: str = typer.Option("cpu", "--device", help="Device to train on, e.g. cpu or cuda."),
+) -> None:
+    """Train the gentool-cnn28 feature extractor as a classifier of DATA and save it where gentool eval finds it."""
+    from gentool.errors import GentoolError
+
+    if action not in ACTIONS:
+        raise GentoolError(f"gentool features: unknown action {action!r}; valid: {', '.join(ACTIONS)}")
+    result = train_features(data, root=root, steps=steps, batch_size=batch_size, lr=lr, seed=seed, out=out,
+                            device=device, log=lambda line: typer.echo(line, err=True))
+    typer.echo(f"test accuracy {result['test_accuracy']:.2%} (train {result['train_accuracy']:.2%})")
+    typer.echo(f"wrote {result['path']}")

@@ -1,0 +1,80 @@
+"""``gentool features train``: gentool-cnn28 trained as a classifier, saved as safetensors, found by default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gentool_metrics import cnn28, default_weights_path, train_classifier
+from gentool_metrics.cnn28 import load_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def toy_split(split: str, n: int):
+    from gentool_data.toy import toy
+
+    return toy(split, n=n, image_size=28, channels=1, num_classes=4, seed=0)
+
+
+def uint8_of(data):
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor([int(data[i][1]) for i in range(len(data))])
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1), y
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cnn28") / "w.safetensors"
+    result = train_classifier(toy_split("train", 128), path, test=toy_split("test", 48), num_classes=4, steps=20,
+                              batch_size=16, lr=3e-3, data="toy")
+    return path, result
+
+
+def test_reported_test_accuracy_is_what_the_saved_classifier_gives_on_the_same_images(trained):
+    path, result = trained
+    fx = cnn28(weights_path=str(path))
+    assert fx.trained and fx.num_classes == 4 and path.suffix == ".safetensors"
+    images, labels = uint8_of(toy_split("test", 48))
+    logits = fx(images)[1]
+    independent = (logits.argmax(1) == labels).float().mean().item()  # torch-fidelity's call, argmax by hand
+    assert result["test_accuracy"] == pytest.approx(independent, abs=1e-12)
+    assert independent > 0.5  # chance is 0.25: the plumbing trains something
+    _, meta = load_weights(path)
+    assert float(meta["test_accuracy"]) == pytest.approx(independent, abs=1e-6) and meta["data"] == "toy"
+
+
+def test_the_default_file_is_found_for_the_data_set_and_a_missing_one_names_the_command(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENTOOL_CACHE_DIR", str(tmp_path))
+    missing = cnn28(data="toy")
+    assert not missing.trained and "gentool features train toy" in missing.untrained_hint
+    target = default_weights_path("toy")
+    assert target == tmp_path / "features" / "gentool-cnn28-toy.safetensors"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(trained[0].read_bytes())
+    found = cnn28(data="toy")
+    assert found.trained and found.weights_path == str(target)
+    x = uint8_of(toy_split("test", 8))[0]
+    assert torch.equal(found(x)[1], cnn28(weights_path=str(trained[0]))(x)[1])
+
+
+def test_a_pickle_or_foreign_file_is_refused_with_the_command_to_make_one(tmp_path):
+    bad = tmp_path / "gentool-cnn28-mnist.safetensors"
+    torch.save({"a": torch.zeros(1)}, bad)  # a pickle, never unpickled
+    with pytest.raises(ValueError, match="gentool features train mnist"):
+        cnn28(weights_path=str(bad))
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="wrong keys"):
+        cnn28(weights_path=str(tmp_path / "other.safetensors"))
+
+
+def test_the_command_rejects_an_unknown_action_and_data_source():
+    from gentool.errors import GentoolError
+    from gentool_metrics.features_cmd import features, train_features
+
+    with pytest.raises(GentoolError, match="valid: train"):
+        features("fit", "fashion_mnist")
+    with pytest.raises(GentoolError, match="unknown data source 'fashoin'"):
+        train_features("fashoin")
