@@ -30,6 +30,10 @@ class RunConfig:
             graphs, which pays when small batches leave the GPU waiting on Python.
             ``gentool bench --compile-mode`` measures the choices.
         output_dir: folder that holds run directories.
+        threads: CPU threads torch uses in this process (``--threads``); ``0`` picks gentool's
+            default, one per two cores: torch's own (one per core) slows down several times when
+            other programs share the cores (docs/performance.md). ``OMP_NUM_THREADS``, when set,
+            replaces the default.
         loggers: registered loggers that receive the training metrics, sample grids and the
             resolved recipe (``gentool list-plugins``): ``"jsonl"`` writes ``metrics.jsonl``
             (read by the plots), ``"console"`` prints metric lines.
@@ -41,6 +45,7 @@ class RunConfig:
     compile: Literal["auto"] | bool = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     output_dir: str = "runs"
+    threads: int = 0
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
     @property
@@ -51,6 +56,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from gentool.options import OptionError  # a recipe error naming run.<key>
 
+        if self.threads < 0:
+            raise OptionError("threads", f"{self.threads} is negative; use 0 (gentool's default) or a count", self.threads)
         if self.device != "auto":
             try:
                 torch.device(self.device)

@@ -237,6 +237,9 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
     if registry is None:
         registry = plugin_registry()
     device = resolve_device(recipe.run.device if device is None else str(device))
+    from gentool.threads import set_threads
+
+    set_threads(recipe.run.threads)  # process-wide: [run] threads, else gentool's default (gentool/threads.py)
     torch.manual_seed(recipe.run.seed)
     diffusion = _diffusion(recipe, registry).to(device)
     model = _model(recipe, registry).to(device)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from gentool.cli.app import app, console, err, friendly
+from gentool.cli.output import THREADS_HELP, threads_override
 
 SET_HELP = "Override a recipe value, e.g. --set denoiser.channels=64 (TOML value syntax)."
 
@@ -37,6 +38,7 @@ def bench(
     compare: Optional[str] = typer.Option(None, "--compare", help="Also time another system in this process: diffusers."),
     device: Optional[str] = typer.Option(None, help="Override the recipe's run.device (cpu, cuda, cuda:N)."),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Time training steps and sampling denoiser calls after warm-up; print images/s, evaluations/s,
     peak memory, parameters, FLOPs and, on CUDA, the fraction of the bf16 peak."""
@@ -46,7 +48,7 @@ def bench(
                              channels_last=channels_last,
                              sample_batch=sample_batch, sample_steps=sample_steps, peak_tflops=peak_tflops)
     with err.status("benchmarking") as status:
-        result = bench_recipe(recipe, overrides=set_, device=device, settings=settings, compare=compare,
+        result = bench_recipe(recipe, overrides=[*set_, *threads_override(threads)], device=device, settings=settings, compare=compare,
                               log=lambda m: status.update(m))
     if json_:
         print(json.dumps(result, indent=2, default=str))

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from gentool.cli.app import app, console, err, friendly, load_run_or_warn
+from gentool.cli.output import THREADS_HELP, threads_override
 
 
 @app.command("eval")
@@ -34,11 +35,12 @@ def eval_(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=escape("Folder of cached reference features [default: ~/.cache/gentool/reference].")),
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Evaluate a trained run; print the JSON report and save it."""
     from gentool.evaluation import default_report_path, evaluate, write_report
     from gentool.evaluation.evaluate import eval_config
-    run = load_run_or_warn(source, device=device, overrides=set_)
+    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     config = eval_config(run, metrics=metrics, sampler=sampler, steps=steps, split=split,
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,

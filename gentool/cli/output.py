@@ -18,6 +18,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 PLAIN_WIDTH = 120  # columns for tables and help when the output is not a terminal
 
@@ -64,3 +65,11 @@ def patch_typer_help() -> None:
         option.display_type_rich = display_type_rich
     if rich_utils.MAX_WIDTH is None:
         rich_utils.MAX_WIDTH = _width(sys.stdout)
+
+
+THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two cores (sets [run] threads).")
+
+
+def threads_override(threads: int | None) -> list[str]:
+    """``--threads N`` as the recipe override it stands for (``[]`` when not given)."""
+    return [] if threads is None else [f"run.threads={threads}"]

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gentool.cli.app import app, console, err, friendly
+from gentool.cli.output import THREADS_HELP, threads_override
 
 SET_HELP = "Override a recipe value, e.g. --set train.steps=100 (TOML value syntax)."
 
@@ -49,6 +50,7 @@ def run(
                                "with --no-resume, move old checkpoints aside and start over."),
     device: Optional[str] = typer.Option(None, help="Override the recipe's run.device (cpu, cuda, cuda:N)."),
     tasks: bool = typer.Option(True, "--tasks/--no-tasks", help=escape("Run the recipe's [[tasks]] after training.")),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Train per the recipe's \\[train] table (resuming if possible), then run its tasks.
 
@@ -58,7 +60,7 @@ def run(
     from gentool.api import run_recipe
     from gentool.engine.distributed import env
 
-    result = run_recipe(recipe, overrides=set_, resume=resume, force=force, device=device,
+    result = run_recipe(recipe, overrides=[*set_, *threads_override(threads)], resume=resume, force=force, device=device,
                         run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
     if not env().main:
         return

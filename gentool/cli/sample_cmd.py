@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from gentool.cli.app import app, console, friendly, load_run_or_warn
+from gentool.cli.output import THREADS_HELP, threads_override
 
 
 @dataclass
@@ -126,9 +127,10 @@ def sample(
     individual: bool = typer.Option(True, "--individual/--grid-only", help="Also write every image as its own PNG."),
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
-    run = load_run_or_warn(source, device=device, overrides=set_)
+    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     out_dir = out if out is not None else default_out(run, sampler, steps, guidance, seed)
     result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
                       steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,

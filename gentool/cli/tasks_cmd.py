@@ -21,6 +21,7 @@ import typer
 from rich.markup import escape
 
 from gentool.cli.app import app, console, friendly, load_run_or_warn
+from gentool.cli.output import THREADS_HELP, threads_override
 from gentool.errors import UsageError
 
 SET_HELP = "Override a value of the run's recipe, e.g. --set sampler.steps=100 (TOML value syntax)."
@@ -142,11 +143,11 @@ def report(result) -> None:
 
 
 def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: Optional[Path],
-                      device: Optional[str], set_: List[str]) -> None:
+                      device: Optional[str], set_: List[str], threads: Optional[int] = None) -> None:
     """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/generated/<task>``,
     beside the ``RUN_DIR/<task>`` folders the recipe's own tasks wrote during ``gentool run``)."""
     from gentool.recipe import ComponentSpec
-    run = load_run_or_warn(source, device=device, overrides=set_)
+    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     factory = run.registry.get("task", task).factory
     spec = ComponentSpec(task, checked_options(factory, options))
     report(run.run_task(spec, out if out is not None else run.run_dir / "generated" / task))
@@ -161,6 +162,7 @@ RUN_PARAMS = [
     _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<command>].")), Optional[Path]),
     _param("device", typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")), Optional[str]),
     _param("set_", typer.Option([], "--set", help=SET_HELP), List[str]),
+    _param("threads", typer.Option(None, "--threads", help=THREADS_HELP), Optional[int]),
 ]
 
 HELP = {

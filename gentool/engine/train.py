@@ -125,7 +125,7 @@ class Trainer:
         if value is None:
             # a fresh run draws the same numbers whatever this process did before (and differs per rank)
             rng.seed_all(rng.rank_seed(self.run.recipe.run.seed, self.dist.rank), self.generator)
-            self.log(f"starting a new run in {self.run.run_dir}")
+            self.log(f"starting a new run in {self.run.run_dir} ({self._where()})")
             return
         path = Path(value)
         st = self._found[1] if self._found is not None else ckpt.load_checkpoint(path)
@@ -143,7 +143,13 @@ class Trainer:
         self.scaler.load_state_dict(st.get("grad_scaler") or {})
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
-        self.log(f"resuming from {path} (step {self.start} of {self.tr.steps})")
+        self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {self._where()})")
+
+    def _where(self) -> str:
+        """``cpu, 1 CPU thread (default for 2 cores)``: the first line says what the speed depends on."""
+        from gentool.threads import describe_threads
+
+        return f"{self.run.device}, {describe_threads(self.run.recipe.run.threads)}"
 
     def _choose(self, resume: bool, force: bool) -> tuple[str, str | None]:
         run_dir = self.run.run_dir
