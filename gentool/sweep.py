@@ -77,9 +77,10 @@ def parse_axes(sets: list[str]) -> list[tuple[str, list[str]]]:
             raise UsageError(f"--set {item!r}: write KEY=VALUE[,VALUE...], e.g. --set schedule.name=linear,cosine")
         if key in (k for k, _ in axes):
             raise UsageError(f"--set {key} is given twice; list all its values in one --set {key}=A,B")
-        if key in ("run.name", "run.output_dir"):
-            raise UsageError(f"--set {key}: a sweep names its variants' folders itself (<output_dir>/<name>/<variant>)")
         vals = split_values(values)
+        if key in ("run.name", "run.output_dir") and len(vals) > 1:
+            raise UsageError(f"--set {key}: a sweep names its variants' folders itself (<output_dir>/<name>/<variant>); "
+                             "give one value")
         if any(v == "" for v in vals):
             raise UsageError(f"--set {item!r}: an empty value; separate the values with single commas")
         axes.append((key, vals))
@@ -133,10 +134,12 @@ def sweep(
     from gentool.recipe import load_recipe
     from gentool.run import build
 
-    vs = variants(parse_axes(list(sets)))
+    axes = parse_axes(list(sets))
+    vs = variants(axes)
+    fixed = [f"{k}={values[0]}" for k, values in axes if len(values) == 1]  # in every variant
     if only is not None and not 0 <= only < len(vs):
         raise UsageError(f"--variant {only}: this sweep has variants 0..{len(vs) - 1}")
-    base = load_recipe(recipe, overrides=list(overrides))  # checks the recipe and the fixed overrides once
+    base = load_recipe(recipe, overrides=list(overrides) + fixed)  # the recipe and the fixed overrides, checked once
     folder = Path(base.run.output_dir) / base.run.name
     main = distributed.env().main  # under torchrun every rank trains; rank 0 keeps the books
     if main:
@@ -172,8 +175,12 @@ def sweep(
                                   "done": sorted(done)})
     ready = [folder / v.name for v in vs if (folder / v.name).is_dir()]
     if ready and main:
-        from gentool.compare import compare
+        from gentool.compare import CompareError, compare
 
-        result.comparison = compare(ready, folder / "compare.png", svg=compare_svg)
+        try:
+            result.comparison = compare(ready, folder / "compare.png", svg=compare_svg)
+        except CompareError as exc:  # e.g. train.steps = 0: nothing logged to compare
+            log(f"no comparison: {exc}")
+            return result
         (folder / "compare.json").write_text(json.dumps(result.comparison.to_json(), indent=1), encoding="utf-8")
     return result

@@ -108,6 +108,19 @@ def _sweep_recipe(tmp_path: Path) -> Path:
     return path
 
 
+def test_single_values_override_every_variant_and_the_sweep_folder(tmp_path):
+    recipe = _sweep_recipe(tmp_path)
+    other = tmp_path / "elsewhere"
+    messages: list[str] = []
+    result = sweep(recipe, ["schedule.name=linear,cosine", f"run.output_dir={other.as_posix()}", "train.steps=0"],
+                   log=messages.append)
+    assert result.folder == other / "sw" and result.comparison is None
+    assert sorted(p.name for p in result.folder.iterdir() if p.is_dir()) == ["schedule.name=cosine",
+                                                                             "schedule.name=linear"]
+    assert 'steps = 0' in (result.folder / "schedule.name=cosine" / "recipe.resolved.toml").read_text()
+    assert any("no comparison" in m for m in messages)
+
+
 def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_path):
     recipe = _sweep_recipe(tmp_path)
     folder = tmp_path / "runs" / "sw"
