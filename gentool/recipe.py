@@ -380,8 +380,8 @@ def _sampler(registry: Registry, table: dict[str, Any], source: str) -> SamplerS
     guidance = table.get("guidance", 0.0)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
         raise RecipeError(source, "sampler.steps", f"{steps!r} is not valid: expected a positive integer", steps)
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
-        raise RecipeError(source, "sampler.guidance", f"{guidance!r} is not valid: expected a number", guidance)
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance or abs(guidance) == float("inf"):
+        raise RecipeError(source, "sampler.guidance", f"{guidance!r} is not valid: expected a finite number", guidance)
     options = {k: v for k, v in table.items() if k not in ("name", "steps", "guidance")}
     try:
         resolved = check_options(component.factory, options, reserved=SAMPLER_RESERVED)

@@ -22,7 +22,7 @@ from gentool.plugins import registry as plugin_registry
 from gentool.progress import progress_callback
 from gentool.recipe import ComponentSpec, Recipe, RecipeError
 from gentool.registry import Registry
-from gentool.sampling import make_eps_fn, make_fast_eps_fn
+from gentool.sampling import make_eps_fn, make_fast_eps_fn, resolve_sampling
 
 RESOLVED_RECIPE = "recipe.resolved.toml"
 
@@ -120,9 +120,9 @@ class Run:
     ) -> Tensor:
         """Generate images in [-1, 1] with the recipe's sampler (or the one named).
 
-        ``labels`` (class indices) only matter for a conditional model;
-        ``guidance`` defaults to the recipe's ``[sampler] guidance``;
-        ``fast`` picks the network path as in :meth:`eps_fn`.
+        ``labels`` (class indices, for a conditional model) and ``guidance``
+        (default: the recipe's ``[sampler] guidance``) follow the rule of
+        :meth:`sampling_inputs`; ``fast`` picks the network path as in :meth:`eps_fn`.
         """
         generator = generator if generator is not None else self.generator()
         if x_T is None:
@@ -137,24 +137,31 @@ class Run:
         with progress_callback(total, description, enabled=progress, inner=callback) as cb:
             return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
 
+    def sampling_inputs(self, labels: Tensor | list[int] | None = None,
+                        guidance: float | None = None) -> tuple[Tensor | None, float]:
+        """The labels (on the device) and the guidance weight w a sampling call uses.
+
+        The one rule of :func:`gentool.sampling.resolve_sampling`, with the
+        recipe's ``[sampler] guidance`` as the default: ``guidance`` ``None``
+        means the recipe's, an unconditional model refuses labels and w != 0,
+        a conditional model without labels is sampled unguided.
+        """
+        labels, w = resolve_sampling(self.sampling_model, labels, guidance, default=self.recipe.sampler.guidance)
+        return (labels.to(self.device) if labels is not None else None), w
+
     def eps_fn(self, labels: Tensor | list[int] | None = None, guidance: float | None = None, *,
                fast: bool | None = None) -> Callable[[Tensor, Tensor], Tensor]:
         """The sampling model's noise prediction ``eps_fn(x_t, t)`` with labels and guidance bound.
 
-        ``labels`` are checked on the host and moved to the device;
-        ``guidance`` defaults to the recipe's ``[sampler] guidance``. ``fast``
-        (default: on CUDA) evaluates the network through
+        ``labels`` and ``guidance`` are resolved by :meth:`sampling_inputs`.
+        ``fast`` (default: on CUDA) evaluates the network through
         :func:`gentool.sampling.make_fast_eps_fn`: labels embedded once, the
         guidance pair as one batch, channels-last, bf16 autocast per
         ``[train] precision`` and, per ``[run] compile``, compiled with CUDA
         graphs; the same maths as the plain :func:`gentool.sampling.make_eps_fn`
         (``tests/test_fast_path.py``).
         """
-        if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long)
-            self.model.check_labels(labels.cpu())
-            labels = labels.to(self.device)
-        guidance = self.recipe.sampler.guidance if guidance is None else guidance
+        labels, guidance = self.sampling_inputs(labels, guidance)
         model = self.sampling_model.eval()
         cuda = self.device.type == "cuda"
         if not (cuda if fast is None else fast):
@@ -218,6 +225,14 @@ def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:
     return diffusion
 
 
+def _check_guidance(recipe: Recipe) -> None:
+    """``[sampler] guidance`` needs a conditioner (the rule of :func:`gentool.sampling.resolve_sampling`)."""
+    if recipe.conditioner is None and recipe.sampler.guidance != 0:
+        raise RecipeError(recipe.source, "sampler.guidance", f"{recipe.sampler.guidance:g} needs a class-conditional "
+                          "model, but the recipe has no [conditioner]; set guidance = 0 (or leave it out), or add a "
+                          "[conditioner]", recipe.sampler.guidance)
+
+
 def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffusion, DiffusionModel]:
     """Run every component factory's own checks without allocating weights (``gentool check``).
 
@@ -227,6 +242,7 @@ def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffu
     """
     if registry is None:
         registry = plugin_registry()
+    _check_guidance(recipe)
     diffusion = _diffusion(recipe, registry)
     with torch.device("meta"):
         return diffusion, _model(recipe, registry)
@@ -236,6 +252,7 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
     """Build every component of a validated recipe (weights freshly initialised)."""
     if registry is None:
         registry = plugin_registry()
+    _check_guidance(recipe)
     device = resolve_device(recipe.run.device if device is None else str(device))
     from gentool.threads import set_threads
 

@@ -8,6 +8,7 @@ eps and the guidance mix are written once.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from gentool.devices import compile_backend, compile_default
 from gentool.diffusion import Diffusion
+from gentool.errors import UsageError
 from gentool.interfaces import EpsFn
 from gentool.model import DiffusionModel
 
@@ -27,6 +29,41 @@ def guided_eps(eps_cond: Tensor, eps_uncond: Tensor, guidance: float) -> Tensor:
     w = 0 (s = 1) is plain conditional sampling.
     """
     return (1.0 + guidance) * eps_cond - guidance * eps_uncond
+
+
+def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, guidance: float | None, *,
+                     default: float) -> tuple[Tensor | None, float]:
+    """The labels and the guidance weight w of one sampling call, by the one rule every caller follows.
+
+    :meth:`gentool.Run.sample`, :meth:`gentool.Run.eps_fn` (so every task),
+    ``gentool sample``, ``gentool eval`` and the task commands all come here:
+
+    * ``guidance`` ``None`` means ``default`` (the recipe's ``[sampler] guidance``);
+      w must be a finite number;
+    * ``labels`` are class indices (``-1``: the null label), checked on the
+      host against the model; an unconditional model takes none;
+    * an unconditional model refuses w != 0: there is no conditional
+      prediction to guide towards;
+    * a conditional model without labels samples the null label, unguided (w = 0).
+
+    Returns the labels (int64, on the CPU) and w; raises
+    :class:`~gentool.errors.UsageError` for a refused combination.
+    """
+    w = default if guidance is None else guidance
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise UsageError(f"guidance {w!r} is not valid: expected a finite number (0: plain conditional sampling)")
+    if model.conditioner is None:
+        if labels is not None:
+            raise UsageError("class labels given, but the model is unconditional (its recipe has no [conditioner])")
+        if w != 0:
+            raise UsageError(f"guidance w = {w:g} needs a class-conditional model, but this one is unconditional "
+                             "(its recipe has no [conditioner]); use guidance 0")
+        return None, 0.0
+    if labels is None:
+        return None, 0.0
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    model.check_labels(labels)
+    return labels, float(w)
 
 
 def _uses_guidance(model: DiffusionModel, labels: Tensor | None, guidance: float) -> bool:

@@ -43,15 +43,13 @@ def parse_sampler_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def labels_for(run, n: int, classes: list[int], guidance: float | None):
+def labels_for(run, n: int, classes: list[int]):
     """Labels ``[n]`` cycling through ``classes`` (all classes when empty), or None if unconditional."""
     import torch
 
     if not run.num_classes:
         if classes:
             raise ValueError("--classes given, but this run is unconditional (its recipe has no [conditioner])")
-        if guidance:
-            raise ValueError("--guidance needs a class-conditional run; this one is unconditional")
         return None
     bad = [c for c in classes if not 0 <= c < run.num_classes]
     if bad:
@@ -82,10 +80,9 @@ def generate(
     """
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
-    labels = labels_for(run, n, list(classes), guidance)
+    labels, w = run.sampling_inputs(labels_for(run, n, list(classes)), guidance)  # the recipe's w when not given
     name = sampler or run.recipe.sampler.name
-    w = run.recipe.sampler.guidance if guidance is None else guidance
-    x = run.sample(n, labels=labels, guidance=w if labels is not None else 0.0, steps=steps, sampler=name,
+    x = run.sample(n, labels=labels, guidance=w, steps=steps, sampler=name,
                    sampler_options=sampler_options, generator=run.generator(seed), progress=progress,
                    description=f"{name} ({n} images)")
     from gentool.images import save_grid, save_images
@@ -106,7 +103,7 @@ def generate(
 
 def default_out(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None) -> Path:
     name = sampler or run.recipe.sampler.name
-    w = run.recipe.sampler.guidance if guidance is None else guidance
+    _, w = run.sampling_inputs(labels_for(run, 1, []), guidance)  # as generate() resolves it
     seed = run.recipe.run.seed if seed is None else seed
     return run.run_dir / "generated" / f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}_seed{seed}"
 

@@ -28,12 +28,17 @@ def progress_bar(enabled: bool = True):
     return bar
 
 
+def class_cycle(run, start: int, n: int) -> torch.Tensor | None:
+    """Labels ``start .. start + n - 1`` modulo the number of classes (every class in turn); None if unconditional."""
+    return torch.arange(start, start + n) % run.num_classes if run.num_classes else None
+
+
 def sampler_settings(run, config: EvalConfig, guidance: float | None) -> dict[str, Any]:
     spec = run.recipe.sampler
     name = config.sampler or spec.name
     options = dict(run.sampler(name).keywords)  # resolved options; an unknown name fails before any work
     steps = config.steps or spec.steps
-    w = (spec.guidance if guidance is None else guidance) if run.num_classes else 0.0  # unconditional: no guidance
+    _, w = run.sampling_inputs(class_cycle(run, 0, 1), guidance)  # the labels generate_features uses
     return {"name": name, "steps": steps or run.diffusion.num_timesteps, "guidance": w, "options": options, "_steps": steps}
 
 
@@ -47,7 +52,7 @@ def generate_features(run, fx, *, n: int, batch_size: int, sampler: dict, seed: 
     parts = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        labels = torch.arange(start, start + b) % run.num_classes if run.num_classes else None  # classes in turn
+        labels = class_cycle(run, start, b)
 
         def step(info, b=b):
             bar.advance(task, b / steps_per_batch)
