@@ -1,4 +1,4 @@
-"""Built-in training objectives: ``ddpm`` (L_simple, Ho et al. 2020)."""
+"""Built-in training objectives: ``ddpm`` (L_simple, Ho et al. 2020) and ``hybrid`` (Nichol and Dhariwal 2021)."""
 
 import gentool
 
@@ -6,5 +6,7 @@ import gentool
 @gentool.hookimpl
 def gentool_register_objectives(register):
     from gentool_objectives.ddpm import ddpm  # imports torch: only when the objectives are asked for
+    from gentool_objectives.hybrid import hybrid
 
     register("ddpm", ddpm)
+    register("hybrid", hybrid)

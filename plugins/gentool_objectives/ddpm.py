@@ -10,20 +10,26 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from gentool_objectives.min_snr import check_gamma, min_snr_weight, snr_of
+from gentool_objectives.offset_noise import check_strength
+from gentool_objectives.offset_noise import offset_noise as add_offset
+
 
 class DDPMObjective:
     """t ~ U{0..T-1}, eps ~ N(0, I), x_t = q_sample(x0, t, eps); loss = mean over pixels of |target - net(x_t, t)|^p."""
 
     learned_variance = False
 
-    def __init__(self, prediction: str, loss: str) -> None:
+    def __init__(self, prediction: str, loss: str, weighting: str = "none", min_snr_gamma: float = 5.0,
+                 offset: float = 0.0) -> None:
         self.prediction, self.kind = prediction, loss
+        self.weighting, self.min_snr_gamma, self.offset = weighting, min_snr_gamma, offset
 
     def draw(self, diffusion, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """Algorithm 1, lines 3-4: one t per example, then the noise (in this order, from ``generator``)."""
         t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device, generator=generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-        return t, noise
+        return t, add_offset(noise, self.offset, generator)  # unchanged (nothing drawn) when offset = 0
 
     def loss(self, net, diffusion, x0: Tensor, labels: Tensor | None, t: Tensor,
              noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -31,14 +37,24 @@ class DDPMObjective:
         x_t = diffusion.q_sample(x0, t, noise)  # eq. 4
         out = net(x_t, t, labels)
         diff = out.float() - diffusion.target(x0, t, noise, self.prediction).float()
-        per = diff.square() if self.kind == "l2" else diff.abs()
-        return per.flatten(1).mean(1), {}
+        per = (diff.square() if self.kind == "l2" else diff.abs()).flatten(1).mean(1)
+        if self.weighting == "min_snr":  # Hang et al. 2023
+            per = per * min_snr_weight(snr_of(diffusion, t), self.min_snr_gamma, self.prediction).to(per.dtype)
+        return per, {}
 
     def __repr__(self) -> str:
-        return f"DDPMObjective(prediction={self.prediction!r}, loss={self.kind!r})"
+        return (f"DDPMObjective(prediction={self.prediction!r}, loss={self.kind!r}, weighting={self.weighting!r}, "
+                f"min_snr_gamma={self.min_snr_gamma}, offset={self.offset})")
 
 
-def ddpm(*, prediction: Literal["eps", "x0", "v"] = "eps", loss: Literal["l2", "l1"] = "l2") -> DDPMObjective:
+def ddpm(
+    *,
+    prediction: Literal["eps", "x0", "v"] = "eps",
+    loss: Literal["l2", "l1"] = "l2",
+    weighting: Literal["none", "min_snr"] = "none",
+    min_snr_gamma: float = 5.0,
+    offset_noise: float = 0.0,
+) -> DDPMObjective:
     """L_simple (Ho et al. 2020, eq. 14): uniform timesteps, Gaussian noise, unweighted regression.
 
     Args:
@@ -46,5 +62,14 @@ def ddpm(*, prediction: Literal["eps", "x0", "v"] = "eps", loss: Literal["l2", "
             ``"x0"`` the clean image, ``"v"`` sqrt(abar_t) eps - sqrt(1 - abar_t) x0
             (Salimans and Ho 2022). Samplers convert it to a noise prediction.
         loss: ``"l2"`` the squared error of eq. 14, or ``"l1"`` the absolute error.
+        weighting: per-example loss weight: ``"none"`` (eq. 14) or ``"min_snr"``,
+            min(SNR_t, gamma) / SNR_t for eps, / (SNR_t + 1) for v, and
+            min(SNR_t, gamma) for x0 (Hang et al. 2023, Min-SNR-gamma).
+        min_snr_gamma: gamma of ``weighting = "min_snr"`` (5 in the paper).
+        offset_noise: strength s of offset noise: eps + s * one N(0, 1) draw
+            per image and channel (Guttenberg 2023; 0.1 there), for darker
+            and brighter images; 0 turns it off.
     """
-    return DDPMObjective(prediction, loss)
+    check_gamma(min_snr_gamma)
+    check_strength(offset_noise)
+    return DDPMObjective(prediction, loss, weighting, float(min_snr_gamma), float(offset_noise))

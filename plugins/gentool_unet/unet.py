@@ -49,7 +49,7 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """The DDPM denoiser: ``net(x_t, t, cond=None)`` of ``x_t``'s shape and dtype.
+    """The DDPM denoiser: ``net(x_t, t, cond=None)`` of ``x_t``'s shape and dtype (2C channels with a learned variance).
 
     Build it with :func:`unet`, which validates the options; the arguments here
     are the same, with ``attention_levels`` the indices of the levels (0 = full
@@ -69,8 +69,10 @@ class UNet(nn.Module):
         dropout: float,
         num_heads: int,
         cond_dim: int | None,
+        learned_variance: bool = False,
     ) -> None:
         super().__init__()
+        self.learned_variance = learned_variance  # out_channels = 2C: the prediction, then v (gentool.vlb)
         self.cond_dim = cond_dim
         self.channels = channels
         emb_dim = 4 * channels
@@ -152,6 +154,7 @@ def unet(
     dropout: float = 0.1,
     num_heads: int = 1,
     class_cond: bool = True,
+    learn_sigma: bool = False,
 ) -> UNet:
     """The attention U-Net of Ho et al. (2020); the defaults are their CIFAR-10 model (35.7M parameters).
 
@@ -179,15 +182,19 @@ def unet(
         class_cond: accept a conditioning embedding (``cond_dim = 4 * channels``)
             added to the time embedding; the class embedding itself belongs to
             the conditioner.
+        learn_sigma: also output the reverse variance (Nichol and Dhariwal
+            2021, sec. 3.1): twice the output channels, the prediction then the
+            interpolation ``v`` between log beta and log beta-tilde; for the
+            ``hybrid`` objective.
     """
     channel_mult, attention_resolutions = list(channel_mult), list(attention_resolutions)
     _check_sizes(in_channels, out_channels, image_size, channels, channel_mult, num_res_blocks)
     sizes = [image_size // 2**i for i in range(len(channel_mult))]
     levels = _attention_levels(attention_resolutions, sizes)
     _check_rest(channels, channel_mult, levels, dropout, num_heads)
-    return UNet(
+    net = UNet(
         in_channels=in_channels,
-        out_channels=in_channels if out_channels is None else out_channels,
+        out_channels=(in_channels if out_channels is None else out_channels) * (2 if learn_sigma else 1),
         channels=channels,
         channel_mult=channel_mult,
         num_res_blocks=num_res_blocks,
@@ -195,7 +202,10 @@ def unet(
         dropout=dropout,
         num_heads=num_heads,
         cond_dim=4 * channels if class_cond else None,
+        learned_variance=bool(learn_sigma),
     )
+    net.image_shape = (in_channels, image_size, image_size)  # what it is built for (gentool.Denoiser)
+    return net
 
 
 def _positive(name: str, value: object) -> None:

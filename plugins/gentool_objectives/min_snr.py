@@ -1,0 +1,40 @@
+"""Min-SNR-gamma loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy").
+
+With SNR_t = abar_t / (1 - abar_t) (0-based t), the weight of an example at
+timestep t clips the effective x0-loss weight at gamma (sec. 3.4):
+
+* x0 target:  w_t = min(SNR_t, gamma)
+* eps target: w_t = min(SNR_t, gamma) / SNR_t        (= min(1, gamma / SNR_t))
+* v target:   w_t = min(SNR_t, gamma) / (SNR_t + 1)
+
+The eps weight is written min(1, gamma / SNR_t) so it stays 1 (its limit) at
+SNR_t = 0 under a zero-terminal-SNR schedule.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def snr_of(diffusion, t: Tensor) -> Tensor:
+    """SNR_t = abar_t / (1 - abar_t) at 0-based ``t`` ``[B]``, float64 (0 where abar_t = 0)."""
+    a = diffusion.alphas_cumprod_64.to(t.device)[t]
+    return a / (1.0 - a)
+
+
+def min_snr_weight(snr: Tensor, gamma: float, prediction: str) -> Tensor:
+    """The per-example min-SNR-gamma weight for a network predicting ``prediction`` (eps, x0 or v)."""
+    clipped = snr.clamp(max=gamma)
+    if prediction == "x0":
+        return clipped
+    if prediction == "eps":
+        return (gamma / snr).clamp(max=1.0)  # min(SNR, gamma) / SNR, 1 at SNR = 0
+    if prediction == "v":
+        return clipped / (snr + 1.0)
+    raise ValueError(f"unknown prediction {prediction!r}; valid: eps, x0, v")
+
+
+def check_gamma(gamma: float) -> None:
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma > 0:
+        raise ValueError(f"min_snr_gamma must be a positive number, got {gamma!r}")
+
