@@ -13,18 +13,18 @@ import math
 import pytest
 import torch
 
-import gentool
+from gentool.plugins import registry
 from gentool import Diffusion, make_eps_fn
 from gentool.diffusion import rescale_zero_terminal_snr
 
-SAMPLERS = gentool.registry().names("sampler")
+SAMPLERS = registry().names("sampler")
 MU, S = 0.2, 0.25  # inside [-1, 1], which the samplers' clip_denoised keeps
 #: second-order samplers are accurate in fewer steps; the rest get STEPS
 FEW_STEPS, STEPS = {"dpmpp_2m": 25, "heun": 50}, 250
 
 
 def schedule(name: str, **options):
-    return gentool.registry().get("schedule", name).factory(**options)
+    return registry().get("schedule", name).factory(**options)
 
 
 def algorithm_1(betas: list[float]) -> list[float]:
@@ -90,7 +90,7 @@ def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, predict
     eps_fn = make_eps_fn(Oracle(diffusion, prediction), diffusion)
     seen = []
     x_T = torch.randn(2048, 1, 2, 2, generator=torch.Generator().manual_seed(0))
-    x = gentool.registry().get("sampler", name).factory(
+    x = registry().get("sampler", name).factory(
         eps_fn, diffusion, x_T, steps=FEW_STEPS.get(name, STEPS), generator=torch.Generator().manual_seed(1),
         callback=lambda info: seen.append((info["t"], info["x0"])))
     assert seen[0][0] == 999  # the first step is at alpha-bar = 0 ...
@@ -103,4 +103,4 @@ def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, predict
 def test_a_noise_prediction_cannot_start_from_zero_snr():
     diffusion = Diffusion(schedule("linear", timesteps=100, zero_terminal_snr=True))
     with pytest.raises(ValueError, match="zero terminal SNR"):
-        gentool.registry().get("sampler", "ddim").factory(lambda x, t: x, diffusion, torch.zeros(1, 1, 2, 2))
+        registry().get("sampler", "ddim").factory(lambda x, t: x, diffusion, torch.zeros(1, 1, 2, 2))
