@@ -19,6 +19,7 @@ from gentool.diffusion import Diffusion
 from gentool.errors import UsageError
 from gentool.interfaces import EpsFn
 from gentool.model import DiffusionModel
+from gentool.vlb import VARIANCE_ATTR, split_output
 
 
 def guided_eps(eps_cond: Tensor, eps_uncond: Tensor, guidance: float) -> Tensor:
@@ -72,18 +73,26 @@ def _uses_guidance(model: DiffusionModel, labels: Tensor | None, guidance: float
 
 
 def _eps_from(net: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, prediction: str,
-              guidance: float, guided: bool) -> EpsFn:
+              guidance: float, guided: bool, learned_variance: bool = False) -> EpsFn:
     """``eps_fn(x_t, t)`` from ``net(x, t)``, the network's raw output for a batch.
 
     ``guided``: ``net`` is called once on the batch twice over (``2B`` rows:
     the labels, then the null label) and the two halves are mixed by
     :func:`guided_eps`. Whatever the network predicts (eps, x0, v) is
-    converted to eps.
+    converted to eps. ``learned_variance``: the output's last C channels are
+    the variance interpolation v; each call leaves it (the conditional half's
+    when guided) on ``eps_fn.variance_v`` for the samplers (:mod:`gentool.vlb`).
     """
+
+    def output(x_in: Tensor, t_in: Tensor) -> Tensor:
+        out, v = split_output(net(x_in, t_in).float(), learned_variance)
+        if v is not None:
+            setattr(eps_fn, VARIANCE_ATTR, v.chunk(2)[0] if guided else v)
+        return out
 
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
         x_in, t_in = (torch.cat([x_t, x_t]), torch.cat([t, t])) if guided else (x_t, t)
-        eps = diffusion.to_eps(net(x_in, t_in).float(), x_in, t_in, prediction)
+        eps = diffusion.to_eps(output(x_in, t_in), x_in, t_in, prediction)
         if not guided:
             return eps
         eps_cond, eps_uncond = eps.chunk(2)
@@ -91,7 +100,7 @@ def _eps_from(net: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, pre
 
     def eps_and_x0(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         x_in, t_in = (torch.cat([x_t, x_t]), torch.cat([t, t])) if guided else (x_t, t)
-        eps, x0 = diffusion.eps_and_x0(net(x_in, t_in).float(), x_in, t_in, prediction)
+        eps, x0 = diffusion.eps_and_x0(output(x_in, t_in), x_in, t_in, prediction)
         if not guided:
             return eps, x0
         return guided_eps(*eps.chunk(2), guidance), guided_eps(*x0.chunk(2), guidance)  # both affine in the output
@@ -121,7 +130,8 @@ def make_eps_fn(
     """
     guided = _uses_guidance(model, labels, guidance)
     batch_labels = _with_null(labels, guided)
-    return _eps_from(lambda x, t: model(x, t, batch_labels), diffusion, model.prediction, guidance, guided)
+    return _eps_from(lambda x, t: model(x, t, batch_labels), diffusion, model.prediction, guidance, guided,
+                     model.learned_variance)
 
 
 def make_fast_eps_fn(
@@ -150,13 +160,15 @@ def make_fast_eps_fn(
       channels-last inputs; eps comes back float32.
 
     The returned tensor is a fresh copy (CUDA-graph outputs are overwritten by
-    the next replay, and multistep samplers keep old eps).
+    the next replay, and multistep samplers keep old eps). A model with a
+    learned variance runs uncompiled (its ``eps_fn.variance_v`` is set per call).
     """
     if model.training:
         raise ValueError("make_fast_eps_fn embeds the labels once, so the model must be in eval mode (model.eval())")
     device = next(model.parameters()).device
     bf16 = device.type == "cuda" if bf16 is None else bf16
-    compiled = compile_default(compile, device)
+    learned = model.learned_variance
+    compiled = compile_default(compile, device) and not learned
     if channels_last:
         model.to(memory_format=torch.channels_last)  # layout only; values unchanged
     guided = _uses_guidance(model, labels, guidance)
@@ -170,7 +182,7 @@ def make_fast_eps_fn(
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             return model.denoiser(x, t, c)
 
-    eps = _eps_from(net, diffusion, model.prediction, guidance, guided)
+    eps = inner = _eps_from(net, diffusion, model.prediction, guidance, guided, learned)
     eps_and_x0 = getattr(eps, "eps_and_x0", None)  # uncompiled: one step per run at most (abar_t = 0)
     if compiled:
         eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=compile_backend(backend),
@@ -185,4 +197,25 @@ def make_fast_eps_fn(
 
     if eps_and_x0 is not None:
         eps_fn.eps_and_x0 = torch.no_grad()(eps_and_x0)
+    if learned:  # the samplers read the variance from the function they hold
+        return _sharing_variance(eps_fn, inner)
+    return eps_fn
+
+
+def _sharing_variance(outer: EpsFn, inner: EpsFn) -> EpsFn:
+    """``outer`` with ``variance_v`` (and ``eps_and_x0``) copied from ``inner`` after each call."""
+
+    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+        out = outer(x_t, t)
+        setattr(eps_fn, VARIANCE_ATTR, getattr(inner, VARIANCE_ATTR))
+        return out
+
+    both = getattr(outer, "eps_and_x0", None)
+    if both is not None:
+        def eps_and_x0(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            out = both(x_t, t)
+            setattr(eps_fn, VARIANCE_ATTR, getattr(inner, VARIANCE_ATTR))
+            return out
+
+        eps_fn.eps_and_x0 = eps_and_x0
     return eps_fn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Literal
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from gentool.diffusion import Diffusion
 from gentool.reverse import abar, posterior_step, predict, reverse_loop
+from gentool.vlb import interpolate_log_variance, last_variance
 
 
 @torch.no_grad()
@@ -33,7 +35,9 @@ def ancestral(
 
     Args:
         variance: sigma_t^2 = ``"beta"`` (beta_t, Ho et al.'s default) or
-            ``"beta_tilde"`` (the posterior variance, eq. 7).
+            ``"beta_tilde"`` (the posterior variance, eq. 7). A model with a learned
+            variance (the ``hybrid`` objective) uses its own instead: its v
+            interpolates between the step's log beta and log beta-tilde.
         clip_denoised: clip the predicted x0 to [-1, 1] before forming the mean.
     """
 
@@ -44,6 +48,9 @@ def ancestral(
         if s < 0:
             return mean, x0  # the last step adds no noise (z = 0 at t = 1)
         var = beta if variance == "beta" else beta * (1 - a_s) / (1 - a_t)
+        v = last_variance(eps_fn)
+        if v is not None:  # Nichol and Dhariwal 2021, eq. 15, on the respaced step t -> s
+            var = interpolate_log_variance(math.log(beta), math.log(beta * (1 - a_s) / (1 - a_t)), v).exp()
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return mean + var**0.5 * noise, x0
 

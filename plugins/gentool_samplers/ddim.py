@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from gentool.diffusion import Diffusion
 from gentool.reverse import Spacing, abar, ddim_step, predict, reverse_loop, spaced_timesteps
+from gentool.vlb import interpolate_log_variance, last_variance
 
 
 @torch.no_grad()
@@ -35,7 +37,9 @@ def ddim(
     posterior variance beta-tilde.
 
     Args:
-        eta: stochasticity: 0 (deterministic DDIM) to 1 (DDPM-like noise).
+        eta: stochasticity: 0 (deterministic DDIM) to 1 (DDPM-like noise). With
+            a learned variance (the ``hybrid`` objective) sigma^2 = eta^2 times
+            the model's variance of the step, at most 1 - abar_s.
         clip_denoised: clip the predicted x0 to [-1, 1] (eps is then re-derived from it).
         spacing: where the ``steps`` timesteps go: ``"uniform"`` (evenly in t,
             from t_start to 0), ``"trailing"`` (Lin et al. 2024: from t_start,
@@ -51,6 +55,13 @@ def ddim(
         if clip_denoised:
             eps = (x - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5  # eq. 16
+        v = last_variance(eps_fn)
+        if v is not None and sigma > 0:  # learned: eta^2 Sigma_theta (Nichol and Dhariwal eq. 15), per pixel
+            beta = 1 - a_t / a_s
+            var = interpolate_log_variance(math.log(beta), math.log(beta * (1 - a_s) / (1 - a_t)), v).exp()
+            var = (eta**2 * var).clamp(max=1 - a_s)
+            x = a_s**0.5 * x0 + (1 - a_s - var).clamp(min=0).sqrt() * eps  # eq. 12
+            return x + var.sqrt() * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), x0
         x = ddim_step(x0, eps, a_s, sigma)
         if sigma > 0:
             x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
