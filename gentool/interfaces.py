@@ -49,6 +49,9 @@ class Denoiser(Protocol):
     * ``cond``: ``None`` or a float ``[B, cond_dim]`` embedding from a
       :class:`Conditioner`, added to the time embedding.
     * ``cond_dim``: width of ``cond`` it accepts, ``None`` if unconditional.
+    * ``image_shape`` (optional): ``(C, H, W)`` of the images it is built for;
+      a run samples that shape and refuses data of another. Without it, the
+      run takes the shape of its data set's first image.
 
     What the output means (the noise, the clean image or v) is the recipe's
     :class:`Objective`'s ``prediction``, not the network's.
@@ -130,10 +133,34 @@ class DataSource(Protocol):
 
     ``split`` is ``"train"`` or ``"test"``. Images are float32 ``[C, H, W]``
     in [-1, 1]; labels are ``int`` (``-1`` where the data set has none).
-    The dataset may expose ``classes`` (a list of class names).
+    The dataset may expose ``classes`` (a list of class names), and may hold
+    its images in memory as an :class:`InMemoryImages`, so that training can
+    keep the whole split on the GPU.
     """
 
     def __call__(self, split: str, **options: Any) -> torch.utils.data.Dataset: ...
+
+
+@runtime_checkable
+class InMemoryImages(Protocol):
+    """A data set whose images are one tensor in memory (optional, for speed).
+
+    With ``[train] data_on_device``, :func:`gentool.engine.data.device_batches`
+    copies ``images`` and ``labels`` to the GPU once and gathers each batch
+    there, with the same order as the data loader; ``dataset[i]`` must then
+    equal what it computes from them.
+
+    * ``images``: ``[N, C, H, W]``, uint8 (read as ``x / 127.5 - 1``) or float
+      already in [-1, 1];
+    * ``labels``: int ``[N]`` (``-1``: none);
+    * ``image_size`` (optional): the side the items are resized to; the
+      device copy is used only when ``images`` already has that size;
+    * ``random_flip`` (optional): each item is flipped left-right with
+      probability 1/2 (drawn on the device from a per-step generator).
+    """
+
+    images: Tensor
+    labels: Tensor
 
 
 class Objective(Protocol):
@@ -188,6 +215,7 @@ __all__ = [
     "DataSource",
     "Denoiser",
     "EpsFn",
+    "InMemoryImages",
     "KINDS",
     "Logger",
     "Objective",

@@ -78,10 +78,10 @@ class Run:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of generated images, from the denoiser's options or the data."""
-        opts = self.recipe.denoiser.options
-        if "in_channels" in opts and "image_size" in opts:
-            return (int(opts["in_channels"]), int(opts["image_size"]), int(opts["image_size"]))
+        """``(C, H, W)`` of generated images: the denoiser's ``image_shape``, else the data's."""
+        shape = getattr(self.model.denoiser, "image_shape", None)
+        if shape is not None:
+            return tuple(int(d) for d in shape)  # type: ignore[return-value]
         return tuple(self.dataset("train")[0][0].shape)  # type: ignore[return-value]
 
     def sampler(self, name: str | None = None, **options: Any) -> Callable[..., Tensor]:

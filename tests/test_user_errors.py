@@ -89,7 +89,7 @@ def test_weights_that_do_not_fit_the_recipe_are_named(trained_toy):
 
 def test_data_that_does_not_fit_the_denoiser_is_named_before_training(tiny_recipe):
     run = gentool.build(gentool.load_recipe(tiny_recipe, overrides=["denoiser.in_channels=3"]), device="cpu")
-    with pytest.raises(RecipeError, match=r"denoiser\.in_channels: the data set's images are 1x8x8 .* built for 3x8x8"):
+    with pytest.raises(RecipeError, match=r"denoiser \(unet\): the data set's images are 1x8x8 .* built for 3x8x8"):
         gentool.train(run, progress=False, log=lambda m: None)
     assert run.step == 0
     assert not run.run_dir.exists()  # the data is checked before the run directory is made: nothing left behind

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from gentool.engine import distributed
+from gentool.recipe import RecipeError
 
 
 class StepBatchSampler:
@@ -97,9 +98,10 @@ def device_batches(
     its draws, and a function of the step alone, so a resumed run flips
     exactly as an uninterrupted one.
 
-    Returns ``None`` when the data set is not an in-memory image tensor
-    (``.images``, ``.labels``), needs per-item resizing, or is larger than
-    ``max_bytes`` (default: a quarter of the free device memory on CUDA).
+    Returns ``None`` when the data set is not an in-memory image tensor (a
+    :class:`gentool.interfaces.InMemoryImages`), needs per-item resizing, or is
+    larger than ``max_bytes`` (default: a quarter of the free device memory
+    on CUDA).
     """
     device = torch.device(device)
     images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
@@ -137,19 +139,17 @@ def _gather(images: Tensor, labels: Tensor, sampler: StepBatchSampler, flip: boo
 
 
 def check_image_shape(run, data) -> None:
-    """The data set's images must have the shape the denoiser was built for (``[denoiser] in_channels, image_size``)."""
-    from gentool.recipe import RecipeError
-
-    opts = run.recipe.denoiser.options
-    if "in_channels" not in opts or "image_size" not in opts or len(data) == 0:
+    """The data set's images must have the shape the denoiser was built for (its ``image_shape``, when it says)."""
+    want = getattr(run.model.denoiser, "image_shape", None)
+    if want is None or len(data) == 0:
         return
-    got, want = tuple(data[0][0].shape), run.image_shape
+    got, want = tuple(data[0][0].shape), tuple(want)
     if got != want:
-        key = "denoiser.in_channels" if got[0] != want[0] else "denoiser.image_size"
-        raise RecipeError(run.recipe.source, key, f"the data set's images are {got[0]}x{got[1]}x{got[2]} "
-                          f"(channels x height x width) but the denoiser is built for {want[0]}x{want[1]}x{want[2]} "
-                          f"(in_channels = {want[0]}, image_size = {want[1]}); make them match (or set the data "
-                          "source's image_size / channels where it has them)", opts.get(key.split(".")[1]))
+        shape = lambda s: "x".join(map(str, s))  # noqa: E731
+        raise RecipeError(run.recipe.source, f"denoiser ({run.recipe.denoiser.name})", f"the data set's images are "
+                          f"{shape(got)} (channels x height x width) but the denoiser is built for {shape(want)}; "
+                          "make them match in [denoiser] (or set the data source's image size / channels where it "
+                          "has them)")
 
 
 def check_data(run, data) -> None:
@@ -157,8 +157,6 @@ def check_data(run, data) -> None:
 
     Called by training and by ``gentool check`` (on a Run whose networks are on the meta device).
     """
-    from gentool.recipe import RecipeError
-
     check_image_shape(run, data)
     tr = run.recipe.train
     if tr.steps > 0 and len(data) < tr.batch_size:
