@@ -6,14 +6,21 @@ target: a reader sees the old file or the new one, never a part. On any error
 the temporary file is removed and the error is raised as an :class:`OSError`
 naming the target (``ENOSPC`` for a full disk, even when the writer, such as
 ``torch.save``, reports the failed write as a ``RuntimeError``).
+
+:func:`with_checksum` adds a CRC-32 of every tensor of a state to it, and
+:func:`checksum_matches` tells whether a loaded state still matches it: a
+flipped bit on the disk is found at load (checkpoints, cached features).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 
 class _Recorder:
@@ -61,6 +68,51 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
             raise OSError(cause.errno, os.strerror(cause.errno), str(path)) from exc
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+CHECKSUM = "checksum"  # the key of a saved state's tensor checksum
+
+
+def tensor_checksum(obj: Any) -> str:
+    """CRC-32 over every tensor in ``obj`` (nested dicts and lists), with its key path, dtype and shape.
+
+    It changes with any flipped bit of any tensor; ``"checksum"`` keys are skipped.
+    """
+    crc = 0
+    for where, tensor in _tensors(obj, ""):
+        crc = zlib.crc32(f"{where}|{tensor.dtype}|{tuple(tensor.shape)}".encode(), crc)
+        data = tensor.detach().reshape(-1).contiguous().cpu()
+        if data.numel():
+            crc = zlib.crc32(data.view(torch.uint8).numpy(), crc)
+    return f"crc32:{crc:08x}"
+
+
+def _tensors(obj: Any, where: str):
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            if key != CHECKSUM:
+                yield from _tensors(obj[key], f"{where}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{where}/{i}")
+
+
+def with_checksum(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` plus its ``"checksum"`` (see :func:`tensor_checksum`)."""
+    return {**state, CHECKSUM: tensor_checksum(state)}
+
+
+def checksum_matches(state: dict[str, Any]) -> bool:
+    """Do the tensors of ``state`` still match the checksum saved with them? (True when none was saved.)"""
+    saved = state.get(CHECKSUM)
+    return saved is None or tensor_checksum(state) == saved
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

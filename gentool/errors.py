@@ -11,6 +11,7 @@ the machine, not a bug: :func:`describe_os_error` turns it into one line too.
 from __future__ import annotations
 
 import errno
+import os
 from urllib.error import URLError
 
 #: what a download (torchvision's data sets, torch hub weights) raises: no network
@@ -59,6 +60,8 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno is None or exc.strerror is None:
         return " ".join(str(exc).split()) or type(exc).__name__
     what = OS_FAULTS.get(exc.errno, exc.strerror)
+    if exc.errno == errno.EEXIST and exc.filename is not None and os.path.isfile(exc.filename):
+        what = "is a file, not a directory"  # Path.mkdir(parents=True) meeting a file on the way
     paths = [p for p in (exc.filename, exc.filename2) if p is not None]
     where = " -> ".join(str(p) for p in paths)
     return f"{where}: {what}" if where else what

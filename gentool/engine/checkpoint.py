@@ -17,13 +17,13 @@ import re
 import shutil
 import time
 import warnings
-import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from gentool.atomic import atomic_write
+from gentool.atomic import (  # noqa: F401 - atomic_save, tensor_checksum and CHECKSUM are re-exported
+    CHECKSUM, atomic_save, atomic_write, checksum_matches, tensor_checksum, with_checksum)
 from gentool.errors import GentoolError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pt"
-CHECKSUM = "checksum"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -92,43 +91,9 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def tensor_checksum(obj: Any) -> str:
-    """CRC-32 over every tensor in ``obj`` (nested dicts and lists), with its key path, dtype and shape.
-
-    It changes with any flipped bit of any tensor; ``"checksum"`` keys are skipped.
-    """
-    crc = 0
-    for where, tensor in _tensors(obj, ""):
-        crc = zlib.crc32(f"{where}|{tensor.dtype}|{tuple(tensor.shape)}".encode(), crc)
-        data = tensor.detach().reshape(-1).contiguous().cpu()
-        if data.numel():
-            crc = zlib.crc32(data.view(torch.uint8).numpy(), crc)
-    return f"crc32:{crc:08x}"
-
-
-def _tensors(obj: Any, where: str):
-    if isinstance(obj, torch.Tensor):
-        yield where, obj
-    elif isinstance(obj, dict):
-        for key in sorted(obj, key=str):
-            if key != CHECKSUM:
-                yield from _tensors(obj[key], f"{where}/{key}")
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{where}/{i}")
-
-
-def with_checksum(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` plus its ``"checksum"`` (see :func:`tensor_checksum`)."""
-    return {**state, CHECKSUM: tensor_checksum(state)}
-
-
 def verify_checksum(state: dict[str, Any], path: Path) -> None:
     """Raise CheckpointError when the tensors of ``state`` no longer match the checksum saved with them."""
-    saved = state.get(CHECKSUM)
-    if saved is None:  # written before checksums (or not by gentool): nothing to compare
-        return
-    if tensor_checksum(state) != saved:
+    if not checksum_matches(state):
         raise CheckpointError(f"{path}: corrupt checkpoint: its tensors do not match the checksum saved with them "
                               "(a flipped bit on the disk or in a copy)")
 
@@ -136,11 +101,6 @@ def verify_checksum(state: dict[str, Any], path: Path) -> None:
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """Write a checkpoint atomically, with a checksum of its tensors that loading verifies."""
     return atomic_save(with_checksum(state), path)
-
-
-def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_copy(src: Path, dst: Path) -> Path:

@@ -5,8 +5,10 @@ source and its options (without ``download`` and ``random_flip``: the reference
 is always the un-augmented data), the split, how many images, the feature
 extractor, the identity of its weights file (path, size, modification time)
 and the features it computes. Each entry is one ``.pt`` file of tensors only,
-read with ``weights_only=True``, next to nothing else; delete the folder to
-start afresh (for example after changing the data files in place).
+read with ``weights_only=True``, next to nothing else, with a checksum of its
+tensors: a damaged file (truncated, a flipped bit) is reported and rebuilt.
+Delete the folder to start afresh (for example after changing the data files
+in place).
 
 The folder is ``$GENTOOL_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/gentool``
 (``~/.cache/gentool``), under ``reference/``.
@@ -17,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from gentool.atomic import atomic_save, checksum_matches, with_checksum
+from gentool.errors import describe_os_error
 from gentool.evaluation.features import UInt8Images, concat, extract
 
 CACHE_VERSION = 1
@@ -101,19 +106,33 @@ def reference_features(run, fx, *, split: str, reference_n: int = 0, weights: st
     info = {"cache_file": str(path), "cached": True}
     feats = _MEMORY.get(str(path))
     if feats is None and path.is_file():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored.get("key") == json.dumps(key, sort_keys=True, default=str):
-            feats = stored["features"]
+        feats = _read_cache(path, json.dumps(key, sort_keys=True, default=str))
     if feats is None:
         info["cached"] = False
         feats = compute_features(run, fx, split, reference_n, batch_size, bar)
-        from gentool.engine.checkpoint import atomic_save
-
-        atomic_save({"key": json.dumps(key, sort_keys=True, default=str), "features": feats}, path)
+        try:
+            atomic_save(with_checksum({"key": json.dumps(key, sort_keys=True, default=str), "features": feats}), path)
+        except OSError as exc:  # a read-only or full cache folder costs the next run time, not this result
+            warnings.warn(f"could not cache the reference features: {describe_os_error(exc)}", stacklevel=2)
     _MEMORY.clear()
     _MEMORY[str(path)] = feats
     info["n"] = int(next(iter(feats.values())).shape[0])
     return feats, info
+
+
+def _read_cache(path: Path, key: str) -> dict[str, torch.Tensor] | None:
+    """The cached features if the file is whole and for ``key``; a damaged file is reported and rebuilt."""
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(stored, dict) or not isinstance(stored.get("features"), dict):
+            raise ValueError("not a gentool reference-feature file")
+        if not checksum_matches(stored):
+            raise ValueError("its tensors do not match the checksum saved with them")
+    except Exception as exc:  # noqa: BLE001 - truncated, flipped bits, not ours: compute them again
+        warnings.warn(f"{path}: damaged cached reference features ({' '.join(str(exc).split())[:160]}); "
+                      "computing them again", stacklevel=3)
+        return None
+    return stored["features"] if stored.get("key") == key else None
 
 
 def compute_features(run, fx, split: str, reference_n: int, batch_size: int, bar=None) -> dict[str, torch.Tensor]:

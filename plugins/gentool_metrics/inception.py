@@ -9,10 +9,13 @@ there is no internet, ``weights_path`` names a local copy of
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+
+from gentool.evaluation.weights import WeightsFileError, read_state_dict, safe_torch_load
 
 NAME = "inception-v3-compat"
 #: every feature the four metrics need: "2048" (fid, kid, prc) and "logits_unbiased" (isc)
@@ -22,36 +25,43 @@ FEATURES = ["2048", "logits_unbiased"]
 def inception_v3(*, weights_path: str = "") -> FeatureExtractorInceptionV3:
     """torch-fidelity's Inception-v3 (the FID/IS standard), optionally with local weights.
 
+    Every weights file is read with ``weights_only=True`` (torch hub's cached
+    copy included) and a local file is read once: the state dict checked is the
+    one used.
+
     Args:
         weights_path: local file with torch-fidelity's Inception weights
             (``weights-inception-2015-12-05-6726825d.pth``); empty: download them
             (or use the copy already in torch's hub cache).
     """
     if not weights_path:
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
         try:
-            return FeatureExtractorInceptionV3(NAME, FEATURES, verbose=False)
+            with safe_torch_load():
+                return FeatureExtractorInceptionV3(NAME, FEATURES, verbose=False)
+        except pickle.UnpicklingError:  # weights_only refused the cached file: never unpickled
+            raise WeightsFileError(f"{cache}: refused: it holds objects other than tensors and plain values, which "
+                                   "gentool never unpickles (it could run code); delete it, or pass a plain state "
+                                   "dict with --feature-weights PATH") from None
         except Exception as exc:  # noqa: BLE001 - no internet, proxy, disk full ...
-            cache = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
             raise RuntimeError(
                 f"could not get the Inception weights from {URL_INCEPTION_V3} ({type(exc).__name__}: {exc}); "
                 f"without internet, pass a local copy with --feature-weights PATH ([eval] feature_weights) "
                 f"or put it at {cache}"
             ) from None
-    check_weights(weights_path)
+    state = check_weights(weights_path)
     try:
-        return FeatureExtractorInceptionV3(NAME, FEATURES, feature_extractor_weights_path=str(weights_path), verbose=False)
+        with safe_torch_load({weights_path: state}):  # torch-fidelity gets the state dict read above
+            return FeatureExtractorInceptionV3(NAME, FEATURES, feature_extractor_weights_path=str(weights_path),
+                                               verbose=False)
     except Exception as exc:  # noqa: BLE001 - wrong shapes, missing keys
-        raise ValueError(f"{weights_path}: not usable as Inception-v3 weights ({type(exc).__name__}: {exc})") from None
+        raise WeightsFileError(f"{weights_path}: not usable as Inception-v3 weights ({type(exc).__name__}: "
+                               f"{exc})") from None
 
 
-def check_weights(path: str | Path) -> None:
-    """The file exists and holds a plain state dict (read safely, ``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: Inception weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: not a weights file ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or "fc.weight" not in state:
-        raise ValueError(f"{path}: not an Inception-v3 state dict (no 'fc.weight')")
+def check_weights(path: str | Path) -> dict:
+    """The file's state dict, read once and safely (``weights_only=True``); it must be Inception-v3's."""
+    state = read_state_dict(path, what="Inception weights")
+    if "fc.weight" not in state:
+        raise WeightsFileError(f"{path}: not an Inception-v3 state dict (no 'fc.weight')")
+    return state
