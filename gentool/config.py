@@ -180,7 +180,7 @@ class TrainConfig:
 
 
 #: Metric names ``[eval] metrics`` and ``gentool eval --metrics`` accept.
-EvalMetric = Literal["fid", "isc", "kid", "prc", "loss_t", "bpd"]
+EvalMetric = Literal["fid", "isc", "kid", "prc", "class_acc", "loss_t", "bpd"]
 
 
 @dataclass(kw_only=True)
@@ -194,7 +194,7 @@ class EvalConfig:
 
     Args:
         every: steps between evaluations during training (0: only with ``gentool eval``).
-        metrics: metric names: ``fid``, ``isc`` (Inception Score), ``kid``, ``prc`` (precision and recall), ``loss_t``, ``bpd``.
+        metrics: metric names: ``fid``, ``isc`` (Inception Score), ``kid``, ``prc`` (precision and recall), ``class_acc`` (the fraction of class-conditional samples a trained classifier, e.g. ``gentool-cnn28`` after ``gentool features train``, assigns to the class asked for), ``loss_t``, ``bpd``.
         n: generated samples per evaluation during training (``gentool eval`` defaults to 50000).
         batch_size: images per sampling and feature-extraction batch.
         split: the data split the samples are compared with (Ho et al. use ``"train"``).

@@ -203,8 +203,22 @@ def _model(recipe: Recipe, registry: Registry) -> DiffusionModel:
         factory = registry.get("conditioner", recipe.conditioner.name).factory
         conditioner = _component(recipe, "conditioner", factory, cond_dim)
     objective = _objective(recipe, registry)  # what the network outputs is the objective's choice
-    return DiffusionModel(denoiser, conditioner, prediction=objective.prediction,
-                          learned_variance=bool(getattr(objective, "learned_variance", False)))
+    learned = bool(getattr(objective, "learned_variance", False))
+    _check_variance_output(recipe, denoiser, learned)
+    return DiffusionModel(denoiser, conditioner, prediction=objective.prediction, learned_variance=learned)
+
+
+def _check_variance_output(recipe: Recipe, denoiser: Any, learned: bool) -> None:
+    """A learned-variance objective needs a denoiser with 2C outputs (``learned_variance``), and only it."""
+    outputs = bool(getattr(denoiser, "learned_variance", False))
+    if learned and not outputs:
+        raise RecipeError(recipe.source, "denoiser", f"objective {recipe.objective.name!r} learns the reverse "
+                          f"variance, so the denoiser must output it too (2C channels); denoiser "
+                          f"{recipe.denoiser.name!r} does not: set learn_sigma = true in [denoiser]")
+    if outputs and not learned:
+        raise RecipeError(recipe.source, "denoiser", f"the denoiser outputs a variance (learn_sigma = true) that "
+                          f"objective {recipe.objective.name!r} does not train; use [objective] name = \"hybrid\" "
+                          "or remove learn_sigma")
 
 
 def _objective(recipe: Recipe, registry: Registry) -> Any:
@@ -222,7 +236,20 @@ def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:
     if steps is not None and steps > T:
         raise RecipeError(recipe.source, "sampler.steps", f"{steps} is more than the schedule's T = {T} "
                           f"timesteps; use at most {T}, or leave steps out to take them all", steps)
+    _check_terminal_snr(recipe, registry, diffusion)
     return diffusion
+
+
+def _check_terminal_snr(recipe: Recipe, registry: Registry, diffusion: Diffusion) -> None:
+    """Zero terminal SNR (alpha-bar_{T-1} = 0, Lin et al. 2024) needs a v or x0 prediction, never eps."""
+    if float(diffusion.alphas_cumprod_64[-1]) > 0:
+        return
+    prediction = _objective(recipe, registry).prediction
+    if prediction == "eps":
+        raise RecipeError(recipe.source, "objective.prediction", "'eps' cannot be used with a zero-terminal-SNR "
+                          "schedule: at SNR 0 the input is pure noise, so a noise prediction cannot recover x0 "
+                          "there (x0 = (x_t - eps) / 0); use prediction = \"v\" (Lin et al. 2024) or \"x0\"",
+                          prediction, ["v", "x0"])
 
 
 def _check_guidance(recipe: Recipe) -> None:

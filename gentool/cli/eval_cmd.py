@@ -21,7 +21,7 @@ def eval_(
     metrics: Optional[str] = typer.Option(None, "--metrics", help=escape("Comma-separated: fid,isc,kid,prc,loss_t,bpd [default: the recipe's [eval] metrics, else fid].")),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler [default: [eval] sampler, else the recipe's [sampler]].")),
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Sampling steps [default: [eval] steps, else the recipe's].")),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w [default: the recipe's].")),
+    guidance: Optional[str] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w, or several (0,1,2: sample metrics for each) [default: the recipe's].")),
     seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the sampling noise [default: the recipe's].")),
     split: Optional[str] = typer.Option(None, "--split", help=escape("Data split the samples are compared with: train or test [default: [eval] split, else train].")),
     feature_extractor: Optional[str] = typer.Option(None, "--feature-extractor", help=escape("Registered or torch-fidelity feature extractor [default: inception-v3-compat].")),
@@ -36,6 +36,7 @@ def eval_(
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    floor: bool = typer.Option(False, "--floor", help="Also score n real test images against the train split: the real-data floor of each sample metric."),
 ) -> None:
     """Evaluate a trained run; print the JSON report and save it."""
     from gentool.evaluation import default_report_path, evaluate, write_report
@@ -45,7 +46,10 @@ def eval_(
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,
                          batch_size=batch_size, reference_n=ref_n, bpd_timesteps=bpd_timesteps, data_batches=data_batches)
-    report = evaluate(run, config, n=n, guidance=guidance, seed=seed, cache_dir=cache_dir, save_samples=save_samples)
+    from gentool.evaluation.evaluate import parse_guidance
+
+    report = evaluate(run, config, n=n, guidance=parse_guidance(guidance), seed=seed, cache_dir=cache_dir,
+                      save_samples=save_samples, floor=floor)
     path = write_report(report, out if out is not None else default_report_path(run))
     console.print_json(json.dumps(report))
     err.print(f"[green]wrote[/] {escape(str(path))}", highlight=False, soft_wrap=True)

@@ -6,17 +6,20 @@ import datetime
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from gentool.config import EvalConfig
+from gentool.errors import UsageError
+from gentool.evaluation.classes import LOGITS, check_classifier, class_accuracy, real_features
 from gentool.evaluation.features import build_extractor, concat, extract, feature_layer, to_rgb_uint8
 from gentool.evaluation.fidelity import REFERENCE_METRICS, SAMPLE_METRICS, sample_metrics
 from gentool.evaluation.likelihood import bpd_metric, loss_t_metric
 from gentool.evaluation.reference import reference_features
 
 MIN_SAMPLES = 10  # IS splits, KID subsets and k-NN precision/recall need a few images
+CLASS_METRICS = ("class_acc",)  # from the samples' logits and requested labels (gentool.evaluation.classes)
 
 
 def progress_bar(enabled: bool = True):
@@ -77,9 +80,10 @@ def save_pngs(x: torch.Tensor, folder: Path, start: int) -> None:
         save_image(image, folder / f"{start + i:06d}.png")
 
 
-def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None, guidance: float | None = None,
-             seed: int | None = None, cache_dir: str | Path | None = None, save_samples: str | Path | None = None,
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
+             guidance: float | Sequence[float] | None = None, seed: int | None = None,
+             cache_dir: str | Path | None = None, save_samples: str | Path | None = None,
+             progress: bool = True, floor: bool = False) -> dict[str, Any]:
     """Compute ``config.metrics`` for a built run (EMA weights) and return the report.
 
     ``n`` (default ``config.n``) images are sampled with the recipe's sampler
@@ -87,12 +91,17 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None, gui
     recipe's) and compared with the data split ``config.split`` through the
     feature extractor; the reference features come from the cache when they
     can. The feature extractor and its weights are checked before sampling.
+    Class-conditional samples ask for the classes in turn (sample i: class
+    i mod C). Several ``guidance`` weights give one set of sample metrics each,
+    under ``report["by_guidance"]["<w>"]``; ``floor`` adds the same metrics for
+    ``n`` real test images against the train split (``report["floor"]``).
     """
     config = config or run.recipe.eval or EvalConfig()
     n = config.n if n is None else int(n)
     seed = run.recipe.run.seed if seed is None else seed
     metrics = list(dict.fromkeys(config.metrics))
-    wanted = [m for m in metrics if m in SAMPLE_METRICS]
+    wanted = [m for m in metrics if m in SAMPLE_METRICS or m in CLASS_METRICS]
+    weights = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
     if wanted and n < MIN_SAMPLES:
         raise ValueError(f"n (--n, or [eval] n) must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
     t_start = time.perf_counter()
@@ -101,9 +110,21 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None, gui
                               "run_dir": str(run.run_dir), "seed": seed, "device": str(run.device), "time_s": {}}
     values, times = report["metrics"], report["time_s"]
     with progress_bar(progress) as bar:
-        if wanted:
-            sampler = sampler_settings(run, config, guidance)
+        if wanted and len(weights) == 1:
+            sampler = sampler_settings(run, config, weights[0])
             values.update(_sample_metrics(run, config, wanted, n, sampler, seed, cache_dir, save_samples, bar, report))
+        elif wanted:
+            report["by_guidance"] = {}
+            for w in weights:
+                sampler = sampler_settings(run, config, w)
+                folder = Path(save_samples) / f"w{w:g}" if save_samples else None
+                report["by_guidance"][f"{w:g}"] = _sample_metrics(run, config, wanted, n, sampler, seed, cache_dir,
+                                                                  folder, bar, report)
+                times[f"sampling_w{w:g}"] = times.pop("sampling")
+        if wanted and floor:
+            t0 = time.perf_counter()
+            report["floor"] = real_floor(run, config, wanted, n, cache_dir, bar)
+            times["floor"] = time.perf_counter() - t0
         if "loss_t" in metrics:
             t0 = time.perf_counter()
             values.update(loss_t_metric(run, batch_size=config.batch_size, max_batches=config.data_batches))
@@ -126,16 +147,13 @@ def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler:
                     cache_dir, save_samples, bar, report: dict[str, Any]) -> dict[str, float]:
     """Extractor (checked first), reference features (cached), samples' features, then the metrics."""
     times = report["time_s"]
-    # every metric's features, so the reference cache key does not depend on the metrics asked for
-    fx = build_extractor(run.registry, config.feature_extractor, config.feature_weights).to(run.device)
-    for metric in wanted:
-        feature_layer(fx, metric)  # a missing feature fails now, not after sampling
-    report["feature_extractor"] = {"name": config.feature_extractor, "weights": config.feature_weights or None}
+    fx = extractor(run, config, wanted)
+    report["feature_extractor"] = {"name": config.feature_extractor, "weights": weights_used(fx, config) or None}
     reference = None
     if any(m in REFERENCE_METRICS for m in wanted):
         t0 = time.perf_counter()
         reference, info = reference_features(run, fx, split=config.split, reference_n=config.reference_n,
-                                             weights=config.feature_weights, batch_size=config.batch_size,
+                                             weights=weights_used(fx, config), batch_size=config.batch_size,
                                              cache_dir=cache_dir, bar=bar)
         times["reference"] = time.perf_counter() - t0
         report["reference"] = {"split": config.split, **info}
@@ -146,7 +164,46 @@ def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler:
     report["sampler"] = {k: v for k, v in sampler.items() if not k.startswith("_")}
     if save_samples:
         report["samples_dir"] = str(save_samples)
-    return sample_metrics(wanted, fx, feats, reference)
+    labels = class_cycle(run, 0, n)  # the classes generate_features asked for
+    return scores(wanted, fx, feats, reference, labels)
+
+
+def extractor(run, config: EvalConfig, wanted: list[str]):
+    """The feature extractor with every metric's features (so the reference cache key does not depend on
+    the metrics asked for), checked against ``wanted`` before any sampling."""
+    data = run.recipe.data.name if run.recipe.data is not None else ""
+    fx = build_extractor(run.registry, config.feature_extractor, config.feature_weights, data=data).to(run.device)
+    for metric in wanted:
+        if metric in CLASS_METRICS:
+            check_classifier(fx, run.num_classes)
+        else:
+            feature_layer(fx, metric)  # a missing feature fails now, not after sampling
+    return fx
+
+
+def weights_used(fx, config: EvalConfig) -> str:
+    """The weights file behind ``fx``: ``--feature-weights``, else one the extractor found itself (or "")."""
+    return config.feature_weights or getattr(fx, "weights_path", "") or ""
+
+
+def scores(wanted: list[str], fx, feats: dict[str, torch.Tensor], reference, labels) -> dict[str, float]:
+    """The ``wanted`` metrics of one image set's features (``labels``: the classes asked for, or the true ones)."""
+    out = sample_metrics([m for m in wanted if m in SAMPLE_METRICS], fx, feats, reference)
+    if "class_acc" in wanted:
+        out["class_acc"] = class_accuracy(feats[LOGITS], labels)
+    return out
+
+
+def real_floor(run, config: EvalConfig, wanted: list[str], n: int, cache_dir, bar) -> dict[str, Any]:
+    """The ``wanted`` metrics of ``n`` real test images (true labels) against the train split: "perfect" at n."""
+    fx = extractor(run, config, wanted)
+    feats, labels = real_features(run, fx, n=n, batch_size=config.batch_size, split="test")
+    reference = None
+    if any(m in REFERENCE_METRICS for m in wanted):
+        reference, _ = reference_features(run, fx, split="train", reference_n=config.reference_n,
+                                          weights=weights_used(fx, config), batch_size=config.batch_size,
+                                          cache_dir=cache_dir, bar=bar)
+    return {"images": f"{len(labels)} test-split images vs the train split", **scores(wanted, fx, feats, reference, labels)}
 
 
 def versions() -> dict[str, str]:
@@ -203,6 +260,19 @@ def parse_metrics(text: str) -> list[str]:
             hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
             raise ValueError(f"unknown metric {name!r}; {hint}valid: {', '.join(valid)}")
     return names
+
+
+def parse_guidance(text: str | None) -> float | list[float] | None:
+    """``"2"`` -> 2.0; ``"0,1,2"`` -> ``[0.0, 1.0, 2.0]``; None -> None (the recipe's)."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--guidance must be a number or comma-separated numbers (0,1,2), got {text!r}") from None
+    if not values:
+        raise UsageError(f"--guidance must be a number or comma-separated numbers (0,1,2), got {text!r}")
+    return values[0] if len(values) == 1 else values
 
 
 def eval_config(run, **overrides: Any) -> EvalConfig:

@@ -16,7 +16,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
-from gentool.evaluation.weights import safe_torch_load
 from gentool.registry import Registry, closest
 
 METRIC_LAYERS = ("fid", "isc", "kid", "prc")
@@ -80,7 +79,8 @@ def torch_fidelity_extractors() -> dict:
     return FEATURE_EXTRACTORS_REGISTRY
 
 
-def build_extractor(registry: Registry, name: str, weights: str | Path = "", metrics: Iterable[str] = METRIC_LAYERS):
+def build_extractor(registry: Registry, name: str, weights: str | Path = "", metrics: Iterable[str] = METRIC_LAYERS,
+                    *, data: str = ""):
     """The feature extractor ``name``, weights loaded: a registered one, else torch-fidelity's.
 
     A gentool factory receives ``weights`` as its ``weights_path`` option. Any
@@ -88,17 +88,18 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
     with the file named. Without ``weights`` the extractor downloads its own;
     a failed download raises :class:`FeatureWeightsUnavailable` (a
     ``FileNotFoundError``), which says how to pass a local copy instead.
+    A factory with a ``data`` option is told the run's data source ``data``
+    (e.g. to find weights trained on it).
     """
     weights = str(weights or "")
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: feature-extractor weights file not found (for {name!r})")
     try:
-        with safe_torch_load():  # no weights file, torch hub's cache included, is ever unpickled
-            if ("feature_extractor", name) in registry:
-                return _from_registry(registry, name, weights)
-            if name in torch_fidelity_extractors():
-                return _from_torch_fidelity(name, weights, metrics)
-    except (GentoolError, FileNotFoundError):
+        if ("feature_extractor", name) in registry:
+            return _from_registry(registry, name, weights, data)
+        if name in torch_fidelity_extractors():
+            return _from_torch_fidelity(name, weights, metrics)
+    except (FeatureExtractorError, FileNotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the extractor's loader raised
         if weights and weights not in str(exc):
@@ -112,11 +113,11 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
     raise FeatureExtractorError(f"unknown feature extractor {name!r}; {hint}known: {', '.join(known)}")
 
 
-def _from_registry(registry: Registry, name: str, weights: str):
+def _from_registry(registry: Registry, name: str, weights: str, data: str = ""):
     from gentool.options import check_options, recipe_parameters
 
     factory = registry.get("feature_extractor", name).factory
-    options = {}
+    options = {"data": data} if data and "data" in recipe_parameters(factory) else {}
     if weights:
         if "weights_path" not in recipe_parameters(factory):
             raise FeatureExtractorError(f"feature extractor {name!r} takes no weights file (it has no weights_path option)")
