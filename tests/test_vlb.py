@@ -147,3 +147,31 @@ def test_bits_per_dim_uses_the_learned_variance(v):
     want = closed_form_bpd(b, np.exp(frac * np.log(b) + (1 - frac) * numpy_tables(b)["log_beta_tilde_clipped"]))
     tol = 4 * float(got.std()) / math.sqrt(x0.shape[0]) + 1e-3 * want
     assert abs(float(got.mean()) - want) < tol, (float(got.mean()), want, tol)
+
+
+def test_bits_per_dim_under_zero_terminal_snr_takes_x0_from_the_model():
+    """alpha-bar_{T-1} = 0: x0 = (x_t - eps) / 0 is undefined, so bits/dim uses eps_fn.eps_and_x0 (a v model's x0)."""
+    from gentool.diffusion import rescale_zero_terminal_snr
+    from gentool.evaluation.bpd import bits_per_dim
+
+    b = rescale_zero_terminal_snr(torch.linspace(0.1 / TG, 20 / TG, TG, dtype=torch.float64)).numpy()
+    assert b[-1] == 1.0
+    diffusion = Diffusion(torch.tensor(b))
+    abar = diffusion.alphas_cumprod_64
+
+    def eps_and_x0(x, t):  # the optimal x0 = E[x0 | x_t] for Gaussian data, finite at abar = 0
+        a = abar[t].float().view(-1, 1, 1, 1)
+        x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x - a.sqrt() * MU)
+        return (x - a.sqrt() * x0) / (1 - a).sqrt(), x0
+
+    def eps_fn(x, t):
+        return eps_and_x0(x, t)[0]
+
+    eps_fn.eps_and_x0 = eps_and_x0
+    g = torch.Generator().manual_seed(0)
+    x0 = MU + S * torch.randn((256, 1, 16, 16), generator=g)
+    got = bits_per_dim(eps_fn, diffusion, x0, variance="beta_tilde", generator=g)["bpd"]
+    assert torch.isfinite(got).all()
+    want = closed_form_bpd(b, np.exp(numpy_tables(b)["log_beta_tilde_clipped"]))
+    tol = 4 * float(got.std()) / math.sqrt(x0.shape[0]) + 1e-3 * want
+    assert abs(float(got.mean()) - want) < tol, (float(got.mean()), want, tol)

@@ -48,7 +48,11 @@ def term_bpd(eps_fn: EpsFn, diffusion: Diffusion, x0: Tensor, t: Tensor, noise: 
     ``variance`` is ignored where ``eps_fn`` exposes a learned variance.
     """
     x_t = diffusion.q_sample(x0, t, noise)
-    x0_hat = diffusion.x0_from_eps(x_t, t, eps_fn(x_t, t).float())
+    both = getattr(eps_fn, "eps_and_x0", None)  # a v or x0 model's own x0: finite where abar_t = 0
+    if both is not None:
+        x0_hat = both(x_t, t)[1].float()
+    else:
+        x0_hat = diffusion.x0_from_eps(x_t, t, eps_fn(x_t, t).float())
     v = last_variance(eps_fn)
     if clip_denoised:
         x0_hat = x0_hat.clamp(-1, 1)

@@ -22,7 +22,9 @@ def bpd_metric(run, *, batch_size: int, max_batches: int = 0, timesteps: int = 0
 
     The reverse variance and x0 clipping are those of the recipe's sampler
     (ancestral's ``variance`` and ``clip_denoised``) where it has them, else
-    sigma^2 = beta and clipping, as improved-diffusion's NLL script does.
+    sigma^2 = beta and clipping, as improved-diffusion's NLL script does. A
+    model with a learned variance (the ``hybrid`` objective) uses its own
+    sigma_t^2 (Nichol and Dhariwal 2021, eq. 15) in every term instead.
     A conditional model is scored on the true labels: log p(x | y).
     """
     options = run.recipe.sampler.options
