@@ -206,3 +206,36 @@ def reverse_loop(ts: list[int], x: Tensor, step: Step,
             if replaced is not None:
                 x = replaced
     return x
+
+
+# -- inversion ---------------------------------------------------------------------
+
+@torch.no_grad()
+def ddim_invert(eps_fn: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, x0: Tensor, *,
+                steps: int | None = None, t_end: int | None = None, spacing: str = "uniform",
+                callback: Callable[[dict], Tensor | None] | None = None) -> Tensor:
+    """DDIM inversion (Song et al. 2020, sec. 4.3): the deterministic DDIM ODE (eta = 0) run from data to noise.
+
+    Visits the timesteps of ``spaced_timesteps(diffusion, steps, t_end, spacing)``
+    upwards, starting from the data (level -1, alpha-bar 1). The step from level
+    p to t evaluates the noise at the current state and the *target* step,
+    eps_hat = eps_fn(x_p, t) (Dhariwal and Nichol 2021, App. F: x_p and x_t are
+    close), and moves along it: x_t = sqrt(abar_t) x0_hat + sqrt(1 - abar_t) eps_hat
+    with x0_hat = (x_p - sqrt(1 - abar_p) eps_hat) / sqrt(abar_p). Returns x at
+    ``t_end`` (default T - 1), which the ``ddim`` sampler (eta = 0, same steps,
+    no clipping) maps back to ``x0`` up to the discretisation error.
+    ``callback`` sees ``{"i", "t", "t_next", "x", "x0"}`` with t_next > t.
+    """
+    ts = spaced_timesteps(diffusion, steps, t_end, spacing)[::-1]
+    x, p = x0, -1
+    for i, t in enumerate(ts):
+        a_p, a_t = abar(diffusion, p), abar(diffusion, t)
+        eps = eps_fn(x, timestep_tensor(x, t))
+        x0_hat = (x - (1 - a_p) ** 0.5 * eps) / a_p**0.5
+        x = ddim_step(x0_hat, eps, a_t)
+        if callback is not None:
+            replaced = callback({"i": i, "t": p, "t_next": t, "x": x, "x0": x0_hat})
+            if replaced is not None:
+                x = replaced
+        p = t
+    return x

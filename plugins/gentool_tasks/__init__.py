@@ -6,6 +6,7 @@ from gentool_tasks.animate import animate
 from gentool_tasks.class_grid import class_grid
 from gentool_tasks.guidance_sweep import guidance_sweep
 from gentool_tasks.inpaint import inpaint
+from gentool_tasks.invert import invert
 from gentool_tasks.interpolate import interpolate
 from gentool_tasks.sample import sample
 from gentool_tasks.schedules_plot import schedules
@@ -22,3 +23,11 @@ def gentool_register_tasks(register):
     register("variations", variations)
     register("animate", animate)
     register("schedules", schedules)
+    register("invert", invert)
+
+
+@gentool.hookimpl
+def gentool_register_commands(register):
+    from gentool_tasks.invert_cmd import invert  # typer only; the task and torch load when it runs
+
+    register("invert", invert)

@@ -28,6 +28,7 @@ from gentool.images import save_grid
 
 from gentool_tasks.animate import save_gif, save_strip
 from gentool_tasks.inputs import class_labels, load_inputs
+from gentool_tasks.invert import load_latents
 from gentool_tasks.variations import noised_step
 
 
@@ -90,6 +91,7 @@ def interpolate(
     t: float = 0.5,
     seeds: list[int] = [0, 1],
     rows: int = 1,
+    latents: str | None = None,
     indices: list[int] = [0, 1],
     split: Literal["train", "test"] = "test",
     images: list[str] = [],
@@ -110,6 +112,11 @@ def interpolate(
             steps (0.5 is Ho et al.'s t = 500 of 1000; 0 mixes the pixels).
         seeds: ``slerp`` mode: the seeds of the two start noises.
         rows: ``slerp`` mode: pairs of start noises (one row each).
+        latents: ``slerp`` mode: a ``latents.pt`` written by ``invert`` whose
+            latents, in pairs (0, 1), (2, 3), ..., are the end points instead of
+            ``seeds`` (one row per pair); decode with ``sampler = "ddim"`` and the
+            inversion's ``steps`` to
+            get the inverted images back at lambda = 0 and 1.
         indices: ``latent`` mode: data-set positions, taken in pairs (a, b, a, b, ...).
         split: the data split the indices refer to.
         images: ``latent`` mode: image files (in pairs) instead of data-set images.
@@ -125,9 +132,16 @@ def interpolate(
     kw = dict(guidance=guidance, sampler=sampler, steps=steps)
     files = []
     if mode == "slerp":
-        if len(seeds) != 2 or rows < 1:
+        if latents:
+            z = load_latents(latents).to(run.device)
+            if z.shape[0] < 2 or z.shape[0] % 2 or tuple(z.shape[1:]) != tuple(run.image_shape):
+                raise ValueError(f"{latents}: slerp takes latents in pairs of the model's shape {tuple(run.image_shape)}, "
+                                 f"got {tuple(z.shape)}")
+            z_a, z_b, rows = z[0::2], z[1::2], z.shape[0] // 2
+        elif len(seeds) != 2 or rows < 1:
             raise ValueError(f"slerp needs two seeds and rows >= 1, got seeds = {seeds}, rows = {rows}")
-        z_a, z_b = (run.noise(rows, run.generator(s)) for s in seeds)
+        else:
+            z_a, z_b = (run.noise(rows, run.generator(s)) for s in seeds)
         y = class_labels(run, rows, label)
         out = decode_frames(run, [slerp(z_a, z_b, lam) for lam in lams], run.diffusion.num_timesteps - 1,
                             generator, labels=None if y is None else [y] * frames, **kw)
