@@ -14,17 +14,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gentool.engine.metrics import METRICS, read_metrics
 from gentool.errors import GentoolError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 RESOLVED_RECIPE = "recipe.resolved.toml"
 #: keys that differ between any two runs without saying anything about them

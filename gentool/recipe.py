@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.errors import GentoolError
