@@ -267,7 +267,25 @@ def registry() -> Registry:
     return state().registry
 
 
+def commands() -> dict[str, Any]:
+    """``{name: Component}`` of every plugin command (kind ``"command"``).
+
+    Cheap when the plugins are not loaded yet: only the command hooks run, so
+    ``gentool --help`` imports no component module (nor torch, where the
+    plugins' own modules do not).
+    """
+    global _COMMANDS
+    if _STATE is not None:
+        return {c.name: c for c in _STATE.registry.components("command")}
+    if _COMMANDS is None:
+        _COMMANDS = load_plugins(kinds=("command",))
+    return {c.name: c for c in _COMMANDS.registry.components("command")}
+
+
+_COMMANDS: PluginState | None = None
+
+
 def reset(new_state: PluginState | None = None) -> None:
     """Forget the loaded plugins (or install ``new_state``); for tests and notebooks."""
-    global _STATE
-    _STATE = new_state
+    global _STATE, _COMMANDS
+    _STATE, _COMMANDS = new_state, None

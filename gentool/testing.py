@@ -31,21 +31,15 @@ import torch
 from torch import Tensor, nn
 
 from gentool.diffusion import Diffusion
-from gentool.interfaces import SAMPLER_RESERVED, TaskResult
+from gentool.interfaces import TaskResult
+from gentool.kinds import KINDS
 from gentool.options import OptionError, check_options, option_docs, recipe_parameters, type_hints
 
 PREDICTIONS = ("eps", "x0", "v")
-#: Positional parameters the core supplies to each kind of factory.
-POSITIONAL = {
-    "schedule": (),
-    "denoiser": (),
-    "conditioner": ("dim",),
-    "sampler": ("eps_fn", "diffusion", "x_T"),
-    "task": ("run", "out_dir"),
-    "data_source": ("split",),
-    "feature_extractor": (),
-}
-RESERVED = {"sampler": SAMPLER_RESERVED}
+#: Positional parameters the core supplies to each kind of factory (from the table of kinds).
+POSITIONAL = {kind.name: kind.positional for kind in KINDS}
+#: Keyword parameters the core supplies (never recipe options).
+RESERVED = {kind.name: kind.reserved for kind in KINDS if kind.reserved}
 
 
 def _label(obj: Any) -> str:
@@ -65,10 +59,11 @@ def check_factory(kind: str, factory: Callable[..., Any]) -> None:
     Positional parameters are exactly those the core supplies (see
     :data:`POSITIONAL`); every other parameter is keyword-only, annotated and
     documented in the docstring's ``Args:`` block, and the docstring has a
-    one-line summary.
+    one-line summary. (Commands are Typer functions: see :func:`check_command`.)
     """
     who = f"{kind} {_label(factory)}"
-    _require(kind in POSITIONAL, who, f"unknown kind; kinds are {', '.join(POSITIONAL)}")
+    _require(kind in POSITIONAL and kind != "command", who,
+             f"unknown kind; kinds are {', '.join(k for k in POSITIONAL if k != 'command')}")
     _require(callable(factory), who, "is not callable")
     target = factory.__init__ if inspect.isclass(factory) else factory
     params = list(inspect.signature(target).parameters.values())
@@ -142,16 +137,15 @@ def _check_grads(module: nn.Module, who: str) -> None:
 def check_denoiser(net: nn.Module, x_shape: tuple[int, ...], *, timesteps: int = 1000, seed: int = 0) -> None:
     """A denoiser maps ``(x_t, t, cond)`` to a tensor of ``x_t``'s shape and dtype.
 
-    ``x_shape`` is ``(B, C, H, W)`` with ``B >= 2``. Checks ``prediction`` and
-    ``cond_dim``, finiteness, that each sample's output does not depend on
-    the rest of the batch (in eval mode), and that the output is
-    differentiable with every parameter receiving a gradient.
+    ``x_shape`` is ``(B, C, H, W)`` with ``B >= 2``. Checks ``cond_dim``
+    (what the output means is the objective's ``prediction``), finiteness,
+    that each sample's output does not depend on the rest of the batch (in
+    eval mode), and that the output is differentiable with every parameter
+    receiving a gradient.
     """
     who = f"denoiser {type(net).__name__}"
     _require(isinstance(net, nn.Module), who, "must be a torch.nn.Module")
     _require(len(x_shape) == 4 and x_shape[0] >= 2, who, f"x_shape must be (B >= 2, C, H, W), got {x_shape}")
-    prediction = getattr(net, "prediction", None)
-    _require(prediction in PREDICTIONS, who, f"attribute prediction must be one of {PREDICTIONS}, got {prediction!r}")
     _require(hasattr(net, "cond_dim"), who, "needs an attribute cond_dim (an int, or None if unconditional)")
     cond_dim = net.cond_dim
     _require(cond_dim is None or (isinstance(cond_dim, int) and cond_dim >= 1), who, f"cond_dim must be None or a positive int, got {cond_dim!r}")
@@ -468,12 +462,142 @@ def check_feature_extractor(factory: Callable[..., Any], *, image_size: int = 32
         _require(bool(torch.isfinite(f.float()).all()), who, f"feature {name!r} is not finite")
 
 
+# -- objectives ----------------------------------------------------------------
+
+class _TinyNet(nn.Module):
+    """A 1x1 convolution plus a per-timestep and per-label offset: enough to see gradients and mixing."""
+
+    def __init__(self, channels: int, out_channels: int, timesteps: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, out_channels, 1)
+        self.t_emb = nn.Embedding(timesteps, out_channels)
+        self.y_emb = nn.Embedding(3, out_channels)
+
+    def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
+        out = self.conv(x_t) + self.t_emb(t)[:, :, None, None]
+        if labels is not None:
+            out = out + self.y_emb(labels.clamp(min=0))[:, :, None, None]
+        return out
+
+
+def check_objective(factory: Callable[..., Any], *, x_shape: tuple[int, ...] = (4, 2, 6, 6), **options: Any) -> Any:
+    """An objective draws its batch from the generator alone and gives a differentiable loss per example.
+
+    Builds ``factory(**options)`` and checks ``prediction``; ``draw`` on the
+    reference diffusion returns int64 timesteps ``[B]`` in ``0..T-1`` and noise
+    like ``x0``, the same for identically seeded generators and without touching
+    torch's global generator; ``loss`` of a small network (``2C`` output
+    channels when ``learned_variance``) is a finite float32 ``[B]``, each
+    example's value independent of the rest of the batch, with a gradient for
+    every parameter, and its extras a dict of scalar tensors. Returns the objective.
+    """
+    check_factory("objective", factory)
+    objective = factory(**_resolve("objective", factory, options))
+    who = f"objective {_label(factory)}"
+    _require(getattr(objective, "prediction", None) in PREDICTIONS, who,
+             f"attribute prediction must be one of {PREDICTIONS}, got {getattr(objective, 'prediction', None)!r}")
+    for method in ("draw", "loss"):
+        _require(callable(getattr(objective, method, None)), who, f"needs a method {method}()")
+    diffusion = reference_diffusion()
+    T = diffusion.num_timesteps
+    x0 = torch.rand(x_shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    before = torch.get_rng_state()
+    t, noise = objective.draw(diffusion, x0, torch.Generator().manual_seed(5))
+    _require(torch.equal(before, torch.get_rng_state()), who, "draw() used torch's global generator; use `generator`")
+    t2, noise2 = objective.draw(diffusion, x0, torch.Generator().manual_seed(5))
+    _require(isinstance(t, Tensor) and t.dtype == torch.int64 and tuple(t.shape) == (x_shape[0],), who,
+             f"draw() must return t as int64 [B], got {getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
+    _require(bool(((t >= 0) & (t < T)).all()), who, f"draw(): timesteps must be 0-based, in 0..{T - 1}, got {t.tolist()}")
+    _require(isinstance(noise, Tensor) and noise.shape == x0.shape and noise.dtype == x0.dtype, who,
+             "draw() must return noise of x0's shape and dtype")
+    _require(torch.equal(t, t2) and torch.equal(noise, noise2), who, "draw() differs for identically seeded generators")
+    out_channels = x_shape[1] * (2 if getattr(objective, "learned_variance", False) else 1)
+    torch.manual_seed(0)
+    net = _TinyNet(x_shape[1], out_channels, T)
+    labels = torch.arange(x_shape[0]) % 3 - 1  # includes -1, the null label
+
+    def call(x_t: Tensor, tt: Tensor, y: Tensor | None) -> Tensor:
+        return net(x_t, tt, y).float()
+
+    per, extras = objective.loss(call, diffusion, x0, labels, t, noise)
+    _require(isinstance(per, Tensor) and tuple(per.shape) == (x_shape[0],) and per.dtype == torch.float32, who,
+             f"loss() must return a float32 per-example loss [B], got {getattr(per, 'dtype', type(per))} "
+             f"{tuple(getattr(per, 'shape', ()))}")
+    _require(bool(torch.isfinite(per).all()), who, f"loss() is not finite: {per.tolist()}")
+    _require(isinstance(extras, dict) and all(isinstance(k, str) and isinstance(v, Tensor) and v.numel() == 1
+                                              for k, v in extras.items()), who,
+             "loss() must return extras as a dict of str -> one-element tensors (may be {})")
+    one, _ = objective.loss(call, diffusion, x0[1:2], labels[1:2], t[1:2], noise[1:2])
+    _require(torch.allclose(one, per[1:2], rtol=1e-4, atol=1e-6), who,
+             "an example's loss depends on the other examples in the batch")
+    per.sum().backward()
+    _check_grads(net, who)
+    return objective
+
+
+# -- loggers -------------------------------------------------------------------
+
+def check_logger(factory: Callable[..., Any], run_dir: str | Path | None = None, **options: Any) -> Any:
+    """A logger takes every call the engine makes and writes only inside the run directory.
+
+    Calls ``log_text`` (the recipe, at step 0), ``log_scalars`` (with a NaN, as
+    a diverging run logs), ``log_image`` (a ``[3, H, W]`` grid in [0, 1]) and
+    ``close``. Returns the logger.
+    """
+    check_factory("logger", factory)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run_dir = Path(run_dir) if run_dir is not None else root / "runs" / "check"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        who = f"logger {_label(factory)}"
+        logger = factory(run_dir, **_resolve("logger", factory, options))
+        for method in ("log_scalars", "log_image", "log_text", "close"):
+            _require(callable(getattr(logger, method, None)), who, f"needs a method {method}()")
+        logger.log_text(0, "recipe", "[run]\nname = \"check\"\n")
+        logger.log_scalars(1, {"loss": 0.25, "lr": 1e-4, "grad_norm": float("nan"), "skipped": 0})
+        logger.log_image(1, "samples", torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(0)))
+        logger.log_scalars(2, {"test_loss/t=10": 0.5})
+        logger.close()
+        if run_dir.is_relative_to(root):
+            outside = [p for p in root.rglob("*") if p.is_file() and not p.is_relative_to(run_dir)]
+            _require(not outside, who, f"wrote outside its run directory: {outside}")
+    return logger
+
+
+# -- commands ------------------------------------------------------------------
+
+def check_command(name: str, function: Callable[..., Any]) -> None:
+    """A command is a documented Typer function that ``gentool NAME --help`` can show.
+
+    Its parameters need ``typer.Argument``/``typer.Option`` defaults or plain
+    types Typer understands; the docstring's first line is the summary in
+    ``gentool --help``.
+    """
+    from click.testing import CliRunner
+
+    from gentool.cli.app import friendly  # the command line: imported only when a command is checked
+    from gentool.cli.plugin_commands import to_click
+
+    who = f"command {name!r} ({_label(function)})"
+    _require(callable(function), who, "is not callable")
+    _require(bool((inspect.getdoc(function) or "").strip()), who, "has no docstring (its first line is the help summary)")
+    try:
+        command = to_click(name, function, wrap=friendly)
+    except Exception as exc:  # noqa: BLE001 - any failure to build it is the contract's
+        raise AssertionError(f"{who}: Typer cannot build a command from it: {type(exc).__name__}: {exc}") from None
+    result = CliRunner().invoke(command, ["--help"], prog_name=f"gentool {name}")
+    _require(result.exit_code == 0, who, f"`gentool {name} --help` failed: {result.output}")
+
+
 __all__ = [
     "check_conditioner",
     "check_data_source",
     "check_denoiser",
     "check_factory",
     "check_feature_extractor",
+    "check_command",
+    "check_logger",
+    "check_objective",
     "check_sampler",
     "check_schedule",
     "check_task",

@@ -21,7 +21,7 @@ from PIL import Image
 import gentool
 from gentool import testing
 from gentool.interfaces import KINDS
-from gentool.plugins import state
+from gentool.plugins import registry, state
 
 TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1, 2], num_res_blocks=1,
                  attention_resolutions=[4], dropout=0.0)
@@ -156,6 +156,12 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
         testing.check_data_source(factory, **options)
     elif kind == "feature_extractor":
         testing.check_feature_extractor(factory, **extra, **options)
+    elif kind == "objective":
+        testing.check_objective(factory, **options)
+    elif kind == "logger":
+        testing.check_logger(factory, tmp_path / "run", **options)
+    elif kind == "command":
+        testing.check_command(name, factory)
     else:  # pragma: no cover - a new kind needs a check here
         raise AssertionError(f"no contract check for kind {kind!r}; add one to gentool.testing and here")
 
@@ -271,11 +277,89 @@ def test_check_denoiser_catches(mode, message):
         testing.check_denoiser(Net(mode), (3, 1, 4, 4))
 
 
-def test_check_denoiser_catches_a_bad_prediction_attribute():
-    net = Net()
-    net.prediction = "noise"
-    with pytest.raises(AssertionError, match="prediction"):
-        testing.check_denoiser(net, (2, 1, 4, 4))
+def _objective(draw=None, loss=None, prediction="eps"):
+    ddpm = registry().get("objective", "ddpm").factory()
+
+    def factory(*, scale: float = 1.0):
+        """A test objective.
+
+        Args:
+            scale: unused.
+        """
+        return type("Objective", (), {"prediction": prediction, "draw": staticmethod(draw or ddpm.draw),
+                                      "loss": staticmethod(loss or ddpm.loss)})()
+
+    return factory
+
+
+def _global_draw(diffusion, x0, generator):
+    return torch.randint(0, diffusion.num_timesteps, (x0.shape[0],)), torch.randn_like(x0)
+
+
+def _one_based_draw(diffusion, x0, generator):
+    t = torch.randint(1, diffusion.num_timesteps + 1, (x0.shape[0],), generator=generator)
+    return t.clamp(max=diffusion.num_timesteps), torch.randn(x0.shape, generator=generator)
+
+
+def _batch_mixing_loss(net, diffusion, x0, labels, t, noise):
+    out = net(diffusion.q_sample(x0, t, noise), t, labels)
+    per = (out - noise).square().flatten(1).mean(1)
+    return per / per.sum().detach(), {}
+
+
+def _mean_loss(net, diffusion, x0, labels, t, noise):
+    return (net(diffusion.q_sample(x0, t, noise), t, labels) - noise).square().mean(), {}
+
+
+@pytest.mark.parametrize("objective, message", [
+    (_objective(prediction="noise"), "prediction must be one of"),
+    (_objective(draw=_global_draw), "global generator"),
+    (_objective(draw=_one_based_draw), "0-based"),
+    (_objective(loss=_batch_mixing_loss), "depends on the other examples"),
+    (_objective(loss=_mean_loss), r"per-example loss \[B\]"),
+])
+def test_check_objective_catches(objective, message):
+    with pytest.raises(AssertionError, match=message):
+        testing.check_objective(objective)
+
+
+def test_check_objective_accepts_ddpm_with_every_prediction():
+    factory = registry().get("objective", "ddpm").factory
+    for prediction in ("eps", "x0", "v"):
+        assert testing.check_objective(factory, prediction=prediction).prediction == prediction
+
+
+def test_check_logger_catches_a_logger_writing_outside_its_run_directory():
+    class Leaky:
+        def __init__(self, run_dir):
+            self.path = Path(run_dir).parent / "leak.txt"
+
+        def log_scalars(self, step, scalars):
+            self.path.write_text(str(scalars))
+
+        def log_image(self, step, name, image):
+            pass
+
+        def log_text(self, step, name, text):
+            pass
+
+        def close(self):
+            pass
+
+    def leaky(run_dir: Path):
+        """Writes next to the run."""
+        return Leaky(run_dir)
+
+    with pytest.raises(AssertionError, match="outside its run directory"):
+        testing.check_logger(leaky)
+
+
+def test_check_command_catches_an_undocumented_command():
+    def bare(name: str) -> None:
+        print(name)
+
+    with pytest.raises(AssertionError, match="no docstring"):
+        testing.check_command("bare", bare)
 
 
 def test_check_conditioner_catches_a_random_null_token():

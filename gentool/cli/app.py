@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from gentool.cli.output import make_console, patch_typer_help
+from gentool.cli.plugin_commands import PluginCommandsGroup
 
 app = typer.Typer(
     name="gentool",
@@ -18,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=PluginCommandsGroup,  # adds the commands plugins register (gentool_register_commands)
 )
 console = make_console()  # never hard-wraps; wide tables when not a terminal (gentool/cli/output.py)
 err = make_console(stderr=True)
@@ -70,6 +72,9 @@ def friendly(fn: Callable) -> Callable:
             raise typer.Exit(130) from None  # the shell's 128 + SIGINT; no traceback, no "Aborted!"
 
     return wrapper
+
+
+PluginCommandsGroup.wrap = staticmethod(friendly)  # plugin commands print user errors like the built-in ones
 
 
 def load_run_or_warn(source, *, device: str | None, overrides: list[str]):

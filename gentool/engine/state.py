@@ -70,8 +70,8 @@ def mismatch(state: dict[str, Any], key: dict[str, Any]) -> list[str]:
     if not isinstance(old, str):
         return ["the checkpoint was written by an older gentool without a recipe key"]
     old_key = json.loads(old)
-    if "objective" not in old_key:
-        old_key = _with_objective(old_key)
+    if "objective" not in old_key:  # written before [objective]: the same recipe if it migrates to this one
+        return recipe_diff(_with_objective(old_key), key)
     return recipe_diff(old_key, key) or ["the recipe fingerprints differ"]
 
 

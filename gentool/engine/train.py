@@ -304,6 +304,7 @@ class Trainer:
         record = {"step": self.run.step, "loss": rec["loss"], "lr": self.optimizer.param_groups[0]["lr"],
                   "grad_norm": rec["grad_norm"], "skipped": rec["skipped"],
                   "steps_per_s": rec["steps_per_s"], "img_per_s": rec["img_per_s"]}
+        record.update({k: v for k, v in rec.items() if k not in record})  # the objective's extra scalars
         if self.scaler.enabled:
             record["loss_scale"] = self.scaler.get_scale()
         self._write(record)
