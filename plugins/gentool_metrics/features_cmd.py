@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 ACTIONS = ("train",)
 
@@ -53,7 +54,7 @@ def features(
     batch_size: int = typer.Option(128, "--batch-size", help="Images per step."),
     lr: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate of the one-cycle schedule."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights and the batches."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Weights file [default: where gentool eval looks: ~/.cache/gentool/features/gentool-cnn28-DATA.safetensors]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Weights file [default: where gentool eval looks: ~/.cache/gentool/features/gentool-cnn28-DATA.safetensors]")),
     device: str = typer.Option("cpu", "--device", help="Device to train on, e.g. cpu or cuda."),
 ) -> None:
     """Train the gentool-cnn28 feature extractor as a classifier of DATA and save it where gentool eval finds it."""
