@@ -4,9 +4,12 @@
 variants; each is the recipe with those overrides and trains into
 ``<output_dir>/<name>/<variant>`` (``runs/fashion_mnist/schedule.name=cosine,train.lr=0.001``),
 a run directory like any other. ``<output_dir>/<name>/sweep.json`` records
-the variants and which finished, so a sweep that is stopped (Ctrl-C, a
-killed job) and started again skips the finished variants and resumes the
-interrupted one from its last checkpoint: nothing is trained twice. At the
+the variants and which finished with their tasks. Every variant trains like
+``gentool run`` (resuming its run directory), so a sweep that is stopped
+(Ctrl-C, a killed job) and started again trains nothing twice: finished
+variants resume to a no-op (and their tasks are not run again), the
+interrupted one continues from its last checkpoint, and a larger
+``--set train.steps`` trains every variant on. At the
 end :func:`gentool.compare.compare` writes ``compare.png`` and
 ``compare.json`` into the sweep folder.
 
@@ -145,34 +148,37 @@ def sweep(
     if main:
         folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / SWEEP_FILE
-    state = _read_state(state_path)
-    done = set(state.get("done", []))
     result = SweepResult(folder, vs)
     for v in vs:
         if only is not None and v.index != only:
-            continue
-        if v.name in done:
-            result.skipped.append(v.name)
-            log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
             continue
         rec = load_recipe(recipe, overrides=list(overrides) + v.overrides)
         rec.run.output_dir, rec.run.name = str(folder), v.name
         log(f"variant {v.index + 1}/{len(vs)} {v.name}: {rec.run_dir}")
         run = build(rec, device=distributed.local_device(device or rec.run.device))
-        out = train(run, resume=True, progress=progress, log=log)
-        result.trained.append(v.name)
+        out = train(run, resume=True, progress=progress, log=log)  # a finished variant resumes to a no-op
+        fresh = out.step > out.resumed_from
+        (result.trained if fresh else result.skipped).append(v.name)
         if out.interrupted:
             result.interrupted, result.signal = True, out.signal
             return result
         if not main:
             continue
-        for spec in rec.tasks if run_tasks else []:
-            log(f"task {spec.name}")
-            run.run_task(spec)
-        done.add(v.name)
+        key = list(overrides) + v.overrides
+        done = _read_state(state_path).get("done", {})  # re-read: --variant runs share the file
+        if not fresh:
+            log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
+        if run_tasks and (fresh or done.get(v.name) != key):  # tasks again only after new training
+            for spec in rec.tasks:
+                log(f"task {spec.name}")
+                run.run_task(spec)
+        done = {**_read_state(state_path).get("done", {}), v.name: key}
         _write_state(state_path, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
                                   "variants": [{"name": x.name, "overrides": x.overrides} for x in vs],
-                                  "done": sorted(done)})
+                                  "done": done})
+    if only is not None:  # the other variants may still be training (a job array): compare when all are done
+        log(f"variant {only} done; once every variant has finished: gentool compare {folder}/*/")
+        return result
     ready = [folder / v.name for v in vs if (folder / v.name).is_dir()]
     if ready and main:
         from gentool.compare import CompareError, compare

@@ -148,10 +148,19 @@ def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_pat
     steps = [json.loads(line)["step"] for line in (cosine / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == [1, 2, 3, 4]  # each step once
-    assert (folder / "compare.png").exists() and json.loads((folder / "sweep.json").read_text())["done"] == [
-        "schedule.name=cosine", "schedule.name=linear"]
+    assert (folder / "compare.png").exists()
+    assert sorted(json.loads((folder / "sweep.json").read_text())["done"]) == ["schedule.name=cosine",
+                                                                             "schedule.name=linear"]
 
     result = invoke("sweep", recipe, "--set", "schedule.name=linear,cosine", "--no-tasks")  # all done: compare only
     assert result.exit_code == 0, result.output
     assert "schedule.name=linear" in result.output and "schedule.name=cosine" in result.output
-    assert "skipped" in result.output and "starting" not in result.output
+    assert result.output.count("finished before; skipped") == 2 and "starting" not in result.output
+    assert {p: p.stat().st_mtime_ns for p in done_ckpt} == stamps
+
+    messages.clear()  # more steps for one variant only (--variant 1): it trains on from step 4, the other waits
+    more = sweep(recipe, ["schedule.name=linear,cosine", "train.steps=5"], only=1, run_tasks=False,
+                 log=messages.append)
+    assert more.trained == ["schedule.name=cosine"] and more.comparison is None
+    assert any("step 4 of 5" in m for m in messages)
+    assert not (linear / "checkpoints" / "step_00000005.pt").exists()
