@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from gentool.diffusion import Diffusion
 from gentool.engine.step import objective_loss
+from gentool.errors import UsageError
 from gentool.devices import compile_default
 from gentool.engine.accel import prepare_for_speed
 from gentool.sampling import make_eps_fn, make_fast_eps_fn
@@ -116,9 +117,9 @@ class BenchSettings:
         s.sample_steps = pick(s.sample_steps, s.steps)
         for name in ("batch", "steps", "sample_batch", "sample_steps"):
             if getattr(s, name) < 1:
-                raise ValueError(f"bench: {name.replace('_', '-')} must be at least 1, got {getattr(s, name)}")
+                raise UsageError(f"bench: {name.replace('_', '-')} must be at least 1, got {getattr(s, name)}")
         if s.warmup < 0:
-            raise ValueError(f"bench: warmup must be 0 or more, got {s.warmup}")
+            raise UsageError(f"bench: warmup must be 0 or more, got {s.warmup}")
         return s
 
 
@@ -330,7 +331,7 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
     and reports the ratios gentool / diffusers.
     """
     if compare not in (None, "diffusers"):
-        raise ValueError(f"--compare: unknown system {compare!r}; valid: diffusers")
+        raise UsageError(f"--compare: unknown system {compare!r}; valid: diffusers")
     s = (settings or BenchSettings()).resolved(run)
     from gentool.bench_diffusers import diffusers_model
 

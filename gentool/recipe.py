@@ -30,7 +30,6 @@ from typing import Any
 
 from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.errors import GentoolError
-from gentool.errors import GentoolError
 from gentool.kinds import KINDS, SAMPLER_RESERVED
 from gentool.options import OptionError, check_options
 from gentool.registry import Registry, RegistryError, closest

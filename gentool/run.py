@@ -15,6 +15,7 @@ from torch import Tensor
 
 from gentool.devices import resolve_device
 from gentool.diffusion import Diffusion
+from gentool.errors import ComponentError, GentoolError, is_allocation_failure
 from gentool.interfaces import SAMPLER_RESERVED, TaskResult
 from gentool.model import DiffusionModel
 from gentool.options import check_options
@@ -69,11 +70,16 @@ class Run:
     def dataset(self, split: str = "train"):
         """The recipe's data set for ``split`` ("train" or "test"), built once."""
         if self.recipe.data is None:
-            raise ValueError(f"{self.recipe.source}: the recipe has no [data] table")
+            raise RecipeError(self.recipe.source, "data", "the recipe has no [data] table")
         if split not in self._datasets:
             spec = self.recipe.data
             factory = self.registry.get("data_source", spec.name).factory
-            self._datasets[split] = factory(split, **spec.options)
+            try:
+                self._datasets[split] = factory(split, **spec.options)
+            except ValueError as exc:  # a data source refusing its options (the plugin contract)
+                if isinstance(exc, GentoolError):
+                    raise
+                raise RecipeError(self.recipe.source, f"data ({spec.name})", str(exc)) from exc
         return self._datasets[split]
 
     @property
@@ -133,9 +139,14 @@ class Run:
         steps = self.recipe.sampler.steps if steps is None else steps
         eps_fn = self.eps_fn(labels, guidance, fast=fast)
         fn = self.sampler(sampler, **(sampler_options or {}))
-        total = len(self.diffusion.timesteps(steps, t_start))
-        with progress_callback(total, description, enabled=progress, inner=callback) as cb:
-            return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
+        try:  # a sampler refuses bad options or steps with a ValueError (the plugin contract)
+            total = len(self.diffusion.timesteps(steps, t_start))
+            with progress_callback(total, description, enabled=progress, inner=callback) as cb:
+                return fn(eps_fn, self.diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=cb)
+        except ValueError as exc:
+            if isinstance(exc, GentoolError):
+                raise
+            raise ComponentError(f"sampler {sampler or self.recipe.sampler.name!r}: {exc}") from exc
 
     def sampling_inputs(self, labels: Tensor | list[int] | None = None,
                         guidance: float | None = None) -> tuple[Tensor | None, float]:
@@ -174,7 +185,12 @@ class Run:
         out_dir = Path(out_dir) if out_dir is not None else self.run_dir / spec.name
         out_dir.mkdir(parents=True, exist_ok=True)
         task = self.registry.get("task", spec.name).factory
-        return task(self, out_dir, **spec.options)
+        try:
+            return task(self, out_dir, **spec.options)
+        except ValueError as exc:  # a task refusing its options or inputs (the plugin contract)
+            if isinstance(exc, GentoolError):
+                raise
+            raise ComponentError(f"task {spec.name!r}: {exc}") from exc
 
 
 def _component(recipe: Recipe, table: str, factory: Callable[..., Any], *args: Any) -> Any:
@@ -184,6 +200,13 @@ def _component(recipe: Recipe, table: str, factory: Callable[..., Any], *args: A
         return factory(*args, **spec.options)
     except RecipeError:
         raise
+    except (MemoryError, RuntimeError) as err:  # torch's "can't allocate memory" / out of memory
+        if not is_allocation_failure(err):
+            raise
+        size = re.search(r"allocate (\d+) bytes", str(err))
+        what = f"{int(size.group(1)) / 1e9:,.1f} GB" if size else "more memory than there is"
+        raise RecipeError(recipe.source, f"{table} ({spec.name})", f"its options ask for {what} and the allocation "
+                          "failed; are its sizes what you meant?") from None
     except ValueError as err:
         word = re.match(r"\w+", str(err))
         options = inspect.signature(factory).parameters
@@ -236,6 +259,12 @@ def _diffusion(recipe: Recipe, registry: Registry) -> Diffusion:
     if steps is not None and steps > T:
         raise RecipeError(recipe.source, "sampler.steps", f"{steps} is more than the schedule's T = {T} "
                           f"timesteps; use at most {T}, or leave steps out to take them all", steps)
+    eval_steps = recipe.eval.steps if recipe.eval is not None else 0
+    wanted = [("eval.steps", eval_steps)] + [(f"tasks.{i}.steps", t.options.get("steps")) for i, t in enumerate(recipe.tasks)]
+    for key, value in wanted:  # every sampling-step count, checked before training rather than after it
+        if isinstance(value, int) and not isinstance(value, bool) and value > T:
+            raise RecipeError(recipe.source, key, f"{value} is more than the schedule's T = {T} timesteps; "
+                              f"use at most {T}", value)
     _check_terminal_snr(recipe, registry, diffusion)
     return diffusion
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -11,6 +12,7 @@ from rich.markup import escape
 
 from gentool.cli.app import app, console, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.errors import UsageError
 
 
 @dataclass
@@ -23,13 +25,36 @@ class Generated:
 
 
 def parse_classes(text: str | None) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]`` (``None`` or ``""``: no classes)."""
-    if not text:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (``None``: no classes, i.e. all of them; ``","`` is an error)."""
+    if text is None:
         return []
     try:
-        return [int(c) for c in text.replace(" ", "").split(",") if c != ""]
+        classes = [int(c) for c in text.replace(" ", "").split(",") if c != ""]
     except ValueError:
-        raise ValueError(f"--classes must be comma-separated class indices like 0,1,2, got {text!r}") from None
+        raise UsageError(f"--classes must be comma-separated class indices like 0,1,2, got {text!r}") from None
+    if not classes:
+        raise UsageError(f"--classes names no class: {text!r}; give indices like 0,1,2, or leave it out for all classes")
+    return classes
+
+
+def check_fits(run, n: int) -> None:
+    """Refuse ``n`` images whose float32 tensors alone (start noise, result, one sampler step) cannot fit."""
+    import math
+
+    import torch
+
+    need = 3 * n * math.prod(run.image_shape) * 4
+    if run.device.type == "cuda":
+        free = torch.cuda.mem_get_info(run.device)[0]
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):  # not on this system: let the allocation decide
+            return
+    if need > free:
+        raise UsageError(f"--n {n}: {n:,} images of {'x'.join(map(str, run.image_shape))} need at least "
+                         f"{need / 1e9:,.1f} GB on {run.device}, more than the {free / 1e9:,.1f} GB free; "
+                         "sample fewer at a time (each with its own --seed)")
 
 
 def parse_sampler_options(items: list[str]) -> dict[str, Any]:
@@ -49,11 +74,11 @@ def labels_for(run, n: int, classes: list[int]):
 
     if not run.num_classes:
         if classes:
-            raise ValueError("--classes given, but this run is unconditional (its recipe has no [conditioner])")
+            raise UsageError("--classes given, but this run is unconditional (its recipe has no [conditioner])")
         return None
     bad = [c for c in classes if not 0 <= c < run.num_classes]
     if bad:
-        raise ValueError(f"--classes must be in 0..{run.num_classes - 1}, got {bad}")
+        raise UsageError(f"--classes must be in 0..{run.num_classes - 1}, got {bad}")
     pool = classes or list(range(run.num_classes))
     return torch.tensor([pool[i % len(pool)] for i in range(n)])
 
@@ -79,7 +104,10 @@ def generate(
     of classes) each column of the grid is one class.
     """
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise UsageError(f"--n must be at least 1, got {n}")
+    if nrow is not None and nrow < 1:
+        raise UsageError(f"--nrow must be at least 1, got {nrow}")
+    check_fits(run, n)
     labels, w = run.sampling_inputs(labels_for(run, n, list(classes)), guidance)  # the recipe's w when not given
     name = sampler or run.recipe.sampler.name
     x = run.sample(n, labels=labels, guidance=w, steps=steps, sampler=name,

@@ -71,13 +71,10 @@ def generate_features(run, fx, *, n: int, batch_size: int, sampler: dict, seed: 
 
 
 def save_pngs(x: torch.Tensor, folder: Path, start: int) -> None:
-    from torchvision.utils import save_image
+    from gentool.images import save_png, to_unit
 
-    from gentool.images import to_unit
-
-    folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(to_unit(x)):
-        save_image(image, folder / f"{start + i:06d}.png")
+        save_png(image, folder / f"{start + i:06d}.png")
 
 
 def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
@@ -103,7 +100,7 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
     wanted = [m for m in metrics if m in SAMPLE_METRICS or m in CLASS_METRICS]
     weights = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
     if wanted and n < MIN_SAMPLES:
-        raise ValueError(f"n (--n, or [eval] n) must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
+        raise UsageError(f"n (--n, or [eval] n) must be at least {MIN_SAMPLES} for {', '.join(wanted)}, got {n}")
     t_start = time.perf_counter()
     report: dict[str, Any] = {"metrics": {}, "n": n if wanted else 0, "step": run.step,
                               "checkpoint": str(run.checkpoint) if run.checkpoint else None,
@@ -236,11 +233,10 @@ def default_report_path(run) -> Path:
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
-    """Save the report as indented JSON (folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    return path
+    """Save the report as indented JSON, atomically (folders created)."""
+    from gentool.atomic import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -253,12 +249,12 @@ def parse_metrics(text: str) -> list[str]:
     valid = list(typing.get_args(EvalMetric))
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
-        raise ValueError(f"--metrics names no metric; valid: {', '.join(valid)}")
+        raise UsageError(f"--metrics names no metric; valid: {', '.join(valid)}")
     for name in names:
         if name not in valid:
             near = closest(name, valid)
             hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
-            raise ValueError(f"unknown metric {name!r}; {hint}valid: {', '.join(valid)}")
+            raise UsageError(f"unknown metric {name!r}; {hint}valid: {', '.join(valid)}")
     return names
 
 
@@ -284,5 +280,5 @@ def eval_config(run, **overrides: Any) -> EvalConfig:
     if isinstance(changes.get("metrics"), str):
         changes["metrics"] = parse_metrics(changes["metrics"])
     if "split" in changes and changes["split"] not in ("train", "test"):
-        raise ValueError(f"--split must be train or test, got {changes['split']!r}")
+        raise UsageError(f"--split must be train or test, got {changes['split']!r}")
     return dataclasses.replace(base, **changes)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
+from gentool.evaluation.weights import safe_torch_load
 from gentool.registry import Registry, closest
 
 METRIC_LAYERS = ("fid", "isc", "kid", "prc")
@@ -95,11 +96,12 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
     if weights and not Path(weights).is_file():
         raise FileNotFoundError(f"{weights}: feature-extractor weights file not found (for {name!r})")
     try:
-        if ("feature_extractor", name) in registry:
-            return _from_registry(registry, name, weights, data)
-        if name in torch_fidelity_extractors():
-            return _from_torch_fidelity(name, weights, metrics)
-    except (FeatureExtractorError, FileNotFoundError):
+        with safe_torch_load():  # no weights file, torch hub's cache included, is ever unpickled
+            if ("feature_extractor", name) in registry:
+                return _from_registry(registry, name, weights, data)
+            if name in torch_fidelity_extractors():
+                return _from_torch_fidelity(name, weights, metrics)
+    except (GentoolError, FileNotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the extractor's loader raised
         if weights and weights not in str(exc):
