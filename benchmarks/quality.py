@@ -44,8 +44,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = dict(steps=1200, batch=32, lr=1e-3, warmup=100, ema=0.999, p_uncond=0.2, clip=1.0,
                 channels=(32, 64, 64), layers=1)
-FULL = dict(steps=BASELINE["steps"], n_per_class=100, guidance="0,1,2,3", sampling_steps=20)
-QUICK = dict(steps=40, n_per_class=4, guidance="0,2", sampling_steps=5)  # --quick: gentool trains as many steps
+FULL = dict(steps=BASELINE["steps"], n_per_class=100, guidance="0,1,2,3", sampling_steps=20, ref_n=0)
+QUICK = dict(steps=40, n_per_class=4, guidance="0,2", sampling_steps=5, ref_n=2000)  # --quick: gentool trains as many steps
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,9 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--guidance", default=None, help="guidance weights w [0,1,2,3]")
     p.add_argument("--sampling-steps", type=int, default=None, help="DPM-Solver++(2M) steps [20]")
     p.add_argument("--batch-size", type=int, default=500, help="images per sampling / feature batch")
-    p.add_argument("--ref-n", type=int, default=0, help="data images behind each split's reference statistics [all]")
+    p.add_argument("--ref-n", type=int, default=None, help="data images behind each split's reference statistics [all]")
     p.add_argument("--skip-diffusers", action="store_true", help="gentool only (tuning); no budget then")
-    p.add_argument("--quick", action="store_true", help="smoke test: 40 steps, 4 images per class, w = 0,2, 5 sampling steps")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 40 steps, 4 images per class, w = 0,2, 5 sampling steps, 2,000 reference images")
     p.add_argument("--time-steps", type=int, default=0,
                    help="only time this many training steps of each system (after 3 warm-up steps): s/step and the "
                         "gentool steps that fit the diffusers budget")
