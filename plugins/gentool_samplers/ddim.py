@@ -27,7 +27,7 @@ def ddim(
     clip_denoised: bool = True,
     spacing: Spacing = "uniform",
 ) -> Tensor:
-    """DDIM sampling (Song et al. 2020, eq. 12) on ``steps`` evenly spaced timesteps.
+    """DDIM sampling (Song et al. 2020, eq. 12) on a respaced subsequence of ``steps`` timesteps.
 
     Each step goes from timestep t to the next one s of the subsequence,
     whatever the spacing:

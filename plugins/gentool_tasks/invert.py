@@ -36,7 +36,7 @@ def invert(
     split: Literal["train", "test"] = "test",
     images: list[str] = [],
     label: int | None = None,
-    steps: int = 100,
+    steps: int | None = None,
 ) -> TaskResult:
     """DDIM inversion: images to x_T and back; write ``latents.pt`` and ``reconstruction.png`` (inputs, then reconstructions).
 
@@ -50,8 +50,10 @@ def invert(
         split: the data split the indices refer to.
         images: image files to use instead of data-set images.
         label: class for a conditional model (default: each data-set image's own label; none for files).
-        steps: DDIM steps each way; the reconstruction error falls as they grow.
+        steps: DDIM steps each way (default: 100, or T if fewer); the
+            reconstruction error falls as they grow.
     """
+    steps = min(100, run.diffusion.num_timesteps) if steps is None else steps
     x, y = load_inputs(run, indices=indices, split=split, images=images, label=label)
     eps_fn = run.eps_fn(y, 0.0)  # unguided: the ODE of the (conditional) model itself
     total = len(run.diffusion.timesteps(steps))

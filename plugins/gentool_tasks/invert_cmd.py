@@ -14,7 +14,7 @@ import typer
 def invert(
     source: Path = typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."),
     images: Optional[List[str]] = typer.Argument(None, help="Image files to invert [default: test images --indices]."),
-    steps: int = typer.Option(100, "--steps", help="DDIM steps each way; the reconstruction error falls as they grow."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="DDIM steps each way [default: 100, or T if fewer]; the error falls as they grow."),
     indices: str = typer.Option("0,1,2,3", "--indices", help="Data-set positions when no IMAGES are given, e.g. 0,1,2,3."),
     split: str = typer.Option("test", "--split", help="The data split the indices refer to (train or test)."),
     label: Optional[int] = typer.Option(None, "--label", help="Class for a conditional model [default: each image's own]."),

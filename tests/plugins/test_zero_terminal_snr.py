@@ -70,6 +70,7 @@ class Oracle(torch.nn.Module):
     """The exact prediction of Gaussian data N(MU, S^2): E[x0 | x_t] is linear in x_t."""
 
     conditioner = None
+    learned_variance = False
 
     def __init__(self, diffusion: Diffusion, prediction: str):
         super().__init__()
