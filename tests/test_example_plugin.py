@@ -70,7 +70,8 @@ def test_list_plugins_shows_the_package_and_its_version(on_path):
     result = CliRunner().invoke(app, ["list-plugins", "--json"])
     assert result.exit_code == 0, result.output
     rows = {(r["kind"], r["name"]): r for r in json.loads(result.output)}
-    for key in [("schedule", "quadratic"), ("sampler", "example_heun")]:
+    for key in [("schedule", "quadratic"), ("sampler", "example_heun"), ("objective", "pseudo_huber"),
+                ("logger", "csv"), ("command", "quadratic-betas")]:
         assert rows[key]["package"] == "gentool-example" and rows[key]["version"] == "0.1.0"
         assert rows[key]["plugin"] == "example" and rows[key]["module"] == "gentool_example"
     assert not [r for r in rows.values() if r["kind"] == "broken"]
@@ -96,9 +97,24 @@ def test_a_recipe_using_its_components_runs(on_path, tmp_path):
     run_dir = tmp_path / "example"
     resolved = (run_dir / "recipe.resolved.toml").read_text()
     assert 'name = "quadratic"' in resolved and 'name = "example_heun"' in resolved
+    assert 'name = "pseudo_huber"' in resolved and type(result.run.objective).__name__ == "PseudoHuber"
     (name, task), = result.tasks
     assert name == "sample" and (run_dir / "sample" / "grid.png") in task.files
     assert result.run.step == 4
+    # its logger was called: every scalar of metrics.jsonl is a row of metrics.csv
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    jsonl = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == "step,name,value" and len(rows) - 1 == sum(len(r) - 1 for r in jsonl)
+    assert any(row.startswith("4,loss,") for row in rows) and any(row.startswith("4,l2,") for row in rows)
+
+
+def test_its_command_is_listed_and_runs(on_path):
+    runner = CliRunner()
+    listed = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "quadratic-betas" in listed.output, listed.output
+    out = runner.invoke(app, ["quadratic-betas", "--timesteps", "3", "--beta-start", "0.01", "--beta-end", "0.09"])
+    assert out.exit_code == 0, out.output
+    assert [float(v) for v in out.output.split()] == [0.01, 0.04, 0.09]  # sqrt(beta) evenly spaced: 0.1, 0.2, 0.3
 
 
 def test_uninstalling_removes_it(installed, monkeypatch, tmp_path):
@@ -173,6 +189,6 @@ def test_following_the_write_a_plugin_guide_word_for_word(tmp_path):
     out = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, f"{out.stdout}\n{out.stderr}"
     assert re.search(r"gentool-example\s+.\s+0\.1\.0", out.stdout), out.stdout
-    assert "3 passed" in out.stdout
+    assert "6 passed" in out.stdout
     assert (work / "gentool-example" / "runs" / "example" / "sample" / "grid.png").is_file()
     assert "Successfully uninstalled gentool-example-0.1.0" in out.stdout
