@@ -113,8 +113,11 @@ def check_schedule(factory: Callable[..., Tensor], **options: Any) -> Tensor:
     if "timesteps" in resolved:
         _require(betas.numel() == resolved["timesteps"], who, f"expected {resolved['timesteps']} betas (timesteps), got {betas.numel()}")
     _require(bool(torch.isfinite(betas).all()), who, "betas must be finite")
-    bad = ((betas <= 0) | (betas >= 1)).nonzero().flatten().tolist()
-    _require(not bad, who, f"every beta must lie in (0, 1); 0-based steps {bad[:5]} have {betas[bad[:5]].tolist()}")
+    outside = (betas <= 0) | (betas >= 1)
+    outside[-1] = bool(betas[-1] <= 0) or bool(betas[-1] > 1)  # beta_T = 1: zero terminal SNR (Lin et al. 2024)
+    bad = outside.nonzero().flatten().tolist()
+    _require(not bad, who, f"every beta must lie in (0, 1), the last in (0, 1]; 0-based steps {bad[:5]} have "
+             f"{betas[bad[:5]].tolist()}")
     abar = torch.cumprod(1.0 - betas, 0)  # Ho et al. eq. 4
     flat = (abar[1:] >= abar[:-1]).nonzero().flatten().tolist()
     _require(not flat, who, f"alphas_cumprod must strictly decrease; it does not after steps {flat[:5]}")

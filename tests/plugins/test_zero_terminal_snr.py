@@ -53,6 +53,14 @@ def test_the_option_is_algorithm_1(name):
     assert bool((abar[1:] < abar[:-1]).all())
 
 
+@pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])
+def test_the_rescaled_schedules_pass_the_schedule_contract(name):
+    from gentool.testing import check_schedule
+
+    betas = check_schedule(registry().get("schedule", name).factory, timesteps=50, zero_terminal_snr=True)
+    assert float(betas[-1]) == 1.0
+
+
 def test_the_helper_works_on_any_schedule_s_betas():
     betas = torch.linspace(0.01, 0.3, 12, dtype=torch.float64)  # not a registered schedule
     torch.testing.assert_close(rescale_zero_terminal_snr(betas), torch.tensor(algorithm_1(betas.tolist()),
