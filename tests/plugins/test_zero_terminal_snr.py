@@ -113,3 +113,31 @@ def test_a_noise_prediction_cannot_start_from_zero_snr():
     diffusion = Diffusion(schedule("linear", timesteps=100, zero_terminal_snr=True))
     with pytest.raises(ValueError, match="zero terminal SNR"):
         registry().get("sampler", "ddim").factory(lambda x, t: x, diffusion, torch.zeros(1, 1, 2, 2))
+
+
+class Net(torch.nn.Module):
+    """A denoiser whose output is the Oracle's, through the DiffusionModel path (fast and plain)."""
+
+    cond_dim = None
+
+    def __init__(self, oracle: Oracle):
+        super().__init__()
+        self.oracle, self.scale = oracle, torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, t, cond=None):
+        return self.scale * self.oracle(x, t)
+
+
+def test_the_fast_eps_function_gives_the_same_x0_at_zero_snr():
+    from gentool import DiffusionModel
+    from gentool.sampling import make_fast_eps_fn
+
+    diffusion = Diffusion(schedule("linear", timesteps=50, zero_terminal_snr=True))
+    model = DiffusionModel(Net(Oracle(diffusion, "v")), prediction="v").eval()
+    x, t = torch.randn(3, 1, 2, 2), torch.full((3,), 49)
+    plain = make_eps_fn(model, diffusion).eps_and_x0(x, t)
+    fast = make_fast_eps_fn(model, diffusion, compile=False, bf16=False, channels_last=False).eps_and_x0(x, t)
+    for a, b in zip(plain, fast):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fast[1], torch.full_like(x, MU))  # E[x0 | x_T] at SNR 0 is the data mean
+    torch.testing.assert_close(fast[0], x)  # and the noise is all of x_T
