@@ -36,7 +36,8 @@ class RunConfig:
             replaces the default.
         loggers: registered loggers that receive the training metrics, sample grids and the
             resolved recipe (``gentool list-plugins``): ``"jsonl"`` writes ``metrics.jsonl``
-            (read by the plots), ``"console"`` prints metric lines.
+            (read by the plots), ``"console"`` prints metric lines. An entry may be an inline
+            table with the logger's options: ``{ name = "console", digits = 6 }``.
     """
 
     name: str = ""

@@ -102,6 +102,8 @@ class Recipe:
     objective: ComponentSpec = field(default_factory=lambda: ComponentSpec(DEFAULT_NAMES["objective"]))
     #: what validation changed, for the log (e.g. a key that moved to another table)
     notes: list[str] = field(default_factory=list, compare=False)
+    #: ``{logger name: options}`` of the ``[run] loggers`` entries written as inline tables
+    logger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -110,6 +112,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain TOML-ready data (``None`` values dropped)."""
         out: dict[str, Any] = {"run": dataclasses.asdict(self.run)}
+        out["run"]["loggers"] = [{"name": n, **self.logger_options[n]} if n in self.logger_options else n
+                                 for n in self.run.loggers]
         if self.data is not None:
             out["data"] = self.data.to_dict()
         out["schedule"] = self.schedule.to_dict()
@@ -241,7 +245,8 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
             raise RecipeError(source, key, f"must be a table ([{key}]), got {data[key]!r}")
 
     data, notes, moved = _move_keys(data, registry, source)
-    run = _config(RunConfig, data.get("run", {}), source, "run")
+    run_table, logger_options = _logger_entries(registry, data.get("run", {}), source)
+    run = _config(RunConfig, run_table, source, "run")
     _check_loggers(registry, run.loggers, source)
     if not run.name:
         run.name = default_name
@@ -272,7 +277,7 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
         raise RecipeError(source, "data", "training (train.steps > 0) needs a [data] table", None, registry.names("data_source"))
     _check_train(train, source)
     return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks,
-                  objective, notes)
+                  objective, notes, logger_options)
 
 
 def _move_keys(data: dict[str, Any], registry: Registry,
@@ -311,6 +316,34 @@ def _accepts(registry: Registry, table_name: str, table: dict[str, Any], key: st
     if not isinstance(name, str) or (kind, name) not in registry:
         return False
     return key in inspect.signature(registry.get(kind, name).factory).parameters
+
+
+def _logger_entries(registry: Registry, run_table: Any, source: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """``[run] loggers`` entries are names or inline tables ``{ name = "...", option = value }``.
+
+    Returns the ``[run]`` table with the names alone and ``{name: resolved options}`` of the tables.
+    """
+    if not isinstance(run_table, dict) or not isinstance(run_table.get("loggers"), list):
+        return run_table, {}
+    names, options = [], {}
+    for i, entry in enumerate(run_table["loggers"]):
+        if not isinstance(entry, dict):
+            names.append(entry)  # RunConfig checks it is a string
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str):
+            raise RecipeError(source, f"run.loggers.{i}.name", "missing: a logger table needs a name, e.g. "
+                              '{ name = "tensorboard", flush_secs = 10 }', name, registry.names("logger"))
+        names.append(name)
+        if ("logger", name) not in registry:
+            continue  # _check_loggers names the closest ones
+        factory = registry.get("logger", name).factory
+        try:
+            options[name] = check_options(factory, {k: v for k, v in entry.items() if k != "name"})
+        except OptionError as exc:
+            raise RecipeError(source, f"run.loggers.{i}.{exc.key}", f"{exc.message} (for logger {name!r})",
+                              exc.value, exc.choices) from None
+    return {**run_table, "loggers": names}, options
 
 
 def _check_loggers(registry: Registry, loggers: list[str], source: str) -> None:

@@ -8,6 +8,7 @@ registry, recipe validation, the engine and the CLI.
 from __future__ import annotations
 
 import json
+import re
 import types
 from pathlib import Path
 
@@ -173,12 +174,21 @@ def test_a_raising_logger_is_reported_once_and_switched_off(with_plugin, tmp_pat
     assert len((run.run_dir / "metrics.jsonl").read_text().splitlines()) == 4  # the others go on
 
 
-def test_console_logger_prints_metric_lines(tmp_path, capsys):
-    run = build(write_recipe(tmp_path, steps=2, checkpoint_every=2, log_every=1), 'run.loggers=["console"]')
+def test_console_logger_prints_metric_lines_with_its_options(tmp_path, capsys):
+    run = build(write_recipe(tmp_path, steps=2, checkpoint_every=2, log_every=1),
+                'run.loggers=[{ name = "console", digits = 2 }]')
+    assert run.recipe.logger_options == {"console": {"digits": 2}}
+    assert 'loggers = [\n    { name = "console", digits = 2 },\n]' in run.recipe.dumps()  # kept in the resolved recipe
     quiet_train(run)
     err = capsys.readouterr().err
-    assert "step 1: loss=" in err and "step 2: loss=" in err
+    losses = re.findall(r"step (\d): loss=(\S+) ", err)
+    assert [step for step, _ in losses] == ["1", "2"] and all(len(v.replace("0.", "")) <= 2 for _, v in losses), err
     assert not (run.run_dir / "metrics.jsonl").exists()  # only the loggers asked for
+
+
+def test_a_logger_option_is_checked_like_any_recipe_option(tmp_path):
+    with pytest.raises(RecipeError, match=r"run\.loggers\.0\.digit: unknown key 'digit'; did you mean 'digits'"):
+        load_recipe(write_recipe(tmp_path), overrides=['run.loggers=[{ name = "console", digit = 2 }]'])
 
 
 def test_unknown_logger_is_a_recipe_error(tmp_path):

@@ -26,7 +26,8 @@ class Loggers:
         truncate_metrics(run.run_dir / METRICS, start_step)
         for name in run.recipe.run.loggers:
             try:
-                logger = run.registry.get("logger", name).factory(run.run_dir)
+                options = run.recipe.logger_options.get(name, {})
+                logger = run.registry.get("logger", name).factory(run.run_dir, **options)
             except Exception as exc:  # noqa: BLE001 - a logger must never stop training
                 self._warn(name, "could not be started", exc)
                 continue
