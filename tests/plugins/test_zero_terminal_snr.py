@@ -93,15 +93,15 @@ class Oracle(torch.nn.Module):
 
 
 @pytest.mark.parametrize("prediction", ["v", "x0"])
-@pytest.mark.parametrize("name", SAMPLERS)
-def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, prediction):
+@pytest.mark.parametrize("name,options", [(name, {}) for name in SAMPLERS] + [("ddim", {"spacing": "trailing"})])
+def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, options, prediction):
     diffusion = Diffusion(schedule("linear", timesteps=1000, zero_terminal_snr=True))
     eps_fn = make_eps_fn(Oracle(diffusion, prediction), diffusion)
     seen = []
     x_T = torch.randn(2048, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     x = registry().get("sampler", name).factory(
         eps_fn, diffusion, x_T, steps=FEW_STEPS.get(name, STEPS), generator=torch.Generator().manual_seed(1),
-        callback=lambda info: seen.append((info["t"], info["x0"])))
+        callback=lambda info: seen.append((info["t"], info["x0"])), **options)
     assert seen[0][0] == 999  # the first step is at alpha-bar = 0 ...
     assert torch.isfinite(seen[0][1]).all() and torch.isfinite(x).all()
     torch.testing.assert_close(seen[0][1], torch.full_like(x, MU))  # ... where E[x0 | x_T] is the data mean
