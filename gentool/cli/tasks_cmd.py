@@ -1,12 +1,14 @@
-"""``gentool inpaint | interpolate | variations | animate | schedules``: tasks on a trained run.
+"""Commands that run a registered task on a trained run: :func:`task_command`.
 
-Each command runs the registered task of its name on a run directory or
-checkpoint. Its options are the task's own recipe options, read from the
-registered function's signature when the command line is built (defaults and
-help come from the signature and the docstring's ``Args:`` block), so a task
-takes the same options in a recipe's ``[[tasks]]`` and here. (Reading the
-signatures loads the plugins when Typer builds the command line, never when
-``gentool`` is imported.)
+A plugin adds such a command through the command hook
+(``gentool_register_commands``): ``register("inpaint", task_command("inpaint",
+"Fill in a masked region..."))``; the built-in tasks plugin does so for its
+editing tasks. The command runs the registered task of its name on a run
+directory or checkpoint. Its options are the task's own recipe options, read
+from the registered function's signature when the command line is built
+(defaults and help come from the signature and the docstring's ``Args:``
+block), so a task takes the same options in a recipe's ``[[tasks]]`` and
+here. The core names no task: which tasks are commands is the plugins' choice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable, List, Literal, Optional, Union
 import typer
 from rich.markup import escape
 
-from gentool.cli.app import app, console, friendly, load_run_or_warn
+from gentool.cli.app import console, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
 from gentool.errors import UsageError
 
@@ -165,29 +167,13 @@ RUN_PARAMS = [
     _param("threads", typer.Option(None, "--threads", help=THREADS_HELP), Optional[int]),
 ]
 
-HELP = {
-    "inpaint": "Fill in a masked region of images (replacement, or RePaint with --resamplings > 1).",
-    "interpolate": "Interpolate between two images (Ho et al. sec. 4.3) or two seeds (slerp of x_T).",
-    "variations": "SDEdit variations: noise input images to a fraction --t of the diffusion, then denoise.",
-    "animate": "Animate the forward (noising) and reverse (sampling) processes as PNG strips and GIFs.",
-}
+def task_command(task: str, help: str) -> Callable[..., None]:
+    """A command running the registered task ``task`` on a trained run, for ``register(name, ...)`` of the command hook.
 
-for _name, _help in HELP.items():
-    app.command(_name, help=_help + " Options are the task's recipe options.")(
-        friendly(TaskCommand(_name, RUN_PARAMS, run_on_checkpoint))
-    )
-
-
-@app.command()
-@friendly
-def schedules(
-    names: Optional[List[str]] = typer.Argument(None, help=escape("Registered schedule names [default: all of them].")),
-    timesteps: int = typer.Option(1000, "--timesteps", "-T", help="T, the number of diffusion steps."),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write schedules.png into."),
-) -> None:
-    """Plot alphas_cumprod and its square root for schedules side by side (e.g. linear cosine sigmoid)."""
-    from gentool.plugins import registry
-
-    task = registry().get("task", "schedules").factory
-    out.mkdir(parents=True, exist_ok=True)
-    report(task(None, out, names=list(names or []), timesteps=timesteps))
+    ``help`` is its summary in ``gentool --help``; its options are the task's
+    (read from the registry when the command is built), plus the source run,
+    ``--out``, ``--device`` and ``--set``.
+    """
+    command = TaskCommand(task, RUN_PARAMS, run_on_checkpoint)
+    command.__doc__ = f"{help} Options are the task's recipe options."
+    return command

@@ -28,6 +28,11 @@ def gentool_register_tasks(register):
 
 @gentool.hookimpl
 def gentool_register_commands(register):
-    from gentool_tasks.invert_cmd import invert  # typer only; the task and torch load when it runs
+    from gentool.cli.tasks_cmd import task_command  # typer only; the tasks and torch load when a command runs
+    from gentool_tasks.commands import RUN_TASKS, schedules
+    from gentool_tasks.invert_cmd import invert
 
+    for name, summary in RUN_TASKS.items():
+        register(name, task_command(name, summary))
+    register("schedules", schedules)
     register("invert", invert)
