@@ -28,6 +28,10 @@ Prediction = Literal["eps", "x0", "v"]
 
 #: ``eps_fn(x_t, t) -> eps``: the noise prediction with conditioning and guidance
 #: already bound. ``x_t`` is ``[B, C, H, W]``, ``t`` an int64 tensor ``[B]``.
+#: Optional attributes: ``eps_fn.eps_and_x0(x_t, t) -> (eps, x0)`` (a v or x0
+#: model, finite where alpha-bar is 0) and, for a learned-variance model,
+#: ``eps_fn.variance_v``: the network's variance output v of the last call
+#: (:func:`gentool.vlb.last_variance`).
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 
