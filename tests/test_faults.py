@@ -143,9 +143,13 @@ def test_read_only_run_directory(run_dir, tmp_path, monkeypatch):
     read_only(monkeypatch, run_dir)
     line = one_error_line(invoke("run", tmp_path / "toy.toml", "--set", "train.steps=4", "--no-tasks"))
     assert "read-only file system" in line and str(run_dir) in line, line
-    # a reader of the read-only run writes elsewhere and works
+    # readers of the read-only run write elsewhere and work
     result = invoke("sample", run_dir, "--n", 2, "--steps", 2, "--grid-only", "--out", tmp_path / "elsewhere")
     assert result.exit_code == 0, result.output
+    result = invoke("export", run_dir, "--out", tmp_path / "elsewhere" / "toy.safetensors")
+    assert result.exit_code == 0 and (tmp_path / "elsewhere" / "toy.safetensors").is_file(), result.output
+    result = invoke("eval", run_dir, "--metrics", "loss_t", "--data-batches", 1, "--out", tmp_path / "elsewhere" / "r.json")
+    assert result.exit_code == 0 and (tmp_path / "elsewhere" / "r.json").is_file(), result.output
     monkeypatch.undo()
     assert all_checkpoints_load(run_dir) == [2]
 
