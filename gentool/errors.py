@@ -31,6 +31,10 @@ class RunLockedError(GentoolError):
     """Another process is writing into the run directory (it holds the run's lock)."""
 
 
+class DataError(GentoolError, ValueError):
+    """Data that does not fit the recipe (class labels past the conditioner's classes, an empty split)."""
+
+
 class ComponentError(GentoolError, ValueError):
     """A plugin component (a task, a sampler, a data source) refused its options or inputs.
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gentool.errors import DataError
+
 
 class DiffusionModel(nn.Module):
     """Denoiser and conditioner as one module (one optimiser, one EMA, one checkpoint).
@@ -43,7 +45,7 @@ class DiffusionModel(nn.Module):
             return
         bad = (labels < -1) | (labels >= n)
         if bool(bad.any()):
-            raise ValueError(f"class labels must be in 0..{n - 1} (or -1 for none), "
+            raise DataError(f"class labels must be in 0..{n - 1} (or -1 for none), "
                              f"got {sorted(set(labels[bad].tolist()))[:10]}")
 
     def embed(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor | None:

@@ -106,3 +106,14 @@ def test_sample_refuses_what_it_would_silently_ignore_or_cannot_fit(trained_toy,
     text = error_line(result)
     assert words in text, text
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_training_labels_past_the_conditioners_classes_are_one_line(tmp_path):
+    """A data set with more classes than [conditioner] num_classes: a DataError before the first step."""
+    from _tiny import write_recipe
+
+    recipe = write_recipe(tmp_path, name="labels", steps=2, class_cond=True)  # conditioner: 2 classes
+    result = runner.invoke(app, ["run", str(recipe), "--no-tasks", "--set", "data.num_classes=4"],
+                           catch_exceptions=False)
+    text = error_line(result)
+    assert "class labels must be in 0..1" in text, text

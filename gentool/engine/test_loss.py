@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gentool.engine.step import float_net
+from gentool.errors import DataError
 
 
 def resolve_timesteps(timesteps: Iterable[int], num_timesteps: int) -> tuple[list[int], str | None]:
@@ -91,5 +92,5 @@ def test_losses(
                 sums[i] += per.double().sum()
             count += x0.shape[0]
     if count == 0:
-        raise ValueError(f"the {split} split has no images for the test loss")
+        raise DataError(f"the {split} split has no images for the test loss")
     return {t: float(v) / count for t, v in zip(ts, sums.tolist())}

@@ -27,7 +27,6 @@ import torch
 
 from gentool.atomic import atomic_write_text
 from gentool.engine import checkpoint as ckpt
-from gentool.errors import GentoolError
 from gentool.engine import distributed, rng, state
 from gentool.engine.accel import Prepared, prepare, uses_bf16  # noqa: F401 - uses_bf16 re-exported
 from gentool.engine.data import train_batches
@@ -42,6 +41,8 @@ from gentool.engine.periodic import Periodic
 from gentool.engine.progress_bar import TrainProgress
 from gentool.engine.signals import StopRequest
 from gentool.engine.step import objective_loss
+from gentool.errors import GentoolError
+from gentool.recipe import RecipeError
 from gentool.run import RESOLVED_RECIPE, Run
 
 PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (and always at the end)
@@ -101,8 +102,9 @@ class Trainer:
     def __init__(self, run: Run, dist_info: distributed.Dist, log: Callable[[str], None]) -> None:
         self.run, self.dist, self.log, self.tr = run, dist_info, log, run.recipe.train
         if self.tr.batch_size % (dist_info.world * self.tr.grad_accum):
-            raise ValueError(f"train.batch_size ({self.tr.batch_size}) must split evenly over {dist_info.world} "
-                             f"process(es) times train.grad_accum ({self.tr.grad_accum}) micro-batches")
+            raise RecipeError(run.recipe.source, "train.batch_size", f"{self.tr.batch_size} must split evenly over "
+                              f"{dist_info.world} process(es) times train.grad_accum ({self.tr.grad_accum}) "
+                              "micro-batches", self.tr.batch_size)
         self.key = state.recipe_key(run.recipe)
         self.optimizer = make_optimizer(run.model, lr=self.tr.lr, weight_decay=self.tr.weight_decay,
                                         device=run.device)
