@@ -11,8 +11,12 @@ from typing import Any, Callable
 import torch
 
 from gentool.engine import checkpoint as ckpt
+from gentool.engine import distributed
+from gentool.engine.data import check_data
+from gentool.engine.lock import RunLock
 from gentool.errors import UsageError
 from gentool.interfaces import TaskResult
+from gentool.plugins import registry as plugin_registry
 from gentool.recipe import Recipe, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
 
@@ -26,9 +30,7 @@ class RunResult:
 
 def summarize(recipe: Recipe) -> dict[str, Any]:
     """Facts about a recipe worth seeing before spending compute on it."""
-    from gentool.plugins import registry
-
-    reg = registry()
+    reg = plugin_registry()
     diffusion, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
     out["schedule"] = f"{recipe.schedule.name}, T = {diffusion.num_timesteps}"
@@ -55,8 +57,6 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - a summary reports the problem; gentool run raises it
             out["dataset (train)"] = f"not available yet: {exc}"
         if data is not None:  # the checks gentool run makes before training: image shape, one full batch
-            from gentool.engine.data import check_data
-
             meta = Run(recipe, reg, torch.device("meta"), diffusion, model)
             meta._datasets["train"] = data
             check_data(meta, data)
@@ -82,9 +82,7 @@ def run_recipe(
     Under ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
     and only rank 0 runs the tasks.
     """
-    from gentool.engine import distributed
-    from gentool.engine.lock import RunLock
-    from gentool.engine.train import train
+    from gentool.engine.train import train  # the training stack loads only when training starts
 
     recipe = load_recipe(path, overrides=list(overrides))
     run = build(recipe, device=distributed.local_device(device or recipe.run.device))

@@ -23,7 +23,10 @@ import re
 from typing import Any, Callable
 
 from gentool.kinds import KINDS
+from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.options import describe, option_docs, recipe_parameters, type_hints
+from gentool.plugins import load_plugins, state
+from gentool.recipe import SamplerSpec
 
 REGENERATE = "python -m gentool.cli.reference"
 #: kind -> (section title, the recipe table it fills, how the core calls the factory), from the table of kinds
@@ -130,10 +133,6 @@ def recipe_reference(builtin_only: bool = True) -> str:
     installed or blocked (this is ``docs/recipes.md``); otherwise every plugin
     loaded in this environment, each component labelled with its package.
     """
-    from gentool.config import EvalConfig, RunConfig, TrainConfig
-    from gentool.plugins import load_plugins, state
-    from gentool.recipe import SamplerSpec
-
     st = load_plugins(autoload=False, blocked=[]) if builtin_only else state()
     infos = {p.name: p for p in st.plugins}
     extra = [f.name for f in dataclasses.fields(SamplerSpec) if f.name not in ("name", "options")]

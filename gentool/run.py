@@ -24,6 +24,7 @@ from gentool.progress import progress_callback
 from gentool.recipe import ComponentSpec, Recipe, RecipeError
 from gentool.registry import Registry
 from gentool.sampling import make_eps_fn, make_fast_eps_fn, resolve_sampling
+from gentool.threads import set_threads
 
 RESOLVED_RECIPE = "recipe.resolved.toml"
 
@@ -310,8 +311,6 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
         registry = plugin_registry()
     _check_guidance(recipe)
     device = resolve_device(recipe.run.device if device is None else str(device))
-    from gentool.threads import set_threads
-
     set_threads(recipe.run.threads)  # process-wide: [run] threads, else gentool's default (gentool/threads.py)
     torch.manual_seed(recipe.run.seed)
     diffusion = _diffusion(recipe, registry).to(device)

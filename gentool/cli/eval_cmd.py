@@ -39,15 +39,13 @@ def eval_(
     floor: bool = typer.Option(False, "--floor", help="Also score n real test images against the train split: the real-data floor of each sample metric."),
 ) -> None:
     """Evaluate a trained run; print the JSON report and save it."""
-    from gentool.evaluation import default_report_path, evaluate, write_report
-    from gentool.evaluation.evaluate import eval_config
+    from gentool.evaluation import default_report_path, evaluate, write_report  # start-up: torch-fidelity etc.
+    from gentool.evaluation.evaluate import eval_config, parse_guidance
     run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     config = eval_config(run, metrics=metrics, sampler=sampler, steps=steps, split=split,
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,
                          batch_size=batch_size, reference_n=ref_n, bpd_timesteps=bpd_timesteps, data_batches=data_batches)
-    from gentool.evaluation.evaluate import parse_guidance
-
     report = evaluate(run, config, n=n, guidance=parse_guidance(guidance), seed=seed, cache_dir=cache_dir,
                       save_samples=save_samples, floor=floor)
     console.print_json(json.dumps(report))  # first: a report that cannot be written is not lost

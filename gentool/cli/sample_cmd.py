@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +40,7 @@ def parse_classes(text: str | None) -> list[int]:
 
 def check_fits(run, n: int) -> None:
     """Refuse ``n`` images whose float32 tensors alone (start noise, result, one sampler step) cannot fit."""
-    import math
-
-    import torch
+    import torch  # start-up: torch loads only when a command runs
 
     need = 3 * n * math.prod(run.image_shape) * 4
     if run.device.type == "cuda":
@@ -59,7 +58,7 @@ def check_fits(run, n: int) -> None:
 
 def parse_sampler_options(items: list[str]) -> dict[str, Any]:
     """``["eta=1", "clip_denoised=false"]`` -> ``{"eta": 1, "clip_denoised": False}`` (TOML values)."""
-    from gentool.recipe import parse_override
+    from gentool.recipe import parse_override  # start-up: when the command runs
 
     out = {}
     for item in items:
@@ -70,7 +69,7 @@ def parse_sampler_options(items: list[str]) -> dict[str, Any]:
 
 def labels_for(run, n: int, classes: list[int]):
     """Labels ``[n]`` cycling through ``classes`` (all classes when empty), or None if unconditional."""
-    import torch
+    import torch  # start-up: torch loads only when a command runs
 
     if not run.num_classes:
         if classes:
@@ -113,7 +112,7 @@ def generate(
     x = run.sample(n, labels=labels, guidance=w, steps=steps, sampler=name,
                    sampler_options=sampler_options, generator=run.generator(seed), progress=progress,
                    description=f"{name} ({n} images)")
-    from gentool.images import save_grid, save_images
+    from gentool.images import save_grid, save_images  # start-up: when the command runs
 
     out_dir = Path(out_dir)
     if nrow is None and labels is not None:

@@ -64,7 +64,7 @@ def option_parameters(factory: Callable, reserved: set[str]) -> list[inspect.Par
     Every option defaults to ``None`` (not given), so the factory's signature
     stays the only place that holds the defaults; the help shows them.
     """
-    from gentool.options import option_docs, recipe_parameters, type_hints
+    from gentool.options import option_docs, recipe_parameters, type_hints  # start-up: when the command is built
 
     hints, docs = type_hints(factory), option_docs(factory)
     out = []
@@ -90,7 +90,7 @@ def parse_option(value: Any, hint: Any) -> Any:
     """Options without a command-line type arrive as text: parse them as TOML values."""
     if cli_type(hint) is not None or not isinstance(value, str):
         return value
-    from gentool.recipe import parse_override
+    from gentool.recipe import parse_override  # start-up: when the command runs
 
     return parse_override(f"v={value}")[1]
 
@@ -105,7 +105,7 @@ class TaskCommand:
         self.__module__ = __name__
 
     def factory(self) -> Callable | None:
-        from gentool.plugins import registry
+        from gentool.plugins import registry  # start-up: plugins load only when the command is built
         from gentool.registry import RegistryError
 
         try:
@@ -126,7 +126,7 @@ class TaskCommand:
 
 def checked_options(factory: Callable, given: dict[str, Any]) -> dict[str, Any]:
     """The options given on the command line, parsed and validated against the task."""
-    from gentool.options import OptionError, check_options, type_hints
+    from gentool.options import OptionError, check_options, type_hints  # start-up: when the command runs
 
     hints = type_hints(factory)
     options = {k: parse_option(v, hints.get(k)) for k, v in given.items() if v is not None and v != []}
@@ -148,7 +148,7 @@ def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: 
                       device: Optional[str], set_: List[str], threads: Optional[int] = None) -> None:
     """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/generated/<task>``,
     beside the ``RUN_DIR/<task>`` folders the recipe's own tasks wrote during ``gentool run``)."""
-    from gentool.recipe import ComponentSpec
+    from gentool.recipe import ComponentSpec  # start-up: when the command runs
     run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     factory = run.registry.get("task", task).factory
     spec = ComponentSpec(task, checked_options(factory, options))

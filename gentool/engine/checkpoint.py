@@ -16,18 +16,18 @@ import os
 import re
 import shutil
 import time
+import tomllib
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
 from gentool.atomic import (  # noqa: F401 - atomic_save, tensor_checksum and CHECKSUM are re-exported
     CHECKSUM, atomic_save, atomic_write, checksum_matches, tensor_checksum, with_checksum)
 from gentool.errors import GentoolError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from gentool.run import Run
+from gentool.recipe import load_recipe
+from gentool.run import Run, build
 
 CHECKPOINT_DIR = "checkpoints"
 BEST = "best.pt"
@@ -233,13 +233,8 @@ def restore_latest(run: "Run", path: Path | None = None, state: dict[str, Any] |
 
 def load_exported(path: Path, *, device=None, overrides: list[str] = ()) -> "Run":
     """Load a ``gentool export`` safetensors file (EMA weights + recipe metadata)."""
-    import tomllib
-
-    from safetensors import safe_open
+    from safetensors import safe_open  # safetensors loads only for an exported file
     from safetensors.torch import load_file
-
-    from gentool.recipe import load_recipe
-    from gentool.run import build
 
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -55,6 +55,6 @@ def export_weights(source: str | Path, out: str | Path | None = None, *,
 
 
 def _serialise(tensors, metadata) -> bytes:
-    from safetensors.torch import save
+    from safetensors.torch import save  # loads only when exporting
 
     return save(tensors, metadata=metadata)
