@@ -27,7 +27,14 @@ def schedules(
 ) -> None:
     """Plot alphas_cumprod and its square root for schedules side by side (e.g. linear cosine sigmoid)."""
     from gentool.cli.tasks_cmd import report
+    from gentool.errors import ComponentError, GentoolError
     from gentool_tasks.schedules_plot import schedules as plot
 
     out.mkdir(parents=True, exist_ok=True)
-    report(plot(None, out, names=list(names or []), timesteps=timesteps))
+    try:
+        result = plot(None, out, names=list(names or []), timesteps=timesteps)
+    except ValueError as exc:  # a schedule refusing its options: the user's to fix, one line
+        if isinstance(exc, GentoolError):
+            raise
+        raise ComponentError(f"gentool schedules: {exc}") from exc
+    report(result)
