@@ -236,3 +236,20 @@ def test_ctrl_c_is_not_contained(site):
 def test_run_name_is_one_path_component(tiny_recipe, name):
     with pytest.raises(RecipeError, match="run.name: .* is not a run name"):
         gentool.load_recipe(tiny_recipe, overrides=[f'run.name="{name}"'])
+
+
+def test_every_torch_load_in_gentool_and_its_plugins_is_weights_only():
+    """A static check over the source: each ``torch.load(...)`` call passes ``weights_only=True``."""
+    import ast
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    unsafe = []
+    for path in [*(root / "gentool").rglob("*.py"), *(root / "plugins").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                if not safe:
+                    unsafe.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not unsafe, unsafe
