@@ -33,9 +33,9 @@ from gentool.diffusion import Diffusion
 Spacing = Literal["uniform", "trailing", "logsnr", "karras"]
 SPACINGS: tuple[str, ...] = ("uniform", "trailing", "logsnr", "karras")
 
-#: Default lower end of the log-SNR range a spacing covers, lambda = -5.1
-#: (sigma = 164; diffusers' ``lambda_min_clipped`` for the cosine schedule). The
-#: linear schedule ends at lambda = -5.06 for T = 1000 and is not clipped.
+#: Lower end of the log-SNR range a spacing covers when the schedule's last lambda is an
+#: outlier (:func:`outlying_end`), lambda = -5.1 (sigma = 164; the value diffusers suggests
+#: for its ``lambda_min_clipped`` with the cosine schedule). Smooth schedules are not clipped.
 LAMBDA_MIN = -5.1
 
 #: ``step(i, t, s, x) -> (x_s, x0_hat)``: one reverse step from timestep t to s.
@@ -100,9 +100,27 @@ def snap_lambdas(diffusion: Diffusion, targets: list[float], t_start: int) -> li
     return out
 
 
-def lambda_range(diffusion: Diffusion, t_start: int, lambda_min: float) -> tuple[float, float]:
-    """The lambda interval a spacing covers: [max(lambda_{t_start}, lambda_min), lambda_0]."""
+def outlying_end(lam: Tensor, t_start: int) -> bool:
+    """Is lambda at ``t_start`` an outlier: -inf (zero terminal SNR), or its step down more than 3x the step before?
+
+    The cosine schedule's clipped last beta gives gaps of 0.41, 0.69 and then 3.45 (T = 1000); smooth schedules
+    (linear, sigmoid) have equal gaps there.
+    """
+    if t_start < 2:
+        return False
+    last, before = float(lam[t_start - 1] - lam[t_start]), float(lam[t_start - 2] - lam[t_start - 1])
+    return math.isinf(last) or last > 3 * before
+
+
+def lambda_range(diffusion: Diffusion, t_start: int, lambda_min: float | None = None) -> tuple[float, float]:
+    """The lambda interval a spacing covers: [max(lambda_{t_start}, lambda_min), lambda_0].
+
+    ``lambda_min = None`` clips at :data:`LAMBDA_MIN` only where lambda_{t_start} is an outlier
+    (:func:`outlying_end`), so a smooth schedule that ends lower keeps its whole range.
+    """
     lam = lambdas(diffusion)
+    if lambda_min is None:
+        lambda_min = LAMBDA_MIN if outlying_end(lam, t_start) else -math.inf
     return max(float(lam[t_start]), lambda_min), float(lam[0])
 
 
@@ -112,7 +130,7 @@ def spaced_timesteps(
     t_start: int | None = None,
     spacing: str = "uniform",
     *,
-    lambda_min: float = LAMBDA_MIN,
+    lambda_min: float | None = None,
     rho: float = 7.0,
 ) -> list[int]:
     """As many timesteps as ``diffusion.timesteps(steps, t_start)``, decreasing, placed by ``spacing``.
@@ -125,8 +143,9 @@ def spaced_timesteps(
 
     ``logsnr`` and ``karras`` cover lambda from max(lambda_{t_start},
     ``lambda_min``) to lambda_0: the cosine schedule's clipped last beta makes
-    its final lambda an outlier (-9.2 against -5.8 one step earlier), and zero
-    terminal SNR makes it -inf. The first step stays at ``t_start`` either way.
+    its final lambda an outlier (-9.9 against -6.5 one step earlier), and zero
+    terminal SNR makes it -inf. ``lambda_min = None`` clips at -5.1 only for such
+    an outlier (:func:`lambda_range`). The first step stays at ``t_start`` either way.
     """
     uniform = diffusion.timesteps(steps, t_start)
     if spacing == "uniform":

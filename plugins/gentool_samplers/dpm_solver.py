@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
-from gentool.reverse import LAMBDA_MIN, Spacing, abar, log_snr_half, predict, reverse_loop, spaced_timesteps
+from gentool.reverse import Spacing, abar, log_snr_half, predict, reverse_loop, spaced_timesteps
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def dpmpp_2m(
     callback: Callable[[dict], Tensor | None] | None = None,
     clip_denoised: bool = True,
     spacing: Spacing = "logsnr",
-    lambda_min: float = LAMBDA_MIN,
+    lambda_min: float | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): usable samples in 10-25 steps.
 
@@ -44,9 +44,10 @@ def dpmpp_2m(
             (evenly in t, ``Diffusion.timesteps``) or ``"trailing"`` (Lin et al. 2024).
         lambda_min: ``logsnr`` and ``karras`` spread the steps over lambda from
             max(lambda_{t_start}, lambda_min) to lambda_0; the first step stays
-            at t_start. Keeps the cosine schedule's outlying last lambda (its
-            clipped beta) and zero terminal SNR's -inf from bunching the steps
-            at the end; ``-inf`` turns the clip off.
+            at t_start. Unset: -5.1 where the schedule's last lambda is an
+            outlier (the cosine schedule's clipped beta, zero terminal SNR's
+            -inf), which would otherwise bunch the steps at the end, and no
+            clip for smooth schedules; ``-inf`` turns the clip off.
     """
     prev: dict[str, float | Tensor] = {}  # x0 and h of the previous step
 

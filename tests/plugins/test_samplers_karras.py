@@ -139,6 +139,15 @@ def test_dpmpp_2m_logsnr_steps_spread_out_on_the_cosine_schedule_and_the_error_d
     assert after < 0.6 * before, (before, after)
 
 
+def test_a_smooth_schedule_ending_below_the_clip_keeps_its_whole_range():
+    # linear betas up to 0.04: lambda_{T-1} is about -6.4, below -5.1, but no outlier (equal gaps)
+    diffusion = Diffusion(torch.linspace(1e-4, 0.04, 1000, dtype=torch.float64))
+    lam = 0.5 * torch.log(diffusion.alphas_cumprod_64 / (1 - diffusion.alphas_cumprod_64))
+    assert float(lam[-1]) < -5.1
+    assert spaced_timesteps(diffusion, 20, None, "logsnr") == spaced_timesteps(diffusion, 20, None, "logsnr",
+                                                                                 lambda_min=-math.inf)
+
+
 def test_the_lambda_clip_leaves_the_linear_schedule_alone():
     diffusion = Diffusion(linear_betas())  # lambda_{T-1} = -5.06 > -5.1
     assert spaced_timesteps(diffusion, 20, None, "logsnr") == spaced_timesteps(diffusion, 20, None, "logsnr",
