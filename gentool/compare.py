@@ -171,7 +171,9 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
         raise CompareError("none of the runs has logged metrics yet (metrics.jsonl is empty or missing)")
     cols = min(3, len(metrics))
     rows = math.ceil(len(metrics) / cols)
-    legend_rows = math.ceil(len(runs) / 2)
+    longest = max(len(r.label) for r in runs)
+    ncol = max(1, min(len(runs), int(4.2 * cols * 9) // (longest + 6)))  # ~9 legend characters per inch
+    legend_rows = math.ceil(len(runs) / ncol)
     legend_h = 0.3 * legend_rows + 0.15  # inches below the panels
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows + legend_h))
     FigureCanvasAgg(fig)
@@ -191,16 +193,19 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
         if log_y and ax.has_data():
             from matplotlib.ticker import FormatStrFormatter
 
+            from matplotlib.ticker import NullFormatter
+
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(FormatStrFormatter("%.4g"))  # not 1.02x10^0 on a narrow range
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.4g"))
+            lo, hi = ax.get_ylim()  # label the minor ticks only where no decade tick shows
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if hi / lo < 10 else NullFormatter())
         ax.grid(True, alpha=0.3)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     handles = [ax.get_lines() for ax in axes]
     lines = {line.get_label(): line for group in handles for line in group}
     fig.legend([lines[r.label] for r in runs if r.label in lines], [r.label for r in runs if r.label in lines],
-               loc="lower center", ncol=min(2, len(runs)), frameon=False)
+               loc="lower center", ncol=ncol, frameon=False)
     fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []

@@ -14,11 +14,13 @@ def print_comparison(comparison, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="final values", title_justify="left")
-    table.add_column("run")
+    tests = any(k.startswith("test_loss/") for k in comparison.metrics)
+    table = Table(title="final values", title_justify="left",
+                  caption="t=...: the test loss at that 0-based timestep" if tests else None, caption_justify="left")
+    table.add_column("run", min_width=min(max((len(r.label) for r in comparison.runs), default=3), 40))
     table.add_column("step", justify="right")
     for key in comparison.metrics:
-        table.add_column(key.replace("test_loss/", "test "), justify="right")
+        table.add_column(key.replace("test_loss/", "").replace("eval/", ""), justify="right", overflow="fold")
     for run in comparison.runs:
         values = [f"{run.final[k]:.4g}" if k in run.final else "-" for k in comparison.metrics]
         table.add_row(Text(run.label), str(run.last_step), *values)
