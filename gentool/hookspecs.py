@@ -14,6 +14,10 @@ Factory conventions (shared by every kind):
   checked, their defaults are the only defaults, and the ``Args:`` block of the
   factory's docstring is the recipe reference.
 
+``register(name, factory, default=True)`` declares the component the one a
+recipe gets when it has no table of its kind (``[schedule]``, ``[sampler]``,
+``[objective]``); a kind has at most one default, and the core names none.
+
 Each hook belongs to one kind of :data:`gentool.kinds.KINDS` (``gentool_register_<plural>``);
 a new kind is an entry there plus its hookspec here.
 

@@ -38,7 +38,6 @@ class Kind:
         call: how the core calls a factory, as the docs show it.
         positional: the positional parameters the core supplies (never recipe options).
         reserved: keyword parameters the core supplies (never recipe options).
-        default: the component used when the recipe has no table of this kind.
         required: a recipe must have this table.
         many: the table is an array of tables (``[[tasks]]``).
         options: factories take recipe options (keyword-only, documented in ``Args:``).
@@ -52,7 +51,6 @@ class Kind:
     call: str
     positional: tuple[str, ...] = ()
     reserved: tuple[str, ...] = ()
-    default: str | None = None
     required: bool = False
     many: bool = False
     options: bool = True
@@ -69,17 +67,16 @@ SAMPLER_RESERVED = ("steps", "t_start", "generator", "callback")
 KINDS: tuple[Kind, ...] = (
     Kind("data_source", "data_sources", "Data sources", "data", "[data]", "factory(split, **options)",
          positional=("split",)),
-    Kind("schedule", "schedules", "Schedules", "schedule", "[schedule]", "factory(**options) -> betas",
-         default="linear"),
+    Kind("schedule", "schedules", "Schedules", "schedule", "[schedule]", "factory(**options) -> betas"),
     Kind("denoiser", "denoisers", "Denoisers", "denoiser", "[denoiser]", "factory(**options) -> nn.Module",
          required=True),
     Kind("conditioner", "conditioners", "Conditioners", "conditioner", "[conditioner]",
          "factory(dim, **options) -> nn.Module", positional=("dim",)),
     Kind("objective", "objectives", "Objectives", "objective", "[objective]",
-         "factory(**options) -> objective (prediction, draw, loss)", default="ddpm"),
+         "factory(**options) -> objective (prediction, draw, loss)"),
     Kind("sampler", "samplers", "Samplers", "sampler", "[sampler]",
          "sampler(eps_fn, diffusion, x_T, *, steps, t_start, generator, callback, **options)",
-         positional=("eps_fn", "diffusion", "x_T"), reserved=SAMPLER_RESERVED, default="ancestral"),
+         positional=("eps_fn", "diffusion", "x_T"), reserved=SAMPLER_RESERVED),
     Kind("task", "tasks", "Tasks", "tasks", "[[tasks]]", "task(run, out_dir, **options) -> TaskResult",
          positional=("run", "out_dir"), many=True),
     Kind("feature_extractor", "feature_extractors", "Feature extractors", None, "[eval] feature_extractor",

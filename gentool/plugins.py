@@ -215,24 +215,28 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], kinds
     owner = {}  # (kind, name) -> plugin, for the duplicate message
     order = sorted(impls, key=lambda p: (not (p in infos and infos[p].builtin), p))
     for plugin in order:
-        pending: list[tuple[str, str, Any]] = []
+        pending: list[tuple[str, str, Any, bool]] = []
 
-        def register(name: str, factory: Any, *, _kind: str = "") -> None:
-            clash = owner.get((_kind, name)) or (plugin if (_kind, name) in {(k, n) for k, n, _ in pending} else None)
+        def register(name: str, factory: Any, *, default: bool = False, _kind: str = "") -> None:
+            clash = owner.get((_kind, name)) or (plugin if (_kind, name) in {(k, n) for k, n, _, _ in pending} else None)
             if clash is not None:
                 raise RegistryError(
                     f"{_kind} {name!r} is registered twice: by plugin {clash!r} ({_package(infos, clash)}) and by "
                     f"plugin {plugin!r} ({_package(infos, plugin)}); block one of them (GENTOOL_BLOCK_PLUGINS) "
                     "or rename its component"
                 )
-            pending.append((_kind, name, factory))
+            pending.append((_kind, name, factory, bool(default)))
 
         try:
             for kind, function in impls[plugin]:
                 function(register=functools.partial(register, _kind=kind))
-            scratch = Registry()  # validates names and factories before anything is committed
-            for kind, name, factory in pending:
-                scratch.add(kind, name, factory, plugin)
+            scratch = Registry()  # validates names, factories and defaults before anything is committed
+            for kind, name, factory, default in pending:
+                scratch.add(kind, name, factory, plugin, default=default)
+                if default and registry.default(kind) is not None:  # built-ins come first: theirs stands
+                    first = registry.get(kind, registry.default(kind))
+                    raise RegistryError(f"{kind} {name!r} is declared the default {kind}, but plugin "
+                                        f"{first.plugin!r} already declared {first.name!r}; a kind has one default")
         except BaseException as exc:  # noqa: BLE001 - includes RegistryError for duplicates, and sys.exit()
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -240,8 +244,8 @@ def _fill_registry(pm: pluggy.PluginManager, infos: dict[str, PluginInfo], kinds
             broken.append(BrokenPlugin(plugin, info.package if info else "?", info.version if info else "",
                                        brief(exc), traceback.format_exc()))
             continue
-        for kind, name, factory in pending:
-            registry.add(kind, name, factory, plugin)
+        for kind, name, factory, default in pending:
+            registry.add(kind, name, factory, plugin, default=default)
             owner[(kind, name)] = plugin
     return registry, broken
 

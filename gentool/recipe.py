@@ -40,7 +40,6 @@ CORE_TABLES = ("run", "train", "eval")
 COMPONENT_KIND = {k.table: k.name for k in KINDS if k.table}
 SECTIONS = ("run", *(k.table for k in KINDS if k.table and not k.many), "train", "eval",
             *(k.table for k in KINDS if k.table and k.many))
-DEFAULT_NAMES = {k.table: k.default for k in KINDS if k.table and k.default}
 #: keys that moved to another table: (table, key) -> (new table, new key)
 MOVED_KEYS = {("train", "loss"): ("objective", "loss"), ("denoiser", "prediction"): ("objective", "prediction")}
 
@@ -99,7 +98,8 @@ class Recipe:
     conditioner: ComponentSpec | None = None
     eval: EvalConfig | None = None
     tasks: list[ComponentSpec] = field(default_factory=list)
-    objective: ComponentSpec = field(default_factory=lambda: ComponentSpec(DEFAULT_NAMES["objective"]))
+    #: always set by :func:`load_recipe`: the ``[objective]`` table, or the default a plugin declared
+    objective: ComponentSpec | None = None
     #: what validation changed, for the log (e.g. a key that moved to another table)
     notes: list[str] = field(default_factory=list, compare=False)
     #: ``{logger name: options}`` of the ``[run] loggers`` entries written as inline tables
@@ -312,7 +312,8 @@ def _move_keys(data: dict[str, Any], registry: Registry,
 
 def _accepts(registry: Registry, table_name: str, table: dict[str, Any], key: str) -> bool:
     """Whether the component the table names has an option ``key`` (unknown names: no)."""
-    kind, name = COMPONENT_KIND[table_name], table.get("name", DEFAULT_NAMES.get(table_name))
+    kind = COMPONENT_KIND[table_name]
+    name = table.get("name", registry.default(kind))
     if not isinstance(name, str) or (kind, name) not in registry:
         return False
     return key in inspect.signature(registry.get(kind, name).factory).parameters
@@ -392,7 +393,7 @@ def _lookup(registry: Registry, kind: str, table: dict[str, Any], source: str, k
 
 
 def _component(registry: Registry, kind: str, table: dict[str, Any], source: str, key: str) -> ComponentSpec:
-    component = _lookup(registry, kind, table, source, key, DEFAULT_NAMES.get(key))
+    component = _lookup(registry, kind, table, source, key, registry.default(kind))
     options = {k: v for k, v in table.items() if k != "name"}
     try:
         resolved = check_options(component.factory, options)
@@ -402,7 +403,7 @@ def _component(registry: Registry, kind: str, table: dict[str, Any], source: str
 
 
 def _sampler(registry: Registry, table: dict[str, Any], source: str) -> SamplerSpec:
-    component = _lookup(registry, "sampler", table, source, "sampler", DEFAULT_NAMES["sampler"])
+    component = _lookup(registry, "sampler", table, source, "sampler", registry.default("sampler"))
     steps = table.get("steps")
     guidance = table.get("guidance", 0.0)
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):

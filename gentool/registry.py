@@ -50,11 +50,16 @@ class Registry:
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Component]] = {kind: {} for kind in KINDS}
+        self._defaults: dict[str, str] = {}  # kind -> the name a plugin declared its default
         #: "name (error)" of each plugin that failed to load: an unknown name may be theirs
         self.failed_plugins: list[str] = []
 
-    def add(self, kind: str, name: str, factory: Callable[..., Any], plugin: str) -> None:
-        """Register ``factory`` as ``kind``/``name``; a second plugin using the name fails."""
+    def add(self, kind: str, name: str, factory: Callable[..., Any], plugin: str, *, default: bool = False) -> None:
+        """Register ``factory`` as ``kind``/``name``; a second plugin using the name fails.
+
+        ``default``: the plugin declares it the component a recipe without a
+        table of this kind gets (``[schedule]``, ``[sampler]``, ...); one per kind.
+        """
         if kind not in self._items:
             raise RegistryError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
         if not callable(factory):
@@ -68,7 +73,13 @@ class Registry:
                 f"and by plugin {plugin!r}; block one of them (GENTOOL_BLOCK_PLUGINS) "
                 "or rename its component"
             )
+        if default and self._defaults.get(kind, name) != name:
+            first = self._items[kind][self._defaults[kind]]
+            raise RegistryError(f"{plugin}: {kind} {name!r} is declared the default {kind}, but plugin "
+                                f"{first.plugin!r} already declared {first.name!r}; a kind has one default")
         self._items[kind][name] = Component(kind, name, factory, plugin)
+        if default:
+            self._defaults[kind] = name
 
     def get(self, kind: str, name: str) -> Component:
         """The component ``kind``/``name``; an unknown name lists the closest ones."""
@@ -86,6 +97,10 @@ class Registry:
                           f"{'; '.join(self.failed_plugins)} (`gentool list-plugins --verbose` shows why)")
             raise RegistryError(f"unknown {kind} {name!r}{hint} (valid: {valid}){failed}")
         return table[name]
+
+    def default(self, kind: str) -> str | None:
+        """The name of the component a plugin declared the default of ``kind``, if any."""
+        return self._defaults.get(kind)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._items[kind])

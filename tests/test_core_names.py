@@ -17,9 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (file, name): why the core may say it
 ALLOWED = {
-    ("gentool/kinds.py", "linear"): "the kinds table's default schedule when a recipe has no [schedule]",
-    ("gentool/kinds.py", "ancestral"): "the kinds table's default sampler when a recipe has no [sampler]",
-    ("gentool/kinds.py", "ddpm"): "the kinds table's default objective when a recipe has no [objective]",
     ("gentool/kinds.py", "schedules"): "the schedule kind's plural (its hook's name), not the task",
     ("gentool/config.py", "jsonl"): "the default of [run] loggers",
     ("gentool/config.py", "inception-v3-compat"): "the default of [eval] feature_extractor",

@@ -19,7 +19,7 @@ import torch
 import gentool
 from gentool.engine import rng
 from gentool.options import check_options
-from gentool.recipe import DEFAULT_NAMES, MOVED_KEYS, Recipe
+from gentool.recipe import MOVED_KEYS, Recipe
 
 FORMAT = 1
 # [train] keys that change bookkeeping, not the trajectory: a resumed run may change them freely
@@ -85,7 +85,7 @@ def _with_objective(old: dict[str, Any]) -> dict[str, Any]:
     for (table, key), (_, new_key) in MOVED_KEYS.items():
         if key in old.get(table, {}):
             moved[new_key] = old[table].pop(key)
-    name = DEFAULT_NAMES["objective"]
+    name = registry().default("objective")  # what a recipe without [objective] gets
     try:
         options = check_options(registry().get("objective", name).factory, moved)
     except Exception:  # noqa: BLE001 - the objective is gone or refuses them: show the difference

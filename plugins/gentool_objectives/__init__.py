@@ -8,5 +8,5 @@ def gentool_register_objectives(register):
     from gentool_objectives.ddpm import ddpm  # imports torch: only when the objectives are asked for
     from gentool_objectives.hybrid import hybrid
 
-    register("ddpm", ddpm)
+    register("ddpm", ddpm, default=True)  # a recipe without [objective]: L_simple
     register("hybrid", hybrid)

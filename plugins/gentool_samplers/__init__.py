@@ -10,7 +10,7 @@ from gentool_samplers.karras import euler, heun
 
 @gentool.hookimpl
 def gentool_register_samplers(register):
-    register("ancestral", ancestral)
+    register("ancestral", ancestral, default=True)  # a recipe without [sampler]: DDPM's own
     register("ddim", ddim)
     register("dpmpp_2m", dpmpp_2m)
     register("euler", euler)

@@ -9,6 +9,6 @@ from gentool_schedules.sigmoid import sigmoid
 
 @gentool.hookimpl
 def gentool_register_schedules(register):
-    register("linear", linear)
+    register("linear", linear, default=True)  # a recipe without [schedule]: Ho et al.'s
     register("cosine", cosine)
     register("sigmoid", sigmoid)
