@@ -297,8 +297,9 @@ def _global_draw(diffusion, x0, generator):
 
 
 def _one_based_draw(diffusion, x0, generator):
-    t = torch.randint(1, diffusion.num_timesteps + 1, (x0.shape[0],), generator=generator)
-    return t.clamp(max=diffusion.num_timesteps), torch.randn(x0.shape, generator=generator)
+    """Ho et al.'s 1-based t = T for the noisiest step, where gentool's is T - 1."""
+    t = torch.full((x0.shape[0],), diffusion.num_timesteps, dtype=torch.long)
+    return t, torch.randn(x0.shape, generator=generator)
 
 
 def _batch_mixing_loss(net, diffusion, x0, labels, t, noise):

@@ -123,3 +123,15 @@ def test_an_old_run_directory_loads_and_resumes_without_a_mismatch(tmp_path):
     more = build(resolved, "train.steps=3")
     result, messages = quiet_train(more)
     assert result.step == 3 and result.resumed_from == 2, messages
+
+
+def test_check_says_where_a_moved_key_went(tmp_path):
+    from typer.testing import CliRunner
+
+    from gentool.cli import app
+
+    recipe = write_recipe(tmp_path, train='loss = "l1"')
+    result = CliRunner().invoke(app, ["check", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "note: " in result.output and "train.loss has moved to [objective] loss; read as objective.loss = 'l1'" \
+        in " ".join(result.output.split())

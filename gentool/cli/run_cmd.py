@@ -30,6 +30,8 @@ def check(
 
     rec = load_recipe(recipe, overrides=set_)
     summary = summarize(rec)  # the factories' own checks (networks on the meta device) and the data's, first
+    for note in rec.notes:  # e.g. a key that moved to another table
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if quiet:
         return
     console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))
