@@ -187,3 +187,7 @@ def recipe_reference(builtin_only: bool = True) -> str:
 
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+
+
+if __name__ == "__main__":  # the old command: point at the new one
+    raise SystemExit(f"the generated pages are now written by `{REGENERATE}`")
