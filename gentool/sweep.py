@@ -143,6 +143,8 @@ def sweep(
     if only is not None and not 0 <= only < len(vs):
         raise UsageError(f"--variant {only}: this sweep has variants 0..{len(vs) - 1}")
     base = load_recipe(recipe, overrides=list(overrides) + fixed)  # the recipe and the fixed overrides, checked once
+    recipes = {v.name: load_recipe(recipe, overrides=list(overrides) + v.overrides) for v in vs
+               if only is None or v.index == only}  # every variant is valid before anything is written
     folder = Path(base.run.output_dir) / base.run.name
     main = distributed.env().main  # under torchrun every rank trains; rank 0 keeps the books
     if main:
@@ -152,7 +154,7 @@ def sweep(
     for v in vs:
         if only is not None and v.index != only:
             continue
-        rec = load_recipe(recipe, overrides=list(overrides) + v.overrides)
+        rec = recipes[v.name]
         rec.run.output_dir, rec.run.name = str(folder), v.name
         log(f"variant {v.index + 1}/{len(vs)} {v.name}: {rec.run_dir}")
         run = build(rec, device=distributed.local_device(device or rec.run.device))

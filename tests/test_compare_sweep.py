@@ -16,6 +16,7 @@ from _tiny import recipe_text
 from gentool.cli import app
 from gentool.compare import CompareError, compare, differences, flatten, label_of
 from gentool.errors import UsageError
+from gentool.recipe import RecipeError
 from gentool.sweep import parse_axes, split_values, sweep, variants
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,6 +120,10 @@ def test_single_values_override_every_variant_and_the_sweep_folder(tmp_path):
                                                                              "schedule.name=linear"]
     assert 'steps = 0' in (result.folder / "schedule.name=cosine" / "recipe.resolved.toml").read_text()
     assert any("no comparison" in m for m in messages)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RecipeError, match="quadratic"):  # every variant is checked before anything is written
+        sweep(recipe, ["schedule.name=linear,quadratic", f"run.output_dir={fresh.as_posix()}"])
+    assert not fresh.exists()
 
 
 def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_path):
