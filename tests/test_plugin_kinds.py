@@ -88,6 +88,22 @@ def test_hook_gentool_register_objectives(with_plugin, tmp_path):
     assert record["loss"] == 0.5 * first["loss"] and record["unscaled"] == first["loss"]
 
 
+def test_the_test_loss_and_evals_loss_t_go_through_the_objective(with_plugin, tmp_path):
+    from gentool.engine.test_loss import test_losses
+    from gentool.evaluation.likelihood import loss_t_metric
+
+    def gentool_register_objectives(register):
+        register("half_l2", half_l2)
+
+    with_plugin(gentool_register_objectives=gentool_register_objectives)
+    recipe = write_recipe(tmp_path, steps=0)
+    plain = build(recipe, "run.name=plain", "train.test_loss_timesteps=[3, 30]")
+    scaled = build(recipe, "run.name=scaled", 'objective.name="half_l2"', "train.test_loss_timesteps=[3, 30]")
+    want = test_losses(plain, [3, 30], max_batches=1)  # the same seed: the same weights and fixed noise
+    assert test_losses(scaled, [3, 30], max_batches=1) == {t: 0.5 * v for t, v in want.items()}
+    assert loss_t_metric(scaled, batch_size=256, max_batches=1) == {f"loss_t/{t}": 0.5 * v for t, v in want.items()}
+
+
 def test_unknown_objective_option_names_the_key(with_plugin, tmp_path):
     with pytest.raises(RecipeError, match=r"objective\.weight: unknown key 'weight'"):
         load_recipe(write_recipe(tmp_path), overrides=["objective.weight=2"])
