@@ -21,9 +21,9 @@ diffusers' formula gives the same betas (``linear``, ``squaredcos_cap_v2``),
 ``trained_betas`` otherwise; the prediction type (eps -> ``epsilon``, x0 ->
 ``sample``, v -> ``v_prediction``), the variance of the recipe's ancestral
 sampler (beta -> ``fixed_large``, beta-tilde -> ``fixed_small``) and its x0
-clipping. What diffusers cannot express (another network layout, another
-conditioner, learned variances) is refused with an error naming the recipe
-option. Before anything is written the exported network is checked against
+clipping; a learned variance (``learn_sigma``) is ``learned_range``. What
+diffusers cannot express (another network layout, another conditioner) is
+refused with an error naming the recipe option. Before anything is written the exported network is checked against
 gentool's on a random input.
 
 Sampling differences to know: diffusers' DDIM steps a fixed ``T // steps``
@@ -103,10 +103,11 @@ def _unet_layout(den: nn.Module, recipe) -> dict[str, Any]:
         raise DiffusersExportError(f"denoiser.num_heads = {sorted(heads)}: UNet2DModel has one attention head "
                                    f"width for every block, but these attention blocks ({attn_widths} channels) "
                                    "give several; use num_heads = 1 or equal widths at the attention levels")
-    if config["out_channels"] != config["in_channels"]:
+    learned = bool(getattr(den, "learned_variance", False))  # 2C channels: the prediction, then v
+    if config["out_channels"] != config["in_channels"] * (2 if learned else 1):
         raise DiffusersExportError(
-            f"denoiser.out_channels = {config['out_channels']} (learned variances or another output): only a "
-            f"network that predicts one {config['in_channels']}-channel target is exported to diffusers")
+            f"denoiser.out_channels = {config['out_channels']}: only a network that predicts one "
+            f"{config['in_channels']}-channel target (and, with learn_sigma, its variance) is exported to diffusers")
     return config
 
 
@@ -244,14 +245,20 @@ def _sampler_options(recipe) -> dict[str, Any]:
 
 
 def scheduler_config(run) -> dict[str, Any]:
-    """The ``DDPMScheduler`` keyword arguments of the run's diffusion and sampler."""
+    """The ``DDPMScheduler`` keyword arguments of the run's diffusion and sampler.
+
+    A learned variance (Nichol and Dhariwal eq. 15, ``frac = (v + 1) / 2`` between
+    log beta-tilde and log beta) is diffusers' ``learned_range``, the same formula.
+    """
     prediction = run.sampling_model.prediction
     if prediction not in PREDICTION_TYPES:
         raise DiffusersExportError(f"objective prediction = {prediction!r}: diffusers' prediction types express "
                                    f"{', '.join(PREDICTION_TYPES)}")
     return {"num_train_timesteps": run.diffusion.num_timesteps, **_beta_schedule(run.diffusion.betas_64.cpu()),
             "prediction_type": PREDICTION_TYPES[prediction], "clip_sample_range": 1.0,
-            "timestep_spacing": "leading", "steps_offset": 0, **_sampler_options(run.recipe)}
+            "timestep_spacing": "leading", "steps_offset": 0, **_sampler_options(run.recipe),
+            **({"variance_type": "learned_range"} if getattr(run.sampling_model.denoiser, "learned_variance", False)
+               else {})}
 
 
 # -- the folder ----------------------------------------------------------------

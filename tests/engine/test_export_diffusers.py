@@ -139,3 +139,30 @@ def test_the_command_line_writes_a_folder(trained_toy, tmp_path):
     assert pipe.unet.config.num_class_embeds == 3
     bad = CliRunner().invoke(app, ["export", str(trained_toy.run_dir), "--format", "onnx", str(out)])
     assert bad.exit_code == 2 and "safetensors or diffusers" in bad.output
+
+
+def test_a_learned_variance_exports_as_learned_range(tmp_path):
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+    from gentool.testing import tiny_recipe
+    from gentool.vlb import learned_log_variance
+
+    data = tiny_recipe(tmp_path, conditional=False, timesteps=10)
+    data["denoiser"]["learn_sigma"] = True
+    data["objective"] = {"name": "hybrid"}
+    run = _randomised(build(load_recipe(data=data), device="cpu"))
+    folder = export_run(run, tmp_path / "hf")
+    pipe = diffusers.DDPMPipeline.from_pretrained(folder)
+    assert pipe.unet.config.out_channels == 2 and pipe.scheduler.config.variance_type == "learned_range"
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(2, 1, 8, 8, generator=g), torch.tensor([4, 9])
+    with torch.no_grad():
+        ours, theirs = run.sampling_model.eval()(x, t), pipe.unet(x, t).sample
+    assert (ours - theirs).abs().max() < 1e-5
+    # diffusers' reverse variance from the exported output is gentool's (Nichol and Dhariwal eq. 15), t > 0
+    v = ours[:, 1:]
+    pipe.scheduler.set_timesteps(10)
+    for i, step in enumerate(t.tolist()):
+        theirs_log = pipe.scheduler._get_variance(step, predicted_variance=v[i:i + 1])  # learned_range: a log
+        ours_log = learned_log_variance(run.diffusion, v[i:i + 1], t[i:i + 1])
+        assert torch.allclose(theirs_log.double(), ours_log.double(), atol=1e-4), step
