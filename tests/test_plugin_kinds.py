@@ -104,6 +104,31 @@ def test_the_test_loss_and_evals_loss_t_go_through_the_objective(with_plugin, tm
     assert loss_t_metric(scaled, batch_size=256, max_batches=1) == {f"loss_t/{t}": 0.5 * v for t, v in want.items()}
 
 
+def test_bench_times_training_steps_of_the_objective(with_plugin, tmp_path):
+    from gentool.bench import BenchSettings, bench_run
+
+    calls = []
+
+    def counting(*, scale: float = 0.5):
+        """L_simple times a constant, counting its calls.
+
+        Args:
+            scale: the constant.
+        """
+        objective = half_l2(scale=scale)
+        inner = objective.loss
+        objective.loss = lambda *args: calls.append(args[2].shape[0]) or inner(*args)  # x0
+        return objective
+
+    def gentool_register_objectives(register):
+        register("counting", counting)
+
+    with_plugin(gentool_register_objectives=gentool_register_objectives)
+    run = build(write_recipe(tmp_path, steps=0), 'objective.name="counting"')
+    result = bench_run(run, BenchSettings(batch=2, steps=2, warmup=1, sample_batch=2, sample_steps=1))
+    assert calls == [2, 2, 2] and result["train_img_per_s"] > 0  # one warm-up and two timed steps of batch 2
+
+
 def test_unknown_objective_option_names_the_key(with_plugin, tmp_path):
     with pytest.raises(RecipeError, match=r"objective\.weight: unknown key 'weight'"):
         load_recipe(write_recipe(tmp_path), overrides=["objective.weight=2"])
