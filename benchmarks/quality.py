@@ -280,6 +280,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     if args.time_steps:
         return time_steps(args)
+    import gentool.engine.train  # noqa: F401 - an engine that cannot load fails now, not after diffusers trained
     with tempfile.TemporaryDirectory(prefix="gentool-quality-") as tmp:
         run = gentool_system(args, Path(tmp))
         fx = load_classifier(run, args.classifier)
