@@ -162,6 +162,28 @@ def _title(key: str) -> tuple[str, bool]:
     return key[len(EVAL_PREFIX):] if key.startswith(EVAL_PREFIX) else key, False
 
 
+def _panel(ax, key: str, runs: list[RunSummary], colours: list[str]) -> None:
+    """One metric against step, a line per run."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    title, log_y = _title(key)
+    for run, colour in zip(runs, colours):
+        pts = [(r["step"], float(r[key])) for r in run.records if isinstance(r.get(key), (int, float))]
+        pts = [(s, v) for s, v in pts if math.isfinite(v) and (v > 0 or not log_y)]
+        if pts:
+            ax.plot([s for s, _ in pts], [v for _, v in pts], color=colour, label=run.label,
+                    marker="." if len(pts) < 30 else None)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    if log_y and ax.has_data():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.4g"))  # not 1.02x10^0 on a narrow range
+        lo, hi = ax.get_ylim()  # label the minor ticks only where no decade tick shows
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if hi / lo < 10 else NullFormatter())
+    ax.grid(True, alpha=0.3)
+
+
 def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = False) -> list[Path]:
     """One panel per metric, one line per run (same colour in every panel), one legend; PNG (and SVG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -173,39 +195,18 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
     rows = math.ceil(len(metrics) / cols)
     longest = max(len(r.label) for r in runs)
     ncol = max(1, min(len(runs), int(4.2 * cols * 9) // (longest + 6)))  # ~9 legend characters per inch
-    legend_rows = math.ceil(len(runs) / ncol)
-    legend_h = 0.3 * legend_rows + 0.15  # inches below the panels
+    legend_h = 0.3 * math.ceil(len(runs) / ncol) + 0.15  # inches below the panels
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows + legend_h))
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, key in zip(axes, metrics):
-        title, log_y = _title(key)
-        for run, colour in zip(runs, colours):
-            pts = [(r["step"], float(r[key])) for r in run.records if isinstance(r.get(key), (int, float))]
-            pts = [(s, v) for s, v in pts if math.isfinite(v) and (v > 0 or not log_y)]
-            if pts:
-                ax.plot([s for s, _ in pts], [v for _, v in pts], color=colour, label=run.label,
-                        marker="." if len(pts) < 30 else None)
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if log_y and ax.has_data():
-            from matplotlib.ticker import FormatStrFormatter
-
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%.4g"))  # not 1.02x10^0 on a narrow range
-            lo, hi = ax.get_ylim()  # label the minor ticks only where no decade tick shows
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g") if hi / lo < 10 else NullFormatter())
-        ax.grid(True, alpha=0.3)
+        _panel(ax, key, runs, colours)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    handles = [ax.get_lines() for ax in axes]
-    lines = {line.get_label(): line for group in handles for line in group}
-    fig.legend([lines[r.label] for r in runs if r.label in lines], [r.label for r in runs if r.label in lines],
-               loc="lower center", ncol=ncol, frameon=False)
+    lines = {line.get_label(): line for ax in axes for line in ax.get_lines()}
+    shown = [r.label for r in runs if r.label in lines]
+    fig.legend([lines[label] for label in shown], shown, loc="lower center", ncol=ncol, frameon=False)
     fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
