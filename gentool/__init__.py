@@ -2,9 +2,19 @@
 
 Timestep convention: 0-based. gentool's ``t`` in ``0..T-1`` is Ho et al.'s
 ``t + 1``; see :mod:`gentool.diffusion`.
+
+``import gentool`` is cheap: ``hookimpl`` and ``__version__`` are defined
+here, and every other public name (``Diffusion``, ``build``, ``Run``, ...) is
+imported from its module on first use (PEP 562 ``__getattr__``), so a plugin
+that only needs ``@gentool.hookimpl``, and ``gentool --help``, import no torch.
 """
 
 from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -13,25 +23,41 @@ __version__ = "0.1.0"
 #: Marker for plugin hook implementations: ``@gentool.hookimpl``.
 hookimpl = pluggy.HookimplMarker("gentool")
 
-from gentool.interfaces import (  # noqa: E402
-    Conditioner,
-    DataSource,
-    Denoiser,
-    EpsFn,
-    Logger,
-    Objective,
-    Sampler,
-    Schedule,
-    Task,
-    TaskResult,
-)
+#: public name -> the module that defines it, imported on first use
+_LAZY = {
+    **dict.fromkeys(["Conditioner", "DataSource", "Denoiser", "EpsFn", "Logger", "Objective", "Sampler", "Schedule",
+                     "Task", "TaskResult"],
+                    "gentool.interfaces"),
+    "Diffusion": "gentool.diffusion",
+    "DiffusionModel": "gentool.model",
+    **dict.fromkeys(["Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
+    **dict.fromkeys(["Run", "build"], "gentool.run"),
+    "load_run": "gentool.api",
+    **dict.fromkeys(["guided_eps", "make_eps_fn"], "gentool.sampling"),
+}
 
-from gentool.diffusion import Diffusion  # noqa: E402
-from gentool.model import DiffusionModel  # noqa: E402
-from gentool.recipe import Recipe, RecipeError, load_recipe  # noqa: E402
-from gentool.run import Run, build  # noqa: E402
-from gentool.api import load_run  # noqa: E402
-from gentool.sampling import guided_eps, make_eps_fn  # noqa: E402
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from gentool.diffusion import Diffusion
+    from gentool.interfaces import (Conditioner, DataSource, Denoiser, EpsFn, Logger, Objective, Sampler, Schedule,
+                                    Task, TaskResult)
+    from gentool.model import DiffusionModel
+    from gentool.recipe import Recipe, RecipeError, load_recipe
+    from gentool.api import load_run
+    from gentool.run import Run, build
+    from gentool.sampling import guided_eps, make_eps_fn
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gentool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once imported, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def train(run, **kwargs):
@@ -53,6 +79,18 @@ def registry():
     from gentool.plugins import registry as _registry
 
     return _registry()
+
+
+class _Package(types.ModuleType):
+    """``gentool``, whose ``registry`` stays the function above when the submodule ``gentool.registry`` loads."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "registry" and isinstance(value, types.ModuleType):
+            return  # the import system binds a loaded submodule to its parent's attribute; keep the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -11,5 +11,8 @@ from gentool.cli.output import line_buffered_stdout  # noqa: E402
 
 
 def main() -> None:
+    import sys
+
     line_buffered_stdout()  # off a terminal, stdout's lines and stderr's arrive in the order written
+    tasks_cmd.read_options_only_for(sys.argv[1:2])  # the command being run; --help loads no components
     app()

@@ -52,7 +52,7 @@ def line_buffered_stdout() -> None:
 
 def patch_typer_help() -> None:
     """Typer's help: no value placeholder for flags; off a terminal, :data:`PLAIN_WIDTH` columns."""
-    from typer import core, rich_utils
+    from typer import core
 
     option = core.TyperOption
     if not getattr(option.display_type_rich, "_gentool", False):
@@ -63,8 +63,14 @@ def patch_typer_help() -> None:
 
         display_type_rich._gentool = True  # type: ignore[attr-defined]
         option.display_type_rich = display_type_rich
-    if rich_utils.MAX_WIDTH is None:
-        rich_utils.MAX_WIDTH = _width(sys.stdout)
+    # typer.rich_utils (rich.markdown, markdown-it: a quarter of a second) is imported only to print help; it
+    # reads its width from TERMINAL_WIDTH when imported
+    rich_utils = sys.modules.get("typer.rich_utils")
+    width = _width(sys.stdout)
+    if rich_utils is not None and rich_utils.MAX_WIDTH is None:
+        rich_utils.MAX_WIDTH = width
+    elif rich_utils is None and width is not None:
+        os.environ.setdefault("TERMINAL_WIDTH", str(width))
 
 
 THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two cores (sets [run] threads).")

@@ -95,6 +95,19 @@ def parse_option(value: Any, hint: Any) -> Any:
     return parse_override(f"v={value}")[1]
 
 
+_OPTIONS_FOR: set[str] | None = None  # None: every task command reads its task's options
+
+
+def read_options_only_for(commands: list[str]) -> None:
+    """Only these commands read their task's options (which loads the plugins, and torch).
+
+    ``gentool.cli.main`` passes the command being run, so ``gentool --help`` and
+    ``gentool run`` start without loading any plugin's components.
+    """
+    global _OPTIONS_FOR
+    _OPTIONS_FOR = set(commands)
+
+
 class TaskCommand:
     """A Typer callback whose signature is ``fixed`` plus the registered task's options (looked up lazily)."""
 
@@ -115,6 +128,8 @@ class TaskCommand:
 
     @property
     def __signature__(self) -> inspect.Signature:
+        if _OPTIONS_FOR is not None and self.task not in _OPTIONS_FOR:
+            return inspect.Signature(self.fixed)  # not the command being run: its options are not needed
         factory = self.factory()
         extra = option_parameters(factory, {p.name for p in self.fixed}) if factory else []
         return inspect.Signature(self.fixed + extra)

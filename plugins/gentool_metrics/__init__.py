@@ -8,13 +8,43 @@ Any other extractor torch-fidelity knows (``vgg16``, ``clip-vit-b-32``, ...)
 can be named in ``[eval] feature_extractor`` without being registered here.
 """
 
+import sys
+import types
+
 import gentool
 
-from gentool_metrics.cnn28 import CNN28, default_weights_path, train_classifier
-from gentool_metrics.inception import inception_v3
+_LAZY = {"CNN28": "gentool_metrics.cnn28", "default_weights_path": "gentool_metrics.cnn28",
+         "train_classifier": "gentool_metrics.cnn28", "inception_v3": "gentool_metrics.inception"}
 
 
-def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0) -> CNN28:
+class _Package(types.ModuleType):
+    """This package, whose ``cnn28`` stays the factory when the submodule ``gentool_metrics.cnn28`` is imported."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "cnn28" and isinstance(value, types.ModuleType):
+            return  # the import system binds a loaded submodule to its parent's attribute; keep the factory
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def _module(name: str):
+    """A component module, imported on first use (with torch), so loading plugins for ``gentool --help`` stays cheap."""
+    import importlib
+
+    return importlib.import_module(name)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0):
     """A small CNN classifier for 28x28 grey images (MNIST, Fashion-MNIST); no download needed.
 
     Args:
@@ -29,6 +59,8 @@ def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0) -> CNN28:
         seed: seed of the random weights (numbers compare only between
             evaluations with the same seed).
     """
+    module = _module("gentool_metrics.cnn28")
+    CNN28, default_weights_path = module.CNN28, module.default_weights_path
     if not weights_path and data and default_weights_path(data).is_file():
         weights_path = str(default_weights_path(data))
     return CNN28("gentool-cnn28", ["pool", "logits"], feature_extractor_weights_path=weights_path or None, seed=seed,
@@ -40,6 +72,7 @@ def register_with_torch_fidelity() -> None:
     from torch_fidelity import register_feature_extractor
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+    CNN28 = _module("gentool_metrics.cnn28").CNN28
     if "gentool-cnn28" not in FEATURE_EXTRACTORS_REGISTRY:
         register_feature_extractor("gentool-cnn28", CNN28)
 
@@ -47,7 +80,7 @@ def register_with_torch_fidelity() -> None:
 @gentool.hookimpl
 def gentool_register_feature_extractors(register):
     register_with_torch_fidelity()
-    register("inception-v3-compat", inception_v3)
+    register("inception-v3-compat", _module("gentool_metrics.inception").inception_v3)
     register("gentool-cnn28", cnn28)
 
 

@@ -1,29 +1,41 @@
-"""Built-in tasks that ``gentool run`` and the CLI execute."""
+"""Built-in tasks that ``gentool run`` and the CLI execute.
+
+The task modules (and torch) are imported when the hook runs or a name is
+first used, so loading the plugins for ``gentool --help`` stays cheap.
+"""
 
 import gentool
 
-from gentool_tasks.animate import animate
-from gentool_tasks.class_grid import class_grid
-from gentool_tasks.guidance_sweep import guidance_sweep
-from gentool_tasks.inpaint import inpaint
-from gentool_tasks.invert import invert
-from gentool_tasks.interpolate import interpolate
-from gentool_tasks.sample import sample
-from gentool_tasks.schedules_plot import schedules
-from gentool_tasks.variations import variations
+_NAMES = ("sample", "class_grid", "guidance_sweep", "inpaint", "interpolate", "variations", "animate", "schedules", "invert")
+
+
+def _load() -> dict:
+    from gentool_tasks.animate import animate
+    from gentool_tasks.class_grid import class_grid
+    from gentool_tasks.guidance_sweep import guidance_sweep
+    from gentool_tasks.inpaint import inpaint
+    from gentool_tasks.invert import invert
+    from gentool_tasks.interpolate import interpolate
+    from gentool_tasks.sample import sample
+    from gentool_tasks.schedules_plot import schedules
+    from gentool_tasks.variations import variations
+
+    names = {"sample": sample, "class_grid": class_grid, "guidance_sweep": guidance_sweep, "inpaint": inpaint,
+             "interpolate": interpolate, "variations": variations, "animate": animate, "schedules": schedules, "invert": invert}
+    globals().update(names)  # the functions, not the submodules of the same names
+    return names
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return _load()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @gentool.hookimpl
 def gentool_register_tasks(register):
-    register("sample", sample)
-    register("class_grid", class_grid)
-    register("guidance_sweep", guidance_sweep)
-    register("inpaint", inpaint)
-    register("interpolate", interpolate)
-    register("variations", variations)
-    register("animate", animate)
-    register("schedules", schedules)
-    register("invert", invert)
+    for name, factory in _load().items():
+        register(name, factory)
 
 
 @gentool.hookimpl

@@ -86,3 +86,89 @@ def test_task_writes_a_strip_and_a_gif_with_one_frame_per_lambda(task_run, tmp_p
 def test_latent_inputs_come_in_pairs(task_run, tmp_path):
     with pytest.raises(ValueError, match="pairs"):
         interpolate(task_run, tmp_path, indices=[0, 1, 2])
+
+
+class Subspace(torch.nn.Module):
+    """The exact eps of data x0 = sigma U z, z ~ N(0, I_k): image-like, a few strong directions in many pixels.
+
+    E[x0 | x_t] = sqrt(abar) sigma^2 / (abar sigma^2 + 1 - abar) U U^T x_t (Gaussian conditioning), so
+    eps = (x_t - sqrt(abar) E[x0 | x_t]) / sqrt(1 - abar): the model a perfect training run converges to.
+    """
+
+    prediction, cond_dim = "eps", None
+
+    def __init__(self, abar: torch.Tensor, basis: torch.Tensor, sigma: float):
+        super().__init__()
+        self.abar, self.basis, self.sigma = abar, basis, sigma
+
+    def forward(self, x, t, cond=None):
+        a = self.abar[t].reshape(-1, 1)
+        flat = x.double().flatten(1)
+        x0 = (a.sqrt() * self.sigma**2 / (a * self.sigma**2 + 1 - a)) * (flat @ self.basis) @ self.basis.T
+        return ((flat - a.sqrt() * x0) / (1 - a).sqrt()).reshape(x.shape).to(x.dtype)
+
+
+SIGMA = 5.0
+
+
+@pytest.fixture(scope="module")
+def subspace_run(tmp_path_factory):
+    """A tiny unconditional run with the recipe's schedule (linear, T = 1000) and the optimal model of subspace data."""
+    from gentool.model import DiffusionModel
+    from gentool.testing import tiny_run
+
+    run = tiny_run(tmp_path_factory.mktemp("subspace"), conditional=False, timesteps=1000)
+    run.recipe.schedule.options.update(beta_start=1e-4, beta_end=0.02)
+    run.diffusion = type(run.diffusion)(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    # 28x28 images with 4 strong directions of standard deviation 5: pixels of standard deviation 0.36, inside [-1, 1]
+    basis, _ = torch.linalg.qr(torch.randn(784, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    run.model, run.ema = DiffusionModel(Subspace(run.diffusion.alphas_cumprod_64, basis, sigma=SIGMA)), None
+    return run, basis
+
+
+def recipe_interpolation_t() -> float:
+    import tomllib
+    from pathlib import Path
+
+    recipe = tomllib.loads((Path(__file__).parents[2] / "recipes" / "fashion_mnist.toml").read_text())
+    return next(task["t"] for task in recipe["tasks"] if task["name"] == "interpolate")
+
+
+def end_frame_errors(run, basis, t: float) -> torch.Tensor:
+    """||end frame - input|| / ||input|| for four pairs of data images, the recipe's 50 sampling steps."""
+    z = torch.randn(8, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = (SIGMA * z @ basis.T).float().reshape(8, 1, 28, 28)
+    x_a, x_b = x[0::2], x[1::2]
+    noise = torch.randn(x_a.shape, generator=torch.Generator().manual_seed(2))
+    frames = interpolate_latent(run, x_a, x_b, [0.0, 0.5, 1.0], t, noise=noise, generator=run.generator(3), steps=50)
+    ends = torch.cat([frames[0] - x_a, frames[-1] - x_b]).flatten(1).norm(dim=1)
+    return ends / torch.cat([x_a, x_b]).flatten(1).norm(dim=1)
+
+
+def test_the_recipes_t_reconstructs_the_inputs_where_ho_et_als_does_not(subspace_run):
+    run, basis = subspace_run
+    t = recipe_interpolation_t()
+    assert t <= 0.25
+    errors = end_frame_errors(run, basis, t)
+    far = end_frame_errors(run, basis, 0.5)  # Ho et al.'s t = 500 of 1000: new images
+    # measured: 0.24 on average (0.12 to 0.44) at t = 0.2, 0.66 at t = 0.5; a perfect model still draws from
+    # p(x0 | x_t), whose spread around the input grows with t
+    assert errors.mean() < 0.3, errors  # the end frames are their inputs, to a quarter of their norm
+    assert far.mean() > 0.5 and far.mean() > 2 * errors.mean(), (errors, far)
+
+
+def test_slerp_decodes_with_ddim_eta_0_unless_told_otherwise(task_run, tmp_path):
+    def strip(name: str, **options) -> torch.Tensor:
+        interpolate(task_run, tmp_path / name, mode="slerp", frames=3, label=1, steps=5, **options)
+        with Image.open(tmp_path / name / "interpolation.png") as image:
+            return torch.tensor(list(image.getdata()), dtype=torch.float32)
+
+    # deterministic: the sampler's seed changes nothing, the frames differ only through their start noise
+    assert torch.equal(strip("a", seed=1), strip("b", seed=2))
+    assert not torch.equal(strip("c", sampler="ancestral", seed=1), strip("d", sampler="ancestral", seed=2))
+    z = task_run.noise(1, task_run.generator(0))
+    ddim = task_run.sample(x_T=z, labels=[1], steps=5, sampler="ddim", sampler_options={"eta": 0.0},
+                           generator=task_run.generator(5), progress=False)
+    frames = decode_frames(task_run, [z], task_run.diffusion.num_timesteps - 1, task_run.generator(6),
+                           labels=[torch.tensor([1])], steps=5, sampler="ddim", sampler_options={"eta": 0.0})
+    assert torch.allclose(frames[0], ddim, atol=1e-5)
