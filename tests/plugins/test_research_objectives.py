@@ -203,3 +203,15 @@ def test_ddpm_refuses_bad_option_values(options):
 
     with pytest.raises(ValueError, match=next(iter(options))):
         ddpm(**options)
+
+
+@pytest.mark.parametrize("name, options", [
+    ("ddpm", {"weighting": "min_snr", "prediction": "v", "offset_noise": 0.1}),
+    ("ddpm", {"weighting": "min_snr", "prediction": "x0"}),
+    ("hybrid", {"prediction": "v", "offset_noise": 0.1}),
+])
+def test_the_options_pass_the_objective_contract(name, options):
+    from gentool.testing import check_objective
+    from gentool_objectives.ddpm import ddpm
+
+    check_objective({"ddpm": ddpm, "hybrid": hybrid}[name], **options)
