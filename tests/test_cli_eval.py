@@ -95,6 +95,9 @@ def test_eval_defaults_to_a_report_in_the_run_directory(trained, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((trained / "eval" / "step_00000002.json").read_text())
     assert set(report["metrics"]) == {"fid"} and report["reference"]["cached"] is False
+    # gentool-cnn28 without trained weights: said in the report and, loudly, on stderr
+    assert report["feature_extractor"]["random_weights"] is True
+    assert any(line.startswith("warning:") and "compare only with" in line for line in result.stderr.splitlines())
 
 
 def test_a_broken_weights_file_is_a_clear_error(trained, tmp_path):

@@ -49,5 +49,7 @@ def eval_(
     report = evaluate(run, config, n=n, guidance=parse_guidance(guidance), seed=seed, cache_dir=cache_dir,
                       save_samples=save_samples, floor=floor)
     console.print_json(json.dumps(report))  # first: a report that cannot be written is not lost
+    for warning in report.get("warnings", []):  # last, where it is seen: numbers that look like FIDs but are not
+        err.print(f"[bold yellow]warning:[/] [bold]{escape(warning)}[/]", highlight=False)
     path = write_report(report, out if out is not None else default_report_path(run))
     err.print(f"[green]wrote[/] {escape(str(path))}", highlight=False, soft_wrap=True)

@@ -18,6 +18,9 @@ from gentool.evaluation.fidelity import REFERENCE_METRICS, SAMPLE_METRICS, sampl
 from gentool.evaluation.likelihood import bpd_metric, loss_t_metric
 from gentool.evaluation.reference import reference_features
 
+RANDOM_FEATURES = ("the feature extractor has random weights: its FID/KID/IS/precision/recall compare only with "
+                   "numbers from the same extractor and seed, never with published figures or a trained "
+                   "extractor's (train one: gentool features train)")
 MIN_SAMPLES = 10  # IS splits, KID subsets and k-NN precision/recall need a few images
 CLASS_METRICS = ("class_acc",)  # from the samples' logits and requested labels (gentool.evaluation.classes)
 
@@ -146,6 +149,11 @@ def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler:
     times = report["time_s"]
     fx = extractor(run, config, wanted)
     report["feature_extractor"] = {"name": config.feature_extractor, "weights": weights_used(fx, config) or None}
+    if getattr(fx, "trained", True) is False:  # an extractor that says its weights are random (gentool-cnn28's seed)
+        report["feature_extractor"]["random_weights"] = True
+        warnings = report.setdefault("warnings", [])
+        if RANDOM_FEATURES not in warnings:
+            warnings.append(RANDOM_FEATURES)
     reference = None
     if any(m in REFERENCE_METRICS for m in wanted):
         t0 = time.perf_counter()
