@@ -47,6 +47,14 @@ class Run:
     step: int = 0
     checkpoint: Path | None = None
     _datasets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        """One line (a REPL printed the whole network twice): the run directory, step, device and components."""
+        r = self.recipe
+        params = sum(p.numel() for p in self.model.parameters())
+        return (f"Run({str(self.run_dir)!r}, step={self.step}, device={str(self.device)!r}, "
+                f"schedule={r.schedule.name!r}, denoiser={r.denoiser.name!r} ({params:,} parameters), "
+                f"sampler={r.sampler.name!r}, ema={self.ema is not None})")
     _objective: Any = field(default=None, repr=False)
 
     @property

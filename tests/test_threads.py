@@ -60,3 +60,12 @@ def test_every_long_command_takes_threads():
     for command in ("run", "sample", "eval", "bench", "inpaint", "interpolate", "variations", "animate"):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert result.exit_code == 0 and "--threads" in result.output, command
+
+
+def test_a_run_prints_as_one_short_line(tiny_recipe):
+    import gentool
+
+    run = gentool.build(gentool.load_recipe(tiny_recipe), device="cpu")
+    text = repr(run)
+    assert "\n" not in text and len(text) < 300 and text.startswith("Run(") and "step=0" in text
+    assert "parameters" in text and "Conv2d" not in text
