@@ -86,6 +86,8 @@ def matches(value: Any, annotation: Any) -> bool:
     if origin is Literal:
         return any(value == a and type(value) is type(a) for a in args)
     if origin in (Union, types.UnionType):
+        if value is None:  # an Optional option's None default, checked again once resolved (TOML has no None)
+            return type(None) in args
         return any(matches(value, a) for a in args if a is not type(None))
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
