@@ -113,7 +113,9 @@ def load_run(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such run directory or checkpoint")
+        from gentool.paths import did_you_mean
+
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint{did_you_mean(path)}")
     if path.suffix == ".safetensors":
         return ckpt.load_exported(path, device=device, overrides=list(overrides))
     if path.suffix == ".toml":

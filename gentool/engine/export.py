@@ -36,7 +36,9 @@ def export_weights(source: str | Path, out: str | Path | None = None, *,
     """
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such run directory or checkpoint")
+        from gentool.paths import did_you_mean
+
+        raise FileNotFoundError(f"{source}: no such run directory or checkpoint{did_you_mean(source)}")
     path, state, run_dir = _source_state(source, on_bad)
     recipe = state.get("recipe")
     if not recipe:
