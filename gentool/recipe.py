@@ -21,6 +21,7 @@ and the closest valid choices.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import tomllib
@@ -231,7 +232,33 @@ def load_recipe(
     source = str(path) if path is not None else "<recipe>"
     data = apply_overrides(data, list(overrides))
     default_name = Path(path).stem if path is not None else "run"
-    return validate(data, source=source, registry=registry, default_name=default_name)
+    with blame_overrides(overrides):
+        recipe = validate(data, source=source, registry=registry, default_name=default_name)
+    recipe.overrides = list(overrides)  # for the errors of building it (gentool.run)
+    return recipe
+
+
+@contextlib.contextmanager
+def blame_overrides(overrides):
+    """A :class:`RecipeError` about a key given with ``--set`` names that option (:func:`overridden_source`)."""
+    try:
+        yield
+    except RecipeError as err:  # a bad value given with --set is the option's fault, not the file's
+        where = overridden_source(err.source, err.key, overrides)
+        if where == err.source:
+            raise
+        raise RecipeError(where, err.key, err.message, err.value, err.choices) from None
+
+
+def overridden_source(source: str, key: str, overrides) -> str:
+    """``--set KEY=VALUE (over FILE)`` when the key path ``key`` was set by that override, else ``source``."""
+    if source.startswith("--set "):
+        return source
+    for item in reversed(list(overrides)):
+        name = item.split("=", 1)[0].strip()
+        if key and (key == name or key.startswith(name + ".")):
+            return f"--set {item} (over {source})"
+    return source
 
 
 def validate(data: dict[str, Any], *, source: str, registry: Registry, default_name: str = "run") -> Recipe:

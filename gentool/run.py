@@ -21,7 +21,7 @@ from gentool.model import DiffusionModel
 from gentool.options import check_options
 from gentool.plugins import registry as plugin_registry
 from gentool.progress import progress_callback
-from gentool.recipe import ComponentSpec, Recipe, RecipeError
+from gentool.recipe import ComponentSpec, Recipe, RecipeError, blame_overrides
 from gentool.registry import Registry
 from gentool.sampling import make_eps_fn, make_fast_eps_fn, resolve_sampling
 from gentool.threads import set_threads
@@ -308,9 +308,10 @@ def validate(recipe: Recipe, *, registry: Registry | None = None) -> tuple[Diffu
     if registry is None:
         registry = plugin_registry()
     _check_guidance(recipe)
-    diffusion = _diffusion(recipe, registry)
-    with torch.device("meta"):
-        return diffusion, _model(recipe, registry)
+    with blame_overrides(getattr(recipe, "overrides", ())):  # a bad --set value names that --set
+        diffusion = _diffusion(recipe, registry)
+        with torch.device("meta"):
+            return diffusion, _model(recipe, registry)
 
 
 def build(recipe: Recipe, *, device: str | torch.device | None = None, registry: Registry | None = None) -> Run:
@@ -321,8 +322,9 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
     device = resolve_device(recipe.run.device if device is None else str(device))
     set_threads(recipe.run.threads)  # process-wide: [run] threads, else gentool's default (gentool/threads.py)
     torch.manual_seed(recipe.run.seed)
-    diffusion = _diffusion(recipe, registry).to(device)
-    model = _model(recipe, registry).to(device)
+    with blame_overrides(getattr(recipe, "overrides", ())):  # a bad --set value names that --set
+        diffusion = _diffusion(recipe, registry).to(device)
+        model = _model(recipe, registry).to(device)
     ema = None
     if recipe.train.ema_decay > 0:
         ema = copy.deepcopy(model).requires_grad_(False).eval()

@@ -42,7 +42,7 @@ def test_check_runs_the_factories_checks_and_names_the_key(tiny_recipe, override
     result = invoke("check", tiny_recipe, "--set", override, *(["-q"] if quiet else []))
     assert result.exit_code == 2, result.output
     text = one_line(result.output)
-    assert f"{tiny_recipe}: {key}:" in text and words in text, text
+    assert f"--set {override} (over {tiny_recipe}): {key}:" in text and words in text, text  # names the --set
     assert "Traceback" not in result.output
 
 
