@@ -120,7 +120,8 @@ def test_guidance_sweep_puts_each_scale_side_by_side(trained, tmp_path):
     result = run.run_task(spec, tmp_path)
     assert [p.name for p in result.files] == ["guidance_sweep.png", "guidance_w0.png", "guidance_w3.png"]
     sweep = Image.open(tmp_path / "guidance_sweep.png")
-    assert sweep.size == (2 * 8 + 3 * 2, 2 * 8 + 3 * 2)  # 2 scales across, 2 samples down
+    k = sweep.size[0] // (2 * 8 + 3 * 2)  # 2 scales across, 2 samples down, enlarged k times for the w labels
+    assert sweep.size[0] == k * (2 * 8 + 3 * 2) and k * (2 * 8 + 3 * 2) < sweep.size[1] <= k * (2 * 8 + 3 * 2) + 20
     a = Image.open(tmp_path / "guidance_w0.png").tobytes()
     assert a != Image.open(tmp_path / "guidance_w3.png").tobytes()  # guidance changed the images
 

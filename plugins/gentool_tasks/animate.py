@@ -67,9 +67,41 @@ def save_gif(batches: list[Tensor], captions: list[str], path: Path, *, duration
     return path
 
 
-def save_strip(frames: Tensor, path: Path) -> Path:
-    """``frames`` ``[F, B, C, H, W]`` as a grid with one row per image and one column per frame."""
-    return save_grid(frames.transpose(0, 1).flatten(0, 1), path, nrow=frames.shape[0])
+def save_strip(frames: Tensor, path: Path, labels: list[str] | None = None) -> Path:
+    """``frames`` ``[F, B, C, H, W]`` as a grid with one row per image and one column per frame.
+
+    ``labels`` (one per frame, e.g. ``t = 250``) go in a band above the columns (:func:`label_columns`).
+    """
+    path = save_grid(frames.transpose(0, 1).flatten(0, 1), path, nrow=frames.shape[0])
+    return label_columns(path, labels) if labels else path
+
+
+def label_columns(path: Path, labels: list[str], *, padding: int = 2) -> Path:
+    """Rewrite the PNG grid at ``path`` with a band above it holding one label per column.
+
+    The grid is enlarged (nearest neighbour, a whole factor) until the widest
+    label fits its column, so small images (28x28) still get readable labels.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    with Image.open(path) as image:
+        im = image.copy()
+    measure = ImageDraw.Draw(im)
+    boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    column = (im.width - padding) / len(labels)
+    scale = max(1, math.ceil((max(b[2] for b in boxes) + 2 * padding) / column))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    band = max(b[3] for b in boxes) + 2 * padding
+    out = Image.new(im.mode, (im.width, im.height + band), 0)
+    out.paste(im, (0, band))
+    draw, white = ImageDraw.Draw(out), 255 if im.mode == "L" else (255,) * len(im.mode)
+    for k, (text, box) in enumerate(zip(labels, boxes)):
+        left = padding * scale + k * column * scale + (column * scale - padding * scale - box[2]) / 2
+        draw.text((max(0, left), padding), text, fill=white, font=font)
+    out.save(path)
+    return path
 
 
 def forward_frames(diffusion, x0: Tensor, frames: int, noise: Tensor) -> tuple[Tensor, list[int]]:
@@ -156,15 +188,15 @@ def animate(
     x_T = run.noise(n, generator)
     shots, order, total = reverse_frames(run, x_T, frames, show=show, labels=labels, guidance=guidance,
                                          sampler=sampler, steps=steps, generator=generator)
-    files.append(save_strip(shots, out_dir / "reverse.png"))
+    files.append(save_strip(shots, out_dir / "reverse.png", [f"step {p}" for p in order]))
     caps = [f"step {p}/{total}" for p in order]
     files.append(save_gif(list(shots), caps, out_dir / "reverse.gif", duration=duration, scale=scale))
     if forward:
         x0, _ = load_inputs(run, indices=indices, split=split, images=images)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         fwd, counts = forward_frames(run.diffusion, x0, frames, noise)
-        files.append(save_strip(fwd, out_dir / "forward.png"))
         T = run.diffusion.num_timesteps
+        files.append(save_strip(fwd, out_dir / "forward.png", [f"t = {k}" for k in counts]))
         caps = [f"t = {k}/{T}" for k in counts]
         files.append(save_gif(list(fwd), caps, out_dir / "forward.gif", duration=duration, scale=scale))
     return TaskResult(files=files)

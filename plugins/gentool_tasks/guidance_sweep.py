@@ -9,6 +9,7 @@ import torch
 from gentool import TaskResult
 from gentool.images import save_grid
 
+from gentool_tasks.animate import label_columns
 from gentool_tasks.class_grid import require_classes
 
 
@@ -52,5 +53,6 @@ def guidance_sweep(
         columns.append(x)
         files.append(save_grid(x, out_dir / f"guidance_w{w:g}.png"))
     side_by_side = torch.stack(columns, dim=1).flatten(0, 1)  # [n * len(scales)], sample-major
-    files.insert(0, save_grid(side_by_side, out_dir / "guidance_sweep.png", nrow=len(scales)))
+    sweep = save_grid(side_by_side, out_dir / "guidance_sweep.png", nrow=len(scales))
+    files.insert(0, label_columns(sweep, [f"w = {w:g}" for w in scales]))  # one column per w, labelled
     return TaskResult(files=files)

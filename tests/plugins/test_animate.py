@@ -64,10 +64,33 @@ def test_task_gifs_have_one_frame_per_requested_step(task_run, tmp_path, frames,
     for name in ("reverse.gif", "forward.gif"):
         with Image.open(tmp_path / name) as gif:
             assert gif.format == "GIF" and gif.n_frames == frames
-    with Image.open(tmp_path / "reverse.png") as strip:  # 4 rows of `frames` 8 px cells, 2 px padding
-        assert strip.size == (2 + 10 * frames, 2 + 10 * 4)
-    with Image.open(tmp_path / "forward.png") as strip:
-        assert strip.size == (2 + 10 * frames, 2 + 10 * 2)
+    # 4 (2) rows of `frames` 8 px cells with 2 px padding, enlarged k times so that the labels fit, under a label band
+    for name, rows in (("reverse.png", 4), ("forward.png", 2)):
+        with Image.open(tmp_path / name) as strip:
+            k = strip.size[0] // (2 + 10 * frames)
+            assert k >= 1 and strip.size[0] == k * (2 + 10 * frames)
+            assert k * (2 + 10 * rows) < strip.size[1] < k * (2 + 10 * rows) + 20
+
+
+def test_strip_labels_sit_above_their_columns_and_leave_the_grid_as_it_was(tmp_path):
+    import torch
+    from PIL import Image
+
+    from gentool.images import save_grid
+    from gentool_tasks.animate import save_strip
+
+    frames = torch.rand(3, 2, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    plain = save_grid(frames.transpose(0, 1).flatten(0, 1), tmp_path / "plain.png", nrow=3)
+    labelled = save_strip(frames, tmp_path / "labelled.png", ["t = 0", "t = 500", "t = 1000"])
+    with Image.open(plain) as a, Image.open(labelled) as b:
+        k = b.width // a.width
+        band = b.height - k * a.height
+        assert b.width == k * a.width and 8 <= band <= 20
+        assert b.crop((0, band, b.width, b.height)).tobytes() == a.resize(b.crop((0, band, b.width, b.height)).size,
+                                                                          Image.NEAREST).tobytes()
+        header = b.crop((0, 0, b.width, band)).convert("L")
+        thirds = [header.crop((i * b.width // 3, 0, (i + 1) * b.width // 3, band)) for i in range(3)]
+        assert all(third.getextrema()[1] > 200 for third in thirds)  # white text over each column
 
 
 def test_too_many_frames_is_a_clear_error(task_run, tmp_path):
