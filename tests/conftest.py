@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("GENTOOL_NO_PROGRESS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# a trained feature extractor in the user's cache (gentool features train) must not change what tests measure
+os.environ["GENTOOL_CACHE_DIR"] = tempfile.mkdtemp(prefix="gentool-test-cache-")
 
 from _tiny import (TRAINED_TOY, TwoPoints, build, copy_run, quiet_train, recipe_text, single_thread,  # noqa: E402
                    write_recipe)

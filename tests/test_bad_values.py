@@ -45,7 +45,8 @@ def error_line(result) -> str:
 ])
 def test_check_refuses_before_compute(tiny_recipe, override, key, words):
     text = error_line(check(tiny_recipe, override))
-    assert f"{tiny_recipe}: {key}" in text and words in text, text
+    # a --set value is named as the --set option over the recipe file (issue 18)
+    assert (f"{tiny_recipe}: {key}" in text or f"(over {tiny_recipe}): {key}" in text) and words in text, text
 
 
 def test_a_tasks_steps_beyond_T_names_the_file_and_key(tiny_recipe):

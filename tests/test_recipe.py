@@ -27,7 +27,8 @@ attention_resolutions = [4]
 def test_defaults_come_from_the_factory_signature(tmp_path):
     r = load_recipe(write(tmp_path, BASE))
     assert r.run.name == "r"  # the file stem
-    assert r.schedule.name == "linear" and r.schedule.options == {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+    assert r.schedule.name == "linear" and r.schedule.options == {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
+                                                                 "zero_terminal_snr": False}
     assert r.denoiser.options["num_res_blocks"] == 2 and r.denoiser.options["dropout"] == 0.1
     assert r.sampler.name == "ancestral" and r.sampler.options["variance"] == "beta"
 
