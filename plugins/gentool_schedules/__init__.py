@@ -5,24 +5,9 @@ is first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
+from gentool.lazy import lazy_names
 
-_NAMES = ("linear", "cosine", "sigmoid")
-
-
-def _load() -> dict:
-    from gentool_schedules.cosine import cosine
-    from gentool_schedules.linear import linear
-    from gentool_schedules.sigmoid import sigmoid
-
-    names = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid}
-    globals().update(names)  # the functions, not the submodules of the same names
-    return names
-
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        return _load()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_load, __getattr__ = lazy_names(globals(), {"linear": ".linear", "cosine": ".cosine", "sigmoid": ".sigmoid"})
 
 
 @gentool.hookimpl

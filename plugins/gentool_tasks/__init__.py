@@ -5,31 +5,12 @@ first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
+from gentool.lazy import lazy_names
 
-_NAMES = ("sample", "class_grid", "guidance_sweep", "inpaint", "interpolate", "variations", "animate", "schedules", "invert")
-
-
-def _load() -> dict:
-    from gentool_tasks.animate import animate
-    from gentool_tasks.class_grid import class_grid
-    from gentool_tasks.guidance_sweep import guidance_sweep
-    from gentool_tasks.inpaint import inpaint
-    from gentool_tasks.invert import invert
-    from gentool_tasks.interpolate import interpolate
-    from gentool_tasks.sample import sample
-    from gentool_tasks.schedules_plot import schedules
-    from gentool_tasks.variations import variations
-
-    names = {"sample": sample, "class_grid": class_grid, "guidance_sweep": guidance_sweep, "inpaint": inpaint,
-             "interpolate": interpolate, "variations": variations, "animate": animate, "schedules": schedules, "invert": invert}
-    globals().update(names)  # the functions, not the submodules of the same names
-    return names
-
-
-def __getattr__(name: str):
-    if name in _NAMES:
-        return _load()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_load, __getattr__ = lazy_names(globals(), {
+    "sample": ".sample", "class_grid": ".class_grid", "guidance_sweep": ".guidance_sweep", "inpaint": ".inpaint",
+    "interpolate": ".interpolate", "variations": ".variations", "animate": ".animate", "schedules": ".schedules_plot",
+    "invert": ".invert"})
 
 
 @gentool.hookimpl
