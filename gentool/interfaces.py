@@ -34,6 +34,9 @@ Prediction = Literal["eps", "x0", "v"]
 #: (:func:`gentool.vlb.last_variance`).
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
+#: A sampler's ``callback(step) -> None | x``: see :class:`Sampler`.
+StepCallback = Callable[[dict], Tensor | None]
+
 
 class Schedule(Protocol):
     """A noise schedule: ``schedule(*, timesteps, **options) -> betas``.
@@ -109,7 +112,7 @@ class Sampler(Protocol):
         steps: int | None = None,
         t_start: int | None = None,
         generator: torch.Generator | None = None,
-        callback: Callable[[dict], Tensor | None] | None = None,
+        callback: StepCallback | None = None,
         **options: Any,
     ) -> Tensor: ...
 
@@ -226,6 +229,7 @@ __all__ = [
     "Prediction",
     "Sampler",
     "Schedule",
+    "StepCallback",
     "Task",
     "TaskResult",
     "nn",

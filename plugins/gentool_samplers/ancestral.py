@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
+from gentool.interfaces import EpsFn, StepCallback
 from gentool.reverse import abar, posterior_step, predict, reverse_loop
 from gentool.vlb import interpolate_log_variance, last_variance
 
 
 @torch.no_grad()
 def ancestral(
-    eps_fn: Callable[[Tensor, Tensor], Tensor],
-    diffusion: Diffusion,
-    x_T: Tensor,
-    *,
-    steps: int | None = None,
-    t_start: int | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], Tensor | None] | None = None,
+    eps_fn: EpsFn, diffusion: Diffusion, x_T: Tensor, *, steps: int | None = None, t_start: int | None = None,
+    generator: torch.Generator | None = None, callback: StepCallback | None = None,
     variance: Literal["beta", "beta_tilde"] = "beta",
     clip_denoised: bool = True,
 ) -> Tensor:

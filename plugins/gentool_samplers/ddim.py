@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
+from gentool.interfaces import EpsFn, StepCallback
 from gentool.reverse import Spacing, abar, ddim_step, predict, reverse_loop, spaced_timesteps
 from gentool.vlb import interpolate_log_variance, last_variance
 
 
 @torch.no_grad()
 def ddim(
-    eps_fn: Callable[[Tensor, Tensor], Tensor],
-    diffusion: Diffusion,
-    x_T: Tensor,
-    *,
-    steps: int | None = None,
-    t_start: int | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], Tensor | None] | None = None,
+    eps_fn: EpsFn, diffusion: Diffusion, x_T: Tensor, *, steps: int | None = None, t_start: int | None = None,
+    generator: torch.Generator | None = None, callback: StepCallback | None = None,
     eta: float = 0.0,
     clip_denoised: bool = True,
     spacing: Spacing = "uniform",

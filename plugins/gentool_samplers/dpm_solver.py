@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
+from gentool.interfaces import EpsFn, StepCallback
 from gentool.reverse import Spacing, abar, log_snr_half, predict, reverse_loop, spaced_timesteps
 
 
 @torch.no_grad()
 def dpmpp_2m(
-    eps_fn: Callable[[Tensor, Tensor], Tensor],
-    diffusion: Diffusion,
-    x_T: Tensor,
-    *,
-    steps: int | None = None,
-    t_start: int | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], Tensor | None] | None = None,
+    eps_fn: EpsFn, diffusion: Diffusion, x_T: Tensor, *, steps: int | None = None, t_start: int | None = None,
+    generator: torch.Generator | None = None, callback: StepCallback | None = None,
     clip_denoised: bool = True,
     spacing: Spacing = "logsnr",
     lambda_min: float | None = None,

@@ -12,12 +12,12 @@ sigma_t = inf (zero terminal SNR).
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion
+from gentool.interfaces import EpsFn, StepCallback
 from gentool.reverse import (Spacing, abar, ddim_step, lambdas, predict, reverse_loop, sigma_of,
                              spaced_timesteps)
 
@@ -56,22 +56,29 @@ def karras_sampler(eps_fn, diffusion, x_T, *, steps, t_start, generator, callbac
     return reverse_loop(ts, x_T, step, callback)
 
 
+#: The options of :func:`euler` and :func:`heun`, documented once and appended to both docstrings.
+KARRAS_ARGS = """
+    Args:
+        spacing: where the ``steps`` timesteps go: ``"karras"`` (eq. 5, rho = 7),
+            ``"logsnr"``, ``"uniform"`` or ``"trailing"``.
+        s_churn: S_churn, the total churn: gamma = min(S_churn / steps, sqrt(2) - 1).
+        s_tmin: S_tmin, churn only where sigma_t >= s_tmin.
+        s_tmax: S_tmax, churn only where sigma_t <= s_tmax.
+        s_noise: S_noise, the scale of the added noise (slightly above 1 offsets detail loss).
+"""
+
+
+def karras_args(sampler):
+    """Append :data:`KARRAS_ARGS` to ``sampler``'s docstring (its ``Args:`` block, read by the docs and options)."""
+    sampler.__doc__ += KARRAS_ARGS
+    return sampler
+
+
 @torch.no_grad()
-def euler(
-    eps_fn: Callable[[Tensor, Tensor], Tensor],
-    diffusion: Diffusion,
-    x_T: Tensor,
-    *,
-    steps: int | None = None,
-    t_start: int | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], Tensor | None] | None = None,
-    spacing: Spacing = "karras",
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> Tensor:
+@karras_args
+def euler(eps_fn: EpsFn, diffusion: Diffusion, x_T: Tensor, *, steps: int | None = None, t_start: int | None = None,
+          generator: torch.Generator | None = None, callback: StepCallback | None = None, spacing: Spacing = "karras",
+          s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> Tensor:
     """Euler's method in sigma (Karras et al. 2022, Algorithm 2 without the second-order correction).
 
     One network evaluation per step: y_s = y_t + (sigma_s - sigma_t) eps_hat.
@@ -79,14 +86,6 @@ def euler(
     timesteps); with churn each step first raises the noise from sigma_t to
     sigma_hat = sigma_t (1 + gamma), snapped to a trained timestep, by adding
     fresh noise.
-
-    Args:
-        spacing: where the ``steps`` timesteps go: ``"karras"`` (eq. 5, rho = 7),
-            ``"logsnr"``, ``"uniform"`` or ``"trailing"``.
-        s_churn: S_churn, the total churn: gamma = min(S_churn / steps, sqrt(2) - 1).
-        s_tmin: S_tmin, churn only where sigma_t >= s_tmin.
-        s_tmax: S_tmax, churn only where sigma_t <= s_tmax.
-        s_noise: S_noise, the scale of the added noise (slightly above 1 offsets detail loss).
     """
     return karras_sampler(eps_fn, diffusion, x_T, steps=steps, t_start=t_start, generator=generator,
                           callback=callback, spacing=spacing, second_order=False, s_churn=s_churn,
@@ -94,35 +93,16 @@ def euler(
 
 
 @torch.no_grad()
-def heun(
-    eps_fn: Callable[[Tensor, Tensor], Tensor],
-    diffusion: Diffusion,
-    x_T: Tensor,
-    *,
-    steps: int | None = None,
-    t_start: int | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callable[[dict], Tensor | None] | None = None,
-    spacing: Spacing = "karras",
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> Tensor:
+@karras_args
+def heun(eps_fn: EpsFn, diffusion: Diffusion, x_T: Tensor, *, steps: int | None = None, t_start: int | None = None,
+         generator: torch.Generator | None = None, callback: StepCallback | None = None, spacing: Spacing = "karras",
+         s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 2; Algorithm 1 when ``s_churn = 0``).
 
     An Euler step to sigma_s, then the average of the slopes at both ends:
     y_s = y_t + (sigma_s - sigma_t) (eps_hat(t) + eps_hat(s)) / 2; two network
     evaluations per step, one on the last step (to the data) and on a step
     from zero terminal SNR (sigma_t = inf).
-
-    Args:
-        spacing: where the ``steps`` timesteps go: ``"karras"`` (eq. 5, rho = 7),
-            ``"logsnr"``, ``"uniform"`` or ``"trailing"``.
-        s_churn: S_churn, the total churn: gamma = min(S_churn / steps, sqrt(2) - 1).
-        s_tmin: S_tmin, churn only where sigma_t >= s_tmin.
-        s_tmax: S_tmax, churn only where sigma_t <= s_tmax.
-        s_noise: S_noise, the scale of the added noise (slightly above 1 offsets detail loss).
     """
     return karras_sampler(eps_fn, diffusion, x_T, steps=steps, t_start=t_start, generator=generator,
                           callback=callback, spacing=spacing, second_order=True, s_churn=s_churn,
