@@ -112,13 +112,8 @@ def interpolate(
     seeds: list[int] = [0, 1],
     rows: int = 1,
     latents: str | None = None,
-    indices: list[int] = [0, 1],
-    split: Literal["train", "test"] = "test",
-    images: list[str] = [],
-    label: int | None = None,
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
+    indices: list[int] = [0, 1], split: Literal["train", "test"] = "test", images: list[str] = [],
+    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
     seed: int | None = None,
 ) -> TaskResult:
     """Interpolate between two images or two seeds; write ``interpolation.png`` (a row per pair) and ``.gif``.

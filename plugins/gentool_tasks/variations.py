@@ -68,13 +68,8 @@ def variations(
     *,
     t: float = 0.5,
     n: int = 4,
-    indices: list[int] = [0, 1, 2, 3],
-    split: Literal["train", "test"] = "test",
-    images: list[str] = [],
-    label: int | None = None,
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
+    indices: list[int] = [0, 1, 2, 3], split: Literal["train", "test"] = "test", images: list[str] = [],
+    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
     seed: int | None = None,
 ) -> TaskResult:
     """SDEdit variations of input images; write ``variations.png`` (each row: the input, then its variations).
