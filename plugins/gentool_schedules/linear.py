@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gentool.diffusion import rescale_zero_terminal_snr
+from gentool_schedules.betas import beta_range_schedule
 
 
 def linear(
@@ -21,9 +21,5 @@ def linear(
             alpha-bar_1 unchanged (Lin et al. 2024, Algorithm 1); needs a model
             predicting v or x0.
     """
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
-    if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
-    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
+    return beta_range_schedule(timesteps, beta_start, beta_end, zero_terminal_snr,
+                               lambda: torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gentool.diffusion import rescale_zero_terminal_snr
+from gentool_schedules.betas import beta_range_schedule
 
 
 def sigmoid(
@@ -31,10 +31,9 @@ def sigmoid(
             alpha-bar_1 unchanged (Lin et al. 2024, Algorithm 1); needs a model
             predicting v or x0.
     """
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
-    if not 0 < beta_start <= beta_end < 1:
-        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-    frac = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps  # t/T, paper's t
-    betas = beta_start + torch.sigmoid(-s_limit + 2 * frac * s_limit) * (beta_end - beta_start)
-    return rescale_zero_terminal_snr(betas) if zero_terminal_snr else betas
+
+    def betas() -> Tensor:
+        frac = torch.arange(1, timesteps + 1, dtype=torch.float64) / timesteps  # t/T, paper's t
+        return beta_start + torch.sigmoid(-s_limit + 2 * frac * s_limit) * (beta_end - beta_start)
+
+    return beta_range_schedule(timesteps, beta_start, beta_end, zero_terminal_snr, betas)
