@@ -25,6 +25,15 @@ attention_resolutions = [4]
 dropout = {dropout}
 class_cond = {class_cond}"""
 
+#: The 28x28 grey one-level U-Net of the evaluation tests (the size gentool-cnn28 scores); ``class_cond`` follows.
+UNET28 = """in_channels = 1
+image_size = 28
+channels = 32
+channel_mult = [1]
+num_res_blocks = 1
+attention_resolutions = []
+dropout = 0.0"""
+
 CONDITIONER = """[conditioner]
 name = "class_embedding"
 num_classes = 2
@@ -133,3 +142,19 @@ class TwoPoints(nn.Module):
         a = self.abar[t].reshape(-1, 1, 1, 1)
         x0 = M * torch.tanh(a.sqrt() * M * x.double().sum((1, 2, 3), keepdim=True) / (1 - a))
         return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
+
+
+def gaussian_eps(diffusion, mu: float, s: float):
+    """The exact noise prediction for data x0 ~ N(mu, s^2) per pixel (the analytic Gaussian).
+
+    E[x0 | x_t] = mu + sqrt(a) s^2 / (a s^2 + 1 - a) (x_t - sqrt(a) mu) with a = alpha-bar_t, and
+    E[eps | x_t] = (x_t - sqrt(a) E[x0 | x_t]) / sqrt(1 - a); computed in float64.
+    """
+    abar = diffusion.alphas_cumprod_64
+
+    def eps_fn(x, t):
+        a = abar[t].reshape(-1, 1, 1, 1)
+        x0 = mu + a.sqrt() * s**2 / (a * s**2 + 1 - a) * (x.double() - a.sqrt() * mu)
+        return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
+
+    return eps_fn

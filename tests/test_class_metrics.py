@@ -13,6 +13,7 @@ from gentool.evaluation import evaluate
 from gentool.evaluation.classes import ClassifierError, class_accuracy
 from gentool.evaluation.evaluate import parse_guidance, scores
 from gentool.evaluation.features import build_extractor
+from _tiny import UNET28
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,13 +32,7 @@ name = "linear"
 timesteps = 20
 [denoiser]
 name = "unet"
-in_channels = 1
-image_size = 28
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-dropout = 0.0
+""" + UNET28 + """
 class_cond = {cond}
 {conditioner}
 [sampler]

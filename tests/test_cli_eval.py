@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gentool.cli import app
+from _tiny import UNET28
 
 runner = CliRunner()
 
@@ -32,13 +33,7 @@ timesteps = 20
 
 [denoiser]
 name = "unet"
-in_channels = 1
-image_size = 28
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-dropout = 0.0
+""" + UNET28 + """
 class_cond = false
 
 [train]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from _tiny import UNET28
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 pytest.importorskip("diffusers")
@@ -26,13 +27,7 @@ name = "linear"
 timesteps = 1000
 [denoiser]
 name = "unet"
-in_channels = 1
-image_size = 28
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-dropout = 0.0
+""" + UNET28 + """
 class_cond = true
 [conditioner]
 name = "class_embedding"

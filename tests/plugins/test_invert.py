@@ -15,20 +15,15 @@ from gentool import Diffusion
 from gentool.plugins import registry
 from gentool.reverse import ddim_invert
 from gentool.testing import check_task
+from _tiny import gaussian_eps as exact_gaussian_eps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MU, S = 0.2, 0.3
 
 
 def gaussian_eps(diffusion: Diffusion):
-    abar = diffusion.alphas_cumprod_64
-
-    def eps_fn(x, t):
-        a = abar[t].reshape(-1, 1, 1, 1)
-        x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x.double() - a.sqrt() * MU)
-        return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
-
-    return eps_fn
+    """The exact noise prediction for x0 ~ N(MU, S^2) (tests/_tiny.py)."""
+    return exact_gaussian_eps(diffusion, MU, S)
 
 
 def invert_and_reconstruct(steps: int):

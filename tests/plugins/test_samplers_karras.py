@@ -17,6 +17,7 @@ import torch
 from gentool.plugins import registry
 from gentool import Diffusion
 from gentool.reverse import spaced_timesteps
+from _tiny import gaussian_eps as exact_gaussian_eps
 
 MU, S = 0.2, 0.3
 
@@ -38,15 +39,8 @@ def cumprod(betas: torch.Tensor) -> list[float]:
 
 
 def gaussian_eps(diffusion: Diffusion):
-    """E[eps | x_t] for x0 ~ N(MU, S^2): E[x0 | x_t] = MU + sqrt(a) S^2 / (a S^2 + 1 - a) (x_t - sqrt(a) MU)."""
-    abar = diffusion.alphas_cumprod_64
-
-    def eps_fn(x, t):
-        a = abar[t].reshape(-1, 1, 1, 1)
-        x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x.double() - a.sqrt() * MU)
-        return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
-
-    return eps_fn
+    """The exact noise prediction for x0 ~ N(MU, S^2) (tests/_tiny.py)."""
+    return exact_gaussian_eps(diffusion, MU, S)
 
 
 def ode_error(name: str, steps: int, diffusion: Diffusion, **options) -> float:
