@@ -93,6 +93,10 @@ class TrainConfig:
         lr: AdamW learning rate after warm-up.
         weight_decay: AdamW weight decay.
         warmup_steps: steps of linear learning-rate warm-up from 0.
+        lr_schedule: the learning rate after warm-up: ``"constant"``, or decayed towards 0 at
+            ``steps`` along a half cosine (``"cosine"``) or a straight line (``"linear"``). A
+            decaying rate depends on ``steps``: training a finished run on to more steps
+            (``--set train.steps=N``) raises the rate again to where the longer curve is.
         grad_clip: clip the global gradient norm to this value (0 turns clipping off).
         grad_accum: micro-batches per optimiser step: each process's share of
             ``batch_size`` is split into this many and their gradients summed, so
@@ -126,6 +130,7 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
     grad_clip: float = 1.0
     grad_accum: int = 1
     ema_decay: float = 0.9999

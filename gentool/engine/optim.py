@@ -1,7 +1,8 @@
-"""AdamW with linear warm-up and gradient clipping (the DDPM recipe: Ho et al. 2020, App. B)."""
+"""AdamW with linear warm-up, an optional decay, and gradient clipping (the DDPM recipe: Ho et al. 2020, App. B)."""
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -20,9 +21,23 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float,
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
-def lr_at(step: int, lr: float, warmup: int) -> float:
-    """The learning rate of 0-based ``step``: linear warm-up from lr / warmup to lr."""
-    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
+def lr_at(step: int, lr: float, warmup: int, schedule: str = "constant", total: int = 0) -> float:
+    """The learning rate of 0-based ``step``: linear warm-up from lr / warmup to lr, then ``schedule``.
+
+    ``"constant"`` keeps lr; ``"cosine"`` (Loshchilov and Hutter 2017, no restarts) and ``"linear"``
+    decay it over the steps after the warm-up, from lr at step ``warmup`` towards 0 at step ``total``:
+    with p = (step - warmup) / (total - warmup), lr (1 + cos(pi p)) / 2 or lr (1 - p).
+    """
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return lr
+    p = min(1.0, max(0.0, (step - warmup) / (total - warmup)))
+    if schedule == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * p))
+    if schedule == "linear":
+        return lr * (1.0 - p)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose constant, cosine or linear")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -220,7 +220,7 @@ class Trainer:
             if self._check_labels:
                 run.model.check_labels(labels)  # still on the host: no device sync
             labels = labels.to(run.device, non_blocking=True)
-        set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps))
+        set_lr(self.optimizer, lr_at(run.step, tr.lr, tr.warmup_steps, tr.lr_schedule, tr.steps))
         self.optimizer.zero_grad(set_to_none=True)
         loss, extras = self._accumulate(x0, labels, prep)
         self.scaler.unscale_(self.optimizer)  # fp16: the true gradients before clipping

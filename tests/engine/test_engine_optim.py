@@ -54,6 +54,34 @@ def test_ema_decay_warm_up_and_lr_warm_up_values():
     assert lr_at(0, 3e-4, 0) == 3e-4
 
 
+@pytest.mark.parametrize("schedule, halfway, quarter", [("cosine", 0.5, (1 + 2 ** -0.5) / 2), ("linear", 0.5, 0.75)])
+def test_a_decaying_lr_follows_its_closed_form_after_the_warm_up(schedule, halfway, quarter):
+    # warm-up 4 of 104 steps: the decay spans the 100 steps after it
+    assert [lr_at(s, 2.0, 4, schedule, 104) for s in range(4)] == [0.5, 1.0, 1.5, 2.0]
+    assert lr_at(4, 2.0, 4, schedule, 104) == pytest.approx(2.0)
+    assert lr_at(4 + 25, 2.0, 4, schedule, 104) == pytest.approx(2.0 * quarter)
+    assert lr_at(4 + 50, 2.0, 4, schedule, 104) == pytest.approx(2.0 * halfway)
+    assert lr_at(104, 2.0, 4, schedule, 104) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(500, 2.0, 4, schedule, 104) == pytest.approx(0.0, abs=1e-12)  # past the end: stays at 0
+    assert lr_at(50, 2.0, 4, "constant", 104) == 2.0
+
+
+def test_a_training_run_sets_the_cosine_lr_of_each_step(tmp_path):
+    import json
+    import math
+
+    recipe = write_recipe(tmp_path, steps=6, checkpoint_every=6, log_every=1, train='lr_schedule = "cosine"')
+    run = build(recipe)
+    quiet_train(run)
+    lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["lr"] for r in lines if "lr" in r}
+    # lr 1e-3 and 2 warm-up steps (write_recipe); the decay spans 0-based steps 2..5 of 6; metrics log step s + 1
+    expected = {1: 0.5e-3, 2: 1e-3, **{s + 1: 1e-3 * (1 + math.cos(math.pi * (s - 2) / 4)) / 2 for s in range(2, 6)}}
+    assert logged.keys() >= expected.keys()
+    for step, lr in expected.items():
+        assert logged[step] == pytest.approx(lr, rel=1e-6), step
+
+
 def test_the_ema_of_a_training_run_follows_its_formula(tmp_path):
     recipe = write_recipe(tmp_path, steps=4, checkpoint_every=1, train="keep_last = 10")
     run = build(recipe)
