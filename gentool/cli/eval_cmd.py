@@ -11,12 +11,13 @@ from rich.markup import escape
 
 from gentool.cli.app import app, console, err, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.cli.sources import SOURCE_HELP, default_out
 
 
 @app.command("eval")
 @friendly
 def eval_(
-    source: Path = typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."),
+    source: Path = typer.Argument(..., help=SOURCE_HELP),
     n: int = typer.Option(50000, "--n", help="Generated images for fid/isc/kid/prc (papers use 50000)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help=escape("Comma-separated: fid,isc,kid,prc,loss_t,bpd [default: the recipe's [eval] metrics, else fid].")),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler [default: [eval] sampler, else the recipe's [sampler]].")),
@@ -30,7 +31,7 @@ def eval_(
     ref_n: Optional[int] = typer.Option(None, "--ref-n", help=escape("Data images behind the reference statistics [default: the whole split].")),
     bpd_timesteps: Optional[int] = typer.Option(None, "--bpd-timesteps", help=escape("bpd: 0 sums all T terms exactly; K estimates from K random terms [default: 0].")),
     data_batches: Optional[int] = typer.Option(None, "--data-batches", help=escape("Test-split batches for loss_t and bpd [default: all].")),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Report file [default: RUN_DIR/eval/step_<step>.json].")),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Report file [default: RUN_DIR/eval/step_<step>.json, or ./generated/<file stem>/eval/step_<step>.json for a file outside a run directory].")),
     save_samples: Optional[Path] = typer.Option(None, "--save-samples", help="Also write the generated images as PNGs into this folder."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=escape("Folder of cached reference features [default: ~/.cache/gentool/reference].")),
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
@@ -51,5 +52,7 @@ def eval_(
     console.print_json(json.dumps(report))  # first: a report that cannot be written is not lost
     for warning in report.get("warnings", []):  # last, where it is seen: numbers that look like FIDs but are not
         err.print(f"[bold yellow]warning:[/] [bold]{escape(warning)}[/]", highlight=False)
-    path = write_report(report, out if out is not None else default_report_path(run))
+    if out is None:  # RUN_DIR/eval/step_<step>.json, or ./generated/<file stem>/eval/ for a file outside a run
+        out = default_out(source, run, "eval", default_report_path(run).name, in_run="")
+    path = write_report(report, out)
     err.print(f"[green]wrote[/] {escape(str(path))}", highlight=False, soft_wrap=True)

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from gentool.cli.app import app, console, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.cli.sources import SOURCE_HELP, default_out
 from gentool.errors import UsageError
 
 
@@ -128,17 +129,18 @@ def generate(
     return result
 
 
-def default_out(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None) -> Path:
+def settings_name(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None) -> str:
+    """The default output folder's name, from the settings: ``ddim_100steps_w2_seed0``."""
     name = sampler or run.recipe.sampler.name
     _, w = run.sampling_inputs(labels_for(run, 1, []), guidance)  # as generate() resolves it
     seed = run.recipe.run.seed if seed is None else seed
-    return run.run_dir / "generated" / f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}_seed{seed}"
+    return f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}_seed{seed}"
 
 
 @app.command()
 @friendly
 def sample(
-    source: Path = typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."),
+    source: Path = typer.Argument(..., help=SOURCE_HELP),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler, e.g. ancestral, ddim, dpmpp_2m [default: the recipe's].")),
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Network evaluations [default: the recipe's, else all T].")),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w; 0 is plain conditional sampling [default: the recipe's].")),
@@ -146,7 +148,7 @@ def sample(
     n: int = typer.Option(16, "--n", help="Number of images."),
     seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the start noise and the sampler [default: the recipe's].")),
     option: List[str] = typer.Option([], "--option", "-O", help="A sampler option, e.g. -O eta=1 (TOML value syntax); repeatable."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<settings>].")),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<settings>, or ./generated/<file stem>/<settings> for a file outside a run directory].")),
     nrow: Optional[int] = typer.Option(None, "--nrow", help=escape("Images per grid row [default: one column per class].")),
     individual: bool = typer.Option(True, "--individual/--grid-only", help="Also write every image as its own PNG."),
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
@@ -155,7 +157,7 @@ def sample(
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
     run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
-    out_dir = out if out is not None else default_out(run, sampler, steps, guidance, seed)
+    out_dir = out if out is not None else default_out(source, run, settings_name(run, sampler, steps, guidance, seed))
     result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
                       steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,
                       individual=individual)

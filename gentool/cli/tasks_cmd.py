@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from gentool.cli.app import console, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.cli.sources import SOURCE_HELP, default_out
 from gentool.errors import UsageError
 
 SET_HELP = "Override a value of the run's recipe, e.g. --set sampler.steps=100 (TOML value syntax)."
@@ -162,12 +163,13 @@ def report(result) -> None:
 def run_on_checkpoint(task: str, *, options: dict[str, Any], source: Path, out: Optional[Path],
                       device: Optional[str], set_: List[str], threads: Optional[int] = None) -> None:
     """Load the run, check the options, run the task into ``out`` (default: ``RUN_DIR/generated/<task>``,
-    beside the ``RUN_DIR/<task>`` folders the recipe's own tasks wrote during ``gentool run``)."""
+    beside the ``RUN_DIR/<task>`` folders the recipe's own tasks wrote during ``gentool run``; for a file outside
+    a run directory, ``./generated/<file stem>/<task>``: see :func:`gentool.cli.sources.default_out`)."""
     from gentool.recipe import ComponentSpec  # start-up: when the command runs
     run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
     factory = run.registry.get("task", task).factory
     spec = ComponentSpec(task, checked_options(factory, options))
-    report(run.run_task(spec, out if out is not None else run.run_dir / "generated" / task))
+    report(run.run_task(spec, out if out is not None else default_out(source, run, task)))
 
 
 def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
@@ -175,8 +177,10 @@ def _param(name: str, default: Any, annotation: Any) -> inspect.Parameter:
 
 
 RUN_PARAMS = [
-    _param("source", typer.Argument(..., help="A run directory, a checkpoint file or an exported .safetensors file."), Path),
-    _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<command>].")), Optional[Path]),
+    _param("source", typer.Argument(..., help=SOURCE_HELP), Path),
+    _param("out", typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<command>, "
+                                                                "or ./generated/<file stem>/<command> for a file outside a run "
+                                                                "directory].")), Optional[Path]),
     _param("device", typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")), Optional[str]),
     _param("set_", typer.Option([], "--set", help=SET_HELP), List[str]),
     _param("threads", typer.Option(None, "--threads", help=THREADS_HELP), Optional[int]),
