@@ -95,7 +95,7 @@ def test_data_that_does_not_fit_the_denoiser_is_named_before_training(tiny_recip
     assert not run.run_dir.exists()  # the data is checked before the run directory is made: nothing left behind
 
 
-def test_a_checkpoint_copied_out_of_its_run_loads_with_its_own_recipe(trained_toy, tmp_path):
+def test_a_checkpoint_copied_out_of_its_run_loads_with_its_own_recipe(trained_toy, tmp_path, monkeypatch):
     lone = tmp_path / "elsewhere" / "model.pt"
     lone.parent.mkdir()
     shutil.copy(checkpoint_path(trained_toy.run_dir, 2), lone)
@@ -103,8 +103,10 @@ def test_a_checkpoint_copied_out_of_its_run_loads_with_its_own_recipe(trained_to
     assert run.step == 2 and run.recipe.denoiser.options == trained_toy.recipe.denoiser.options
     for key, value in trained_toy.ema.state_dict().items():
         assert torch.equal(run.ema.state_dict()[key], value), key
+    monkeypatch.chdir(tmp_path)  # its samples go to ./generated/model/, not beside the file (test_cli_sources.py)
     result = invoke("sample", lone, "--n", "2", "--steps", "2")
     assert result.exit_code == 0, result.output
+    assert list((tmp_path / "generated" / "model").glob("*/grid.png")) and sorted(lone.parent.iterdir()) == [lone]
 
 
 def test_a_recipe_is_not_a_run_and_a_run_is_not_a_recipe(trained_toy, tiny_recipe):
