@@ -44,6 +44,22 @@ def test_building_a_run_sets_the_recipes_threads_and_the_first_line_says_so(tiny
     assert describe_threads(0).startswith(f"{default_threads()} CPU thread")
 
 
+def test_the_first_line_suggests_more_threads_only_when_the_default_leaves_idle_cores_unused(restore_threads, monkeypatch):
+    from gentool import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 4)
+    torch.set_num_threads(2)
+    assert describe_threads(0, idle=3.9).endswith("the cores look idle: --threads 4 may be faster")
+    assert "idle" not in describe_threads(0, idle=2.0)  # another program is using the cores: no hint
+    assert "idle" not in describe_threads(2, idle=3.9)  # the user chose: no hint
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert "idle" not in describe_threads(0, idle=3.9)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    torch.set_num_threads(4)
+    assert "idle" not in describe_threads(0, idle=3.9)  # already every core
+
+
 def test_negative_threads_is_a_recipe_error(tiny_recipe):
     import gentool
     from gentool.recipe import RecipeError
