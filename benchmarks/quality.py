@@ -64,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=500, help="images per sampling / feature batch")
     p.add_argument("--ref-n", type=int, default=None, help="data images behind each split's reference statistics [all]")
     p.add_argument("--skip-diffusers", action="store_true", help="gentool only (tuning); no budget then")
+    p.add_argument("--skip-gentool", action="store_true",
+                   help="diffusers only: with --skip-diffusers in another process (one thread each), both systems "
+                        "train side by side under the same load; --merge prints their one table")
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="print the one table of results files written by --out (e.g. a --skip-gentool and a "
+                        "--skip-diffusers run) and exit")
     p.add_argument("--quick", action="store_true",
                    help="smoke test: 40 steps, 4 images per class, w = 0,2, 5 sampling steps, 2,000 reference images")
     p.add_argument("--time-steps", type=int, default=0,
@@ -275,8 +281,24 @@ def time_steps(args) -> dict:
     return out
 
 
+def merge(paths: list[str]) -> dict:
+    """One results dict from several ``--out`` files of the same sampling set-up (systems side by side)."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    results = {**parts[0], "systems": {}}
+    for part in parts:
+        same = {k: part[k] for k in ("n", "sampling_steps", "device")}
+        if same != {k: results[k] for k in same}:
+            sys.exit(f"error: {paths[0]} and the other files differ in {same}: merge only runs of one set-up")
+        results["systems"].update(part["systems"])
+    return results
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.merge:
+        results = merge(args.merge)
+        print(table(results))
+        return results
     torch.manual_seed(0)
     if args.time_steps:
         return time_steps(args)
@@ -299,12 +321,13 @@ def main(argv=None) -> dict:
                 args, scorer, labels, params, args.steps, args.batch, seconds,
                 lambda w: sample_diffusers(ema_unet, labels, w, args.sampling_steps, args.batch_size, C, shape, run.device))
             del x_train, y_train
-        seconds = train_gentool(run)
-        tr = run.recipe.train
-        params = sum(p.numel() for p in run.model.parameters())
-        results["systems"]["gentool"] = system_result(
-            args, scorer, labels, params, tr.steps, tr.batch_size, seconds,
-            lambda w: sample_gentool(run, labels, w, args.sampling_steps, args.batch_size))
+        if not args.skip_gentool:
+            seconds = train_gentool(run)
+            tr = run.recipe.train
+            params = sum(p.numel() for p in run.model.parameters())
+            results["systems"]["gentool"] = system_result(
+                args, scorer, labels, params, tr.steps, tr.batch_size, seconds,
+                lambda w: sample_gentool(run, labels, w, args.sampling_steps, args.batch_size))
         results["floor"] = scorer.floor(len(labels))
         results["recipe"] = str(args.recipe)
         results["overrides"] = args.overrides
