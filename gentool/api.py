@@ -12,12 +12,12 @@ import torch
 
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed
-from gentool.engine.data import check_data
+from gentool.engine.data import check_split_shape
 from gentool.engine.lock import RunLock
-from gentool.errors import UsageError
+from gentool.errors import GentoolError, UsageError
 from gentool.interfaces import TaskResult
 from gentool.plugins import registry as plugin_registry
-from gentool.recipe import Recipe, load_recipe
+from gentool.recipe import Recipe, RecipeError, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
 
 
@@ -29,7 +29,13 @@ class RunResult:
 
 
 def summarize(recipe: Recipe) -> dict[str, Any]:
-    """Facts about a recipe worth seeing before spending compute on it."""
+    """Facts about a recipe worth seeing before spending compute on it.
+
+    Refuses what ``gentool run`` would refuse before its first step: the
+    factories' own checks (networks on the meta device), a data source
+    refusing its options, and a train split that does not fit the denoiser
+    or one batch. Missing data is reported, not refused.
+    """
     reg = plugin_registry()
     diffusion, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
@@ -39,31 +45,45 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     if model.conditioner is not None:
         out["conditioner parameters"] = f"{sum(p.numel() for p in model.conditioner.parameters()):,}"
     if recipe.data is not None:
-        factory = reg.get("data_source", recipe.data.name).factory
-        options = dict(recipe.data.options)
-        will_download = bool(options.get("download"))
-        if "download" in options:
-            options["download"] = False  # a summary neither downloads nor creates the root folder
-        data = None
-        try:
-            data = factory("train", **options)
-            out["dataset (train)"] = f"{len(data):,} images"
-        except FileNotFoundError as exc:
-            if will_download:
-                into = f" into {options['root']}" if options.get("root") else ""
-                out["dataset (train)"] = f"not downloaded yet: gentool run will download it{into}"
-            else:
-                out["dataset (train)"] = f"not available yet: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a summary reports the problem; gentool run raises it
-            out["dataset (train)"] = f"not available yet: {exc}"
-        if data is not None:  # the checks gentool run makes before training: image shape, one full batch
-            meta = Run(recipe, reg, torch.device("meta"), diffusion, model)
-            meta._datasets["train"] = data
-            check_data(meta, data)
+        out["dataset (train)"] = _train_split(Run(recipe, reg, torch.device("meta"), diffusion, model))
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps
     out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
     return out
+
+
+def _train_split(meta: Run) -> str:
+    """The train split's size, checked as training checks it (:func:`check_split_shape`), never downloading.
+
+    A data source that can tell the split's shape without loading it (its
+    ``shape`` attribute, see :class:`gentool.DataSource`) is asked that;
+    otherwise the split is built.
+    """
+    spec = meta.recipe.data
+    factory = meta.registry.get("data_source", spec.name).factory
+    options = dict(spec.options)
+    will_download = bool(options.get("download"))
+    if "download" in options:
+        options["download"] = False  # a summary neither downloads nor creates the root folder
+    try:
+        shape = factory.shape("train", **options) if callable(getattr(factory, "shape", None)) else None
+        if shape is None:
+            data = factory("train", **options)
+            shape = (len(data), *data[0][0].shape) if len(data) else (0,)
+    except FileNotFoundError as exc:
+        if will_download:
+            into = f" into {options['root']}" if options.get("root") else ""
+            return f"not downloaded yet: gentool run will download it{into}"
+        return f"not available yet: {exc}"
+    except ValueError as exc:  # the data source refuses its options: gentool run refuses them too (Run.dataset)
+        if isinstance(exc, GentoolError):
+            raise
+        raise RecipeError(meta.recipe.source, f"data ({spec.name})", str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - a summary reports the problem; gentool run raises it
+        return f"not available yet: {exc}"
+    n, image_shape = shape[0], tuple(shape[1:]) or None
+    check_split_shape(meta, n, image_shape)
+    return f"{n:,} images"
 
 
 def run_recipe(

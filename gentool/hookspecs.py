@@ -107,7 +107,9 @@ def gentool_register_data_sources(register):
     ``split`` in ``{"train", "test"}`` and returns a
     ``torch.utils.data.Dataset`` of ``(image, label)`` pairs, the image a float
     tensor ``[C, H, W]`` in [-1, 1] and the label an ``int`` (``-1`` when the
-    data set has none); see :class:`gentool.DataSource`.
+    data set has none); see :class:`gentool.DataSource`. A factory may also
+    have a ``shape(split, **options) -> (N, C, H, W)`` attribute that tells
+    the split's size without loading it, which ``gentool check`` asks instead.
 
     :param register: ``register(name, factory)``.
     """

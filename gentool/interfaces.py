@@ -143,6 +143,15 @@ class DataSource(Protocol):
     The dataset may expose ``classes`` (a list of class names), and may hold
     its images in memory as an :class:`InMemoryImages`, so that training can
     keep the whole split on the GPU.
+
+    The factory may also have a ``shape`` attribute, ``shape(split,
+    **options) -> (N, C, H, W)``, telling the split's size and image shape
+    without loading the images (e.g. from file headers), or None when only
+    loading can tell; ``gentool check`` asks it instead of building the data
+    set. It takes the same options (every one given) and raises the same
+    errors for missing files and refused options as the factory, and
+    :func:`gentool.testing.check_data_source` checks that it agrees with the
+    data set.
     """
 
     def __call__(self, split: str, **options: Any) -> torch.utils.data.Dataset: ...

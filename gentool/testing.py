@@ -411,8 +411,9 @@ def check_data_source(factory: Callable[..., Any], *, splits: tuple[str, ...] = 
     """A data source gives ``(float32 [C, H, W] in [-1, 1], int label)`` for each split.
 
     Checks a few items of each split (first, middle, last), that every image
-    has one shape, and that an unknown split is refused with ``ValueError``.
-    Returns ``{split: dataset}``.
+    has one shape, that the factory's ``shape`` attribute, where it has one,
+    agrees with each split (unless it returns None), and that an unknown split
+    is refused with ``ValueError``. Returns ``{split: dataset}``.
     """
     check_factory("data_source", factory)
     resolved = _resolve("data_source", factory, options)
@@ -427,14 +428,20 @@ def check_data_source(factory: Callable[..., Any], *, splits: tuple[str, ...] = 
         classes = list(getattr(ds, "classes", None) or [])
         for i in sorted({0, n // 2, n - 1}):
             shapes.add(_check_item(ds[i], who, f"{split}[{i}]", classes))
+        told = factory.shape(split, **resolved) if callable(getattr(factory, "shape", None)) else None
+        loaded = (n, *ds[0][0].shape)
+        _require(told is None or tuple(told) == loaded, who, f"{split}: shape() says {told}, the data set is {loaded}")
         built[split] = ds
     _require(len(shapes) == 1, who, f"images of different shapes: {sorted(shapes)}")
-    try:
-        factory("validation", **resolved)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError(f"{who}: split 'validation' must raise ValueError (splits are 'train' and 'test')")
+    calls = [factory, *([factory.shape] if callable(getattr(factory, "shape", None)) else [])]
+    for call in calls:
+        try:
+            call("validation", **resolved)
+        except ValueError:
+            pass
+        else:
+            name = "" if call is factory else " of shape()"
+            raise AssertionError(f"{who}: split 'validation'{name} must raise ValueError (splits are 'train' and 'test')")
     return built
 
 

@@ -80,15 +80,16 @@ def fashion_mnist_files(tmp: Path, monkeypatch) -> dict:
 
 
 def cifar10_files(tmp: Path, monkeypatch) -> dict:
-    import gentool_data.cifar as cifar
+    import torchvision.datasets
+    from torchvision.datasets import CIFAR10
 
-    class Unchecked(cifar.CIFAR10):  # torchvision checks md5 sums, which tiny files cannot match
-        train_list = [[n, None] for n, _ in cifar.CIFAR10.train_list]
-        test_list = [[n, None] for n, _ in cifar.CIFAR10.test_list]
-        meta = {**cifar.CIFAR10.meta, "md5": None}
+    class Unchecked(CIFAR10):  # torchvision checks md5 sums, which tiny files cannot match
+        train_list = [[n, None] for n, _ in CIFAR10.train_list]
+        test_list = [[n, None] for n, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
 
-    monkeypatch.setattr(cifar, "CIFAR10", Unchecked)
-    folder = tmp / cifar.CIFAR10.base_folder
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Unchecked)  # gentool_data imports it when loading
+    folder = tmp / CIFAR10.base_folder
     folder.mkdir(parents=True)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class {k}" for k in range(10)]}, f)
@@ -471,3 +472,27 @@ def test_check_data_source_requires_unknown_splits_to_be_refused():
 
     with pytest.raises(AssertionError, match="'validation' must raise ValueError"):
         testing.check_data_source(lenient)
+
+
+def _source_with_shape(shape):
+    def source(split: str, *, n: int = 2) -> list:
+        """Two grey 4x4 images.
+
+        Args:
+            n: items.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(split)
+        return [(torch.zeros(1, 4, 4), 0)] * n
+
+    source.shape = shape
+    return source
+
+
+def test_check_data_source_holds_shape_to_the_data_set():
+    testing.check_data_source(_source_with_shape(lambda split, *, n: (n, 1, 4, 4)))
+    testing.check_data_source(_source_with_shape(lambda split, *, n: None))  # "only loading can tell"
+    with pytest.raises(AssertionError, match=r"train: shape\(\) says \(3, 1, 4, 4\), the data set is \(2, 1, 4, 4\)"):
+        testing.check_data_source(_source_with_shape(lambda split, *, n: (n + 1, 1, 4, 4)))
+    with pytest.raises(AssertionError, match=r"'validation' of shape\(\) must raise ValueError"):
+        testing.check_data_source(_source_with_shape(lambda split, *, n: (n, 1, 4, 4) if split != "test" else None))

@@ -1,7 +1,9 @@
-"""Start-up: ``gentool --help`` and ``--version`` import no torch (measured in docs/performance.md, not timed here)."""
+"""Start-up: ``gentool --help`` and ``--version`` import no torch, ``gentool check`` nothing it does not need
+(measured in docs/performance.md, not timed here)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -45,3 +47,84 @@ def test_the_built_in_plugin_packages_import_their_components_on_first_use():
             "assert callable(ddim) and callable(cosine) and not isinstance(ddim, type(sys)); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+CHECK_RECIPE = """
+[run]
+name = "startup"
+output_dir = "{out}"
+
+[data]
+name = "fashion_mnist"
+root = "{out}/none"
+system_dir = "{idx}"
+
+[schedule]
+name = "linear"
+timesteps = 10
+
+[denoiser]
+name = "unet"
+in_channels = 1
+image_size = 28
+channels = 32
+channel_mult = [1]
+num_res_blocks = 1
+attention_resolutions = []
+
+[train]
+steps = 1
+batch_size = 2
+
+[eval]
+feature_extractor = "gentool-cnn28"
+
+[[tasks]]
+name = "sample"
+n = 2
+
+[[tasks]]
+name = "inpaint"
+indices = [0]
+
+[[tasks]]
+name = "interpolate"
+indices = [0, 1]
+
+[[tasks]]
+name = "animate"
+n = 1
+"""
+
+#: What ``gentool check`` must not import: each costs seconds (torchvision imports torch._dynamo, ~2.5 s on two
+#: cores; torch-fidelity imports torchvision) and check needs none of them: data sets report their shape from
+#: file headers, and images are only resized or saved by training and tasks.
+NOT_FOR_CHECK = ("torchvision", "torch._dynamo", "torch_fidelity", "matplotlib", "scipy", "tensorboard", "PIL")
+
+
+def test_check_imports_no_torchvision_dynamo_or_fidelity(tmp_path):
+    import gzip
+    import struct
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    for prefix in ("train", "t10k"):  # 3 blank 28x28 images and their labels, as Debian's package has them
+        (idx / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">iiii", 2051, 3, 28, 28) + bytes(3 * 784)))
+        (idx / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">ii", 2049, 3) + bytes(3)))
+    recipe = tmp_path / "startup.toml"
+    recipe.write_text(CHECK_RECIPE.format(out=tmp_path.as_posix(), idx=idx.as_posix()), encoding="utf-8")
+    probe = textwrap.dedent(f"""
+        import sys
+        from gentool.cli import main
+        sys.argv = ["gentool", "check", {str(recipe)!r}]
+        try:
+            main()
+        except SystemExit as exc:
+            assert not exc.code, exc.code
+        print("HEAVY", sorted(m for m in {NOT_FOR_CHECK!r} if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "3 images" in out.stdout and "sample, inpaint, interpolate, animate" in out.stdout, out.stdout[-2000:]
+    assert "HEAVY []" in out.stdout, out.stdout[-2000:]

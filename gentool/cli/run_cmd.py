@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +33,8 @@ def check(
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     if quiet:
         return
+    from rich.syntax import Syntax  # start-up: pygments, only when the recipe is printed
+
     console.print(Syntax(rec.dumps(), "toml", theme="ansi_dark", background_color="default"))
     table = Table(title=f"{recipe}: valid", title_justify="left", show_header=False)
     for key, value in summary.items():

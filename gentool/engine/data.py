@@ -138,12 +138,13 @@ def _gather(images: Tensor, labels: Tensor, sampler: StepBatchSampler, flip: boo
         step += 1
 
 
-def check_image_shape(run, data) -> None:
-    """The data set's images must have the shape the denoiser was built for (its ``image_shape``, when it says)."""
+def check_image_shape(run, got: tuple[int, ...] | None) -> None:
+    """The data set's images (``got``: C, H, W; None: no images) must have the shape the denoiser was built for
+    (its ``image_shape``, when it says)."""
     want = getattr(run.model.denoiser, "image_shape", None)
-    if want is None or len(data) == 0:
+    if want is None or got is None:
         return
-    got, want = tuple(data[0][0].shape), tuple(want)
+    got, want = tuple(got), tuple(want)
     if got != want:
         shape = lambda s: "x".join(map(str, s))  # noqa: E731
         raise RecipeError(run.recipe.source, f"denoiser ({run.recipe.denoiser.name})", f"the data set's images are "
@@ -152,16 +153,24 @@ def check_image_shape(run, data) -> None:
                           "has them)")
 
 
-def check_data(run, data) -> None:
-    """The train split must fit the recipe: the denoiser's image shape, and at least one batch of images.
+def check_split_shape(run, n: int, image_shape: tuple[int, ...] | None) -> None:
+    """A train split of ``n`` images of ``image_shape`` (C, H, W) must fit the recipe: the denoiser's image
+    shape, and at least one batch of images.
 
-    Called by training and by ``gentool check`` (on a Run whose networks are on the meta device).
+    Called by :func:`check_data` and by ``gentool check`` (on a Run whose networks are on the meta device,
+    with the shape a data source tells without loading its images).
     """
-    check_image_shape(run, data)
+    check_image_shape(run, image_shape)
     tr = run.recipe.train
-    if tr.steps > 0 and len(data) < tr.batch_size:
-        raise RecipeError(run.recipe.source, "train.batch_size", f"{tr.batch_size} is more than the {len(data)} "
-                          f"images of the train split; use at most {len(data)}", tr.batch_size)
+    if tr.steps > 0 and n < tr.batch_size:
+        raise RecipeError(run.recipe.source, "train.batch_size", f"{tr.batch_size} is more than the {n} "
+                          f"images of the train split; use at most {n}", tr.batch_size)
+
+
+def check_data(run, data) -> None:
+    """The loaded train split must fit the recipe (:func:`check_split_shape`); called by training."""
+    n = len(data)
+    check_split_shape(run, n, tuple(data[0][0].shape) if n else None)
 
 
 def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) -> tuple[Iterator, bool]:

@@ -1,13 +1,22 @@
-"""CIFAR-10 (Krizhevsky 2009) through torchvision, kept as uint8 in memory."""
+"""CIFAR-10 (Krizhevsky 2009) through torchvision, kept as uint8 in memory.
+
+torchvision is imported when the files are loaded, not with the module (see
+:mod:`gentool_data.common`); :func:`cifar10_shape` looks only at the files.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR10
 
-from gentool_data.common import MissingDataError, TensorImages, check_split, download_errors, missing
+from gentool_data.common import MissingDataError, TensorImages, check_split, download_errors, missing, split_shape
+
+#: torchvision's ``CIFAR10.base_folder``: the folder the archive unpacks to, under ``root``.
+FOLDER = "cifar-10-batches-py"
+#: The pickled batches of each split, 10,000 images of 3 x 32 x 32 bytes each.
+BATCHES = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
+BATCH_IMAGES = 10_000
 
 
 def cifar10(
@@ -30,7 +39,9 @@ def cifar10(
             (as Ho et al. 2020 did for CIFAR-10); the test split is never flipped.
     """
     check_split(split)
-    folder = Path(root) / CIFAR10.base_folder
+    from torchvision.datasets import CIFAR10  # start-up: see gentool_data.common
+
+    folder = Path(root) / FOLDER
     if not download and not folder.is_dir():
         raise missing(f"CIFAR-10 {split} split", [folder])
     if download:
@@ -50,3 +61,23 @@ def cifar10(
     labels = torch.as_tensor(data.targets)
     flip = random_flip and split == "train"
     return TensorImages(images, labels, data.classes, image_size=image_size, random_flip=flip)
+
+
+def cifar10_shape(split: str, *, root: str, download: bool, image_size: int | None,
+                  random_flip: bool) -> tuple[int, ...] | None:
+    """``(N, 3, H, W)`` of the split :func:`cifar10` would load: 10,000 images per batch file.
+
+    None when only loading can tell: before a download, or when a batch file
+    is missing or too small to hold 10,000 images (the loader names the damage).
+    """
+    check_split(split)
+    folder = Path(root) / FOLDER
+    if not download and not folder.is_dir():
+        raise missing(f"CIFAR-10 {split} split", [folder])
+    files = [folder / name for name in BATCHES[split]]
+    if not all(f.is_file() and f.stat().st_size >= BATCH_IMAGES * 3 * 32 * 32 for f in files):
+        return None
+    return split_shape(len(files) * BATCH_IMAGES, (3, 32, 32), image_size)
+
+
+cifar10.shape = cifar10_shape

@@ -3,6 +3,10 @@ an in-memory image tensor and the PIL-to-tensor transform.
 
 Every source returns images as float32 ``[C, H, W]`` in [-1, 1]; a uint8 pixel
 ``p`` becomes ``p / 127.5 - 1`` so 0 -> -1 and 255 -> 1 exactly.
+
+torchvision is imported inside the functions that resize or transform: its
+import pulls in ``torch._dynamo`` (about 2.5 s), and the plugins are loaded
+by every command, ``gentool check`` included, which never resizes an image.
 """
 
 from __future__ import annotations
@@ -10,16 +14,17 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as TF
 
 from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torchvision.transforms import v2
 
 SPLITS = ("train", "test")
 
@@ -31,6 +36,21 @@ class MissingDataError(GentoolError, FileNotFoundError):
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def check_image_size(image_size: int | None) -> None:
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+
+
+def split_shape(n: int, image: tuple[int, int, int], image_size: int | None) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of ``n`` images of shape ``image`` (C, H, W), resized to ``image_size`` squares if given.
+
+    What a data source's ``shape`` attribute returns (see :class:`gentool.DataSource`).
+    """
+    check_image_size(image_size)
+    channels, height, width = image
+    return (n, channels, image_size, image_size) if image_size is not None else (n, channels, height, width)
 
 
 def missing(what: str, looked: Sequence[Path | str], hint: str = "") -> MissingDataError:
@@ -99,6 +119,7 @@ class TensorImages(Dataset):
     ):
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"need images [N, C, H, W] and labels [N], got {tuple(images.shape)}, {tuple(labels.shape)}")
+        check_image_size(image_size)
         self.images = images
         self.labels = labels.to(torch.int64)
         self.classes = list(classes) if classes is not None else []
@@ -111,6 +132,8 @@ class TensorImages(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         x = self.images[i]
         if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size,) * 2:
+            from torchvision.transforms.v2 import functional as TF  # start-up: see the module's docstring
+
             x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         if self.random_flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
@@ -128,10 +151,11 @@ def pil_transform(image_size: int, channels: int, random_flip: bool) -> v2.Compo
 
     Resizes the shorter side to ``image_size`` and crops the centre square.
     """
+    from torchvision.transforms import v2  # start-up: see the module's docstring
+
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
-    if image_size < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+    check_image_size(image_size)
     steps = [
         v2.Lambda(partial(_convert, mode="L" if channels == 1 else "RGB")),
         v2.Resize(image_size, antialias=True),

@@ -1,51 +1,48 @@
-"""Fashion-MNIST (Xiao et al. 2017), offline from Debian's package when present."""
+"""Fashion-MNIST (Xiao et al. 2017), offline from Debian's package when present.
+
+torchvision is imported only to read (or download) its copy under ``root``
+(see :mod:`gentool_data.common`); :func:`fashion_mnist_shape` reads only the
+IDX headers.
+"""
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
-import torch
 from torch import Tensor
-from torchvision.datasets import FashionMNIST
 
-from gentool_data.common import TensorImages, check_split, missing
-from gentool_data.mnist import idx_names, load_torchvision
+from gentool_data.common import MissingDataError, TensorImages, check_split, missing
+from gentool_data.idx import find_idx, idx_names, idx_split_shape, read_idx
+from gentool_data.mnist import load_torchvision
 
 #: Where ``apt-get install dataset-fashion-mnist`` puts the gzipped IDX files.
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-IDX_MAGIC = {2051: 3, 2049: 1}  # uint8 images (3-D) and labels (1-D)
+#: torchvision's ``FashionMNIST.classes``.
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def read_idx(path: Path) -> Tensor:
-    """A uint8 IDX file (gzipped if the name ends in ``.gz``) as a tensor."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        data = f.read()
-    magic = struct.unpack(">i", data[:4])[0]
-    if magic not in IDX_MAGIC:
-        raise ValueError(f"{path} is not a uint8 IDX file (magic number {magic}, expected 2051 or 2049)")
-    ndim = IDX_MAGIC[magic]
-    shape = struct.unpack(f">{ndim}i", data[4 : 4 + 4 * ndim])
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=4 + 4 * ndim).view(shape)
-
-
-def find_idx(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
+def system_files(split: str, system_dir: str) -> list[Path] | None:
+    """The split's (images, labels) IDX files in ``system_dir`` (gzipped or not), or None if absent."""
+    if not system_dir:
+        return None
+    paths = [find_idx(Path(system_dir), name) for name in idx_names(split)]
+    return None if None in paths else paths  # type: ignore[return-value]
 
 
 def load_system(split: str, system_dir: Path) -> tuple[Tensor, Tensor] | None:
     """Images ``[N, 1, 28, 28]`` and labels from ``system_dir``, or None if absent."""
-    paths = [find_idx(system_dir, name) for name in idx_names(split)]
-    if None in paths:
+    paths = system_files(split, str(system_dir))
+    if paths is None:
         return None
     images, labels = (read_idx(p) for p in paths)
     if len(images) != len(labels):
         raise ValueError(f"{system_dir}: {len(images)} images but {len(labels)} labels")
     return images.unsqueeze(1), labels
+
+
+def _missing(split: str, raw: Path, system_dir: str) -> MissingDataError:
+    hint = ", or run `apt-get install dataset-fashion-mnist`"
+    return missing(f"Fashion-MNIST {split} split", [raw, system_dir or "(no system_dir)"], hint)
 
 
 def fashion_mnist(
@@ -74,9 +71,29 @@ def fashion_mnist(
     found = load_system(split, Path(system_dir)) if system_dir and not in_root else None
     if found is None:
         if not (in_root or download):
-            hint = ", or run `apt-get install dataset-fashion-mnist`"
-            raise missing(f"Fashion-MNIST {split} split", [raw, system_dir or "(no system_dir)"], hint)
+            raise _missing(split, raw, system_dir)
         hint = (f", or install Debian's dataset-fashion-mnist package (`apt-get install dataset-fashion-mnist`, "
                 f"read from {DEBIAN_DIR}) or set `system_dir` to a folder of the gzipped IDX files")
-        found = load_torchvision(FashionMNIST, split, root, download, label="Fashion-MNIST", hint=hint)
-    return TensorImages(*found, FashionMNIST.classes, image_size=image_size)
+        found = load_torchvision("FashionMNIST", split, root, download, label="Fashion-MNIST", hint=hint)
+    return TensorImages(*found, CLASSES, image_size=image_size)
+
+
+def fashion_mnist_shape(split: str, *, root: str, download: bool, system_dir: str,
+                        image_size: int | None) -> tuple[int, ...] | None:
+    """``(N, 1, H, W)`` of the split :func:`fashion_mnist` would load, from the same files' IDX headers.
+
+    None when the files are to be downloaded first.
+    """
+    check_split(split)
+    raw = Path(root) / "FashionMNIST" / "raw"
+    paths = [raw / name for name in idx_names(split)]
+    if not all(p.is_file() for p in paths):
+        paths = system_files(split, system_dir)
+    if paths is None:
+        if download:
+            return None
+        raise _missing(split, raw, system_dir)
+    return idx_split_shape(*paths, image_size)
+
+
+fashion_mnist.shape = fashion_mnist_shape

@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from gentool_data.common import MissingDataError, check_split, pil_transform
@@ -163,6 +162,8 @@ class HFImages(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int):
+        from PIL import Image  # start-up: the plugins load for every command; Pillow only where an image is read
+
         row = self.data[i]
         image = row[self.image_column]
         if not isinstance(image, Image.Image):

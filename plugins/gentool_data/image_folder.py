@@ -1,20 +1,28 @@
-"""A folder of image files, with or without class subfolders."""
+"""A folder of image files, with or without class subfolders.
+
+torchvision is imported when a folder is read, not with the module (see
+:mod:`gentool_data.common`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from gentool_data.common import MissingDataError, check_split, pil_transform
 
 
+def image_extensions() -> tuple[str, ...]:
+    """The file name endings read as images: torchvision's ``IMG_EXTENSIONS``."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS  # start-up: see gentool_data.common
+
+    return IMG_EXTENSIONS
+
+
 def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMG_EXTENSIONS
+    return path.is_file() and path.suffix.lower() in image_extensions()
 
 
 class FlatImages(Dataset):
@@ -23,7 +31,7 @@ class FlatImages(Dataset):
     def __init__(self, folder: Path, transform: Callable):
         self.files = sorted(p for p in folder.iterdir() if is_image(p))
         if not self.files:
-            raise MissingDataError(f"no image files ({', '.join(IMG_EXTENSIONS)}) in {folder}")
+            raise MissingDataError(f"no image files ({', '.join(image_extensions())}) in {folder}")
         self.transform = transform
         self.classes: list[str] = []
 
@@ -31,6 +39,8 @@ class FlatImages(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
+        from PIL import Image  # start-up: imported where an image is read
+
         with Image.open(self.files[i]) as image:
             return self.transform(image), -1
 
@@ -71,5 +81,7 @@ def image_folder(
         raise MissingDataError(f"image folder {folder} does not exist (check `root` in [data])")
     transform = pil_transform(image_size, channels, random_flip and split == "train")
     if any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir()):
+        from torchvision.datasets import ImageFolder  # start-up: see gentool_data.common
+
         return ImageFolder(str(folder), transform=transform)
     return FlatImages(folder, transform)

@@ -1,34 +1,38 @@
-"""MNIST (LeCun et al. 1998) through torchvision, kept as uint8 in memory."""
+"""MNIST (LeCun et al. 1998) through torchvision, kept as uint8 in memory.
+
+torchvision is imported when the files are loaded, not with the module (see
+:mod:`gentool_data.common`); :func:`mnist_shape` reads only the IDX headers.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from torchvision.datasets import MNIST
-
 from gentool_data.common import TensorImages, check_split, download_errors, missing
+from gentool_data.idx import idx_names, idx_split_shape
+
+#: torchvision's ``MNIST.classes``.
+CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
+           "8 - eight", "9 - nine"]
 
 
-def idx_names(split: str) -> tuple[str, str]:
-    """The IDX file names (images, labels) of a split, without ``.gz``."""
-    prefix = "train" if split == "train" else "t10k"
-    return f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+def load_torchvision(name: str, split: str, root: str, download: bool, *, label: str = "", hint: str = ""):
+    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<name>/raw/`` by ``torchvision.datasets.<name>``.
 
-
-def load_torchvision(cls: type[MNIST], split: str, root: str, download: bool, *, label: str = "", hint: str = ""):
-    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<cls name>/raw/``.
-
-    ``label`` names the data set in errors (default the class name); ``hint``
-    ends the message of a failed download (other ways to get the files).
+    ``label`` names the data set in errors (default ``name``); ``hint`` ends
+    the message of a failed download (other ways to get the files).
     """
-    raw = Path(root) / cls.__name__ / "raw"
-    what = f"{label or cls.__name__} {split} split"
-    if not download and not all((raw / name).is_file() for name in idx_names(split)):
+    import torchvision.datasets  # start-up: see gentool_data.common
+
+    cls = getattr(torchvision.datasets, name)
+    raw = Path(root) / name / "raw"
+    what = f"{label or name} {split} split"
+    if not download and not all((raw / file).is_file() for file in idx_names(split)):
         raise missing(what, [raw])
     if not download:
         data = cls(root, train=split == "train", download=False)
     else:
-        names = ", ".join(name for s in ("train", "test") for name in idx_names(s))
+        names = ", ".join(file for s in ("train", "test") for file in idx_names(s))
         fix = f"without network access, put the uncompressed IDX files ({names}) in {raw}{hint}"
         with download_errors(what, root, fix, folder=raw):
             data = cls(root, train=split == "train", download=True)
@@ -50,5 +54,20 @@ def mnist(
         image_size: resize to this square size (None: keep 28).
     """
     check_split(split)
-    images, labels = load_torchvision(MNIST, split, root, download)
-    return TensorImages(images, labels, MNIST.classes, image_size=image_size)
+    images, labels = load_torchvision("MNIST", split, root, download)
+    return TensorImages(images, labels, CLASSES, image_size=image_size)
+
+
+def mnist_shape(split: str, *, root: str, download: bool, image_size: int | None) -> tuple[int, ...] | None:
+    """``(N, 1, H, W)`` of the split :func:`mnist` would load, from the IDX headers; None before a download."""
+    check_split(split)
+    raw = Path(root) / "MNIST" / "raw"
+    paths = [raw / name for name in idx_names(split)]
+    if not all(p.is_file() for p in paths):
+        if download:
+            return None
+        raise missing(f"MNIST {split} split", [raw])
+    return idx_split_shape(*paths, image_size)
+
+
+mnist.shape = mnist_shape

@@ -60,6 +60,7 @@ def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0):
             evaluations with the same seed).
     """
     module = _module("gentool_metrics.cnn28")
+    register_with_torch_fidelity()
     CNN28, default_weights_path = module.CNN28, module.default_weights_path
     if not weights_path and data and default_weights_path(data).is_file():
         weights_path = str(default_weights_path(data))
@@ -68,7 +69,13 @@ def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0):
 
 
 def register_with_torch_fidelity() -> None:
-    """Make ``gentool-cnn28`` known to torch-fidelity by name (once per process)."""
+    """Make ``gentool-cnn28`` known to torch-fidelity by name (once per process).
+
+    Done when :func:`cnn28` first builds the extractor; call it before naming
+    ``"gentool-cnn28"`` to torch-fidelity yourself. Loading the plugins does not
+    do it: torch-fidelity imports torchvision, and with it ``torch._dynamo``
+    (about 2.5 s), which ``gentool check`` must not wait for.
+    """
     from torch_fidelity import register_feature_extractor
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
@@ -79,7 +86,6 @@ def register_with_torch_fidelity() -> None:
 
 @gentool.hookimpl
 def gentool_register_feature_extractors(register):
-    register_with_torch_fidelity()
     register("inception-v3-compat", _module("gentool_metrics.inception").inception_v3)
     register("gentool-cnn28", cnn28)
 

@@ -5,6 +5,11 @@ numbers are comparable with papers (Ho et al. 2020: FID 3.17, IS 9.46 on
 CIFAR-10). Its weights are downloaded by torch-fidelity on first use; where
 there is no internet, ``weights_path`` names a local copy of
 ``weights-inception-2015-12-05-6726825d.pth``.
+
+torch-fidelity is imported when the extractor is built, not with the module:
+it imports torchvision, whose import pulls in ``torch._dynamo`` (about 2.5 s),
+and registering the extractor (every command's plugin loading) needs only
+this function.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
+from torch import nn
 
 from gentool.evaluation.weights import WeightsFileError, read_state_dict, safe_torch_load
 
@@ -22,7 +27,7 @@ NAME = "inception-v3-compat"
 FEATURES = ["2048", "logits_unbiased"]
 
 
-def inception_v3(*, weights_path: str = "") -> FeatureExtractorInceptionV3:
+def inception_v3(*, weights_path: str = "") -> nn.Module:
     """torch-fidelity's Inception-v3 (the FID/IS standard), optionally with local weights.
 
     Every weights file is read with ``weights_only=True`` (torch hub's cached
@@ -34,6 +39,11 @@ def inception_v3(*, weights_path: str = "") -> FeatureExtractorInceptionV3:
             (``weights-inception-2015-12-05-6726825d.pth``); empty: download them
             (or use the copy already in torch's hub cache).
     """
+    from torch_fidelity.feature_extractor_inceptionv3 import (  # start-up: see the module's docstring
+        URL_INCEPTION_V3,
+        FeatureExtractorInceptionV3,
+    )
+
     if not weights_path:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[-1]
         try:

@@ -4,6 +4,10 @@ Every image comes back as float32 ``[C, H, W]`` in [-1, 1] at the model's
 shape (``run.image_shape``): files are converted to grey or RGB, their shorter
 side resized to the model's size and the centre square cropped; data-set images
 of another size are resized the same way.
+
+torchvision is imported where an image is resized or read, not with the
+module: its import pulls in ``torch._dynamo`` (about 2.5 s), and ``gentool
+check`` loads every task.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 
 def fit(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
@@ -26,6 +29,8 @@ def fit(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
         else:
             raise ValueError(f"cannot turn a {x.shape[0]}-channel image into {c} channels")
     if tuple(x.shape[-2:]) != (h, w):
+        from torchvision.transforms.v2 import functional as TF  # start-up: see the module's docstring
+
         x = TF.resize(x, min(h, w), antialias=True)
         x = TF.center_crop(x, [h, w])
     return x.contiguous()
@@ -34,6 +39,7 @@ def fit(x: Tensor, shape: tuple[int, int, int]) -> Tensor:
 def load_image_file(path: str | Path, shape: tuple[int, int, int]) -> Tensor:
     """An image file as float32 ``shape`` ``[C, H, W]`` in [-1, 1]."""
     from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.v2 import functional as TF  # start-up: see the module's docstring
 
     path = Path(path)
     if not path.is_file():

@@ -5,6 +5,9 @@ pixel is known (kept from the input), 0 in the hole the model paints in.
 Presets name the **hole**: ``"left"`` repaints the left half. In a mask image
 file, as in diffusers and LaMa, **white marks the hole** and black the pixels
 to keep (grey values are thresholded at the middle).
+
+torchvision is imported where a mask file is read, not with the module (see
+:mod:`gentool_tasks.inputs`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 MaskName = Literal["left", "right", "top", "bottom", "centre", "random", "strokes"]
 PRESETS: tuple[str, ...] = MaskName.__args__  # type: ignore[attr-defined]
@@ -79,6 +80,8 @@ def strokes(h: int, w: int, fraction: float, g: torch.Generator, max_strokes: in
 def mask_from_file(path: str | Path, h: int, w: int) -> Tensor:
     """A mask image (white = hole), resized like the inputs (shorter side, centre crop)."""
     from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import InterpolationMode  # start-up: see the module's docstring
+    from torchvision.transforms.v2 import functional as TF
 
     path = Path(path)
     if not path.is_file():

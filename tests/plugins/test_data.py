@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import inspect
 import pickle
 import struct
@@ -11,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets
 from PIL import Image
+from torchvision.datasets import CIFAR10
 
 import gentool_data
 from gentool.options import OptionError, check_options, option_docs
-from gentool_data import cifar as cifar_module
 from gentool_data.common import MissingDataError
 from gentool_data.fashion_mnist import DEBIAN_DIR
 
@@ -165,12 +167,12 @@ def test_real_debian_fashion_mnist(tmp_path):
 # --- CIFAR-10: python pickle batches -------------------------------------------------
 
 
-class UncheckedCIFAR10(cifar_module.CIFAR10):
+class UncheckedCIFAR10(CIFAR10):
     """torchvision's CIFAR10 without md5 sums (md5 None: only existence is checked)."""
 
-    train_list = [[name, None] for name, _ in cifar_module.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in cifar_module.CIFAR10.test_list]
-    meta = {**cifar_module.CIFAR10.meta, "md5": None}
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
 
 
 def write_cifar(folder: Path) -> dict:
@@ -191,7 +193,7 @@ def write_cifar(folder: Path) -> dict:
 
 
 def test_cifar10_reads_pickle_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(cifar_module, "CIFAR10", UncheckedCIFAR10)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", UncheckedCIFAR10)  # gentool_data imports it when loading
     write_cifar(tmp_path / "cifar-10-batches-py")
     train = gentool_data.cifar10("train", root=str(tmp_path))
     test = gentool_data.cifar10("test", root=str(tmp_path), image_size=16)
@@ -332,3 +334,121 @@ def test_hf_dataset_from_local_imagefolder(tmp_path):
     )
     check_items(ds, (3, 8, 8), 3)
     assert ds.classes == ["cat", "dog"] and sorted(y for _, y in ds) == [0, 0, 1]
+
+
+# --- shape: a split's size and image shape without loading it (gentool check) -------------------
+
+
+def test_idx_shape_reads_only_the_headers(tmp_path):
+    write_idx(tmp_path / "debian", gz=True)
+    write_idx(tmp_path / "MNIST" / "raw")
+    for path in [*(tmp_path / "debian").glob("train-*"), *(tmp_path / "MNIST" / "raw").glob("train-*")]:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        header = data[:16] if "images" in path.name else data[:8]
+        path.write_bytes(gzip.compress(header) if path.suffix == ".gz" else header)  # the images themselves are gone
+    fashion = dict(root=str(tmp_path / "none"), download=False, system_dir=str(tmp_path / "debian"), image_size=None)
+    assert gentool_data.fashion_mnist.shape("train", **fashion) == (6, 1, 28, 28)
+    assert gentool_data.fashion_mnist.shape("train", **{**fashion, "image_size": 16}) == (6, 1, 16, 16)
+    assert gentool_data.mnist.shape("train", root=str(tmp_path), download=False, image_size=None) == (6, 1, 28, 28)
+    with pytest.raises((RuntimeError, ValueError)):  # loading does read the images: the files really are cut short
+        gentool_data.fashion_mnist("train", root=str(tmp_path / "none"), system_dir=str(tmp_path / "debian"))
+
+
+def test_shape_refuses_what_the_loader_refuses(tmp_path):
+    files = write_idx(tmp_path / "debian", gz=True)
+    fashion = dict(root=str(tmp_path / "none"), download=False, system_dir=str(tmp_path / "debian"), image_size=None)
+    with pytest.raises(ValueError, match="image_size must be positive"):
+        gentool_data.fashion_mnist.shape("train", **{**fashion, "image_size": 0})
+    with pytest.raises(ValueError, match="image_size must be positive"):
+        gentool_data.fashion_mnist("train", **{**fashion, "image_size": 0})
+    with pytest.raises(MissingDataError, match="apt-get install dataset-fashion-mnist"):
+        gentool_data.fashion_mnist.shape("train", **{**fashion, "system_dir": str(tmp_path / "none")})
+    assert gentool_data.fashion_mnist.shape("train", **{**fashion, "system_dir": "", "download": True}) is None
+    with gzip.open(tmp_path / "debian" / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(idx_bytes(files["train"][1][:5]))
+    with pytest.raises(ValueError, match="6 images but 5 labels"):
+        gentool_data.fashion_mnist.shape("train", **fashion)
+    with pytest.raises(ValueError, match="6 images but 5 labels"):
+        gentool_data.fashion_mnist("train", **fashion)
+
+
+def test_cifar10_shape_counts_full_batches_without_unpickling(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            f.truncate(10_000 * 3072 + 100)  # a sparse file as large as a real batch (not a pickle: never read)
+    options = dict(root=str(tmp_path), download=False, image_size=None, random_flip=False)
+    assert gentool_data.cifar10.shape("train", **options) == (50_000, 3, 32, 32)
+    assert gentool_data.cifar10.shape("test", **{**options, "image_size": 64}) == (10_000, 3, 64, 64)
+    (folder / "data_batch_3").write_bytes(b"short")  # damaged: only the loader can say how
+    assert gentool_data.cifar10.shape("train", **options) is None
+    with pytest.raises(MissingDataError, match="download = true"):
+        gentool_data.cifar10.shape("train", **{**options, "root": str(tmp_path / "none")})
+
+
+def test_class_names_are_torchvisions():
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    # the modules (the package's attributes of these names are the factories)
+    cifar, fashion_mnist, mnist = (importlib.import_module(f"gentool_data.{m}") for m in ("cifar", "fashion_mnist", "mnist"))
+    assert mnist.CLASSES == MNIST.classes and fashion_mnist.CLASSES == FashionMNIST.classes
+    assert cifar.FOLDER == CIFAR10.base_folder
+    assert [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] == cifar.BATCHES["train"] + cifar.BATCHES["test"]
+
+
+FASHION_RECIPE = """
+[run]
+name = "fm"
+output_dir = "{out}"
+
+[data]
+name = "fashion_mnist"
+root = "{root}"
+system_dir = "{system_dir}"
+
+[schedule]
+name = "linear"
+timesteps = 10
+
+[denoiser]
+name = "unet"
+in_channels = 1
+image_size = 28
+channels = 32
+channel_mult = [1]
+num_res_blocks = 1
+attention_resolutions = []
+
+[train]
+steps = 1
+batch_size = 4
+"""
+
+
+def test_check_asks_shape_and_refuses_what_run_would(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gentool.cli import app
+
+    write_idx(tmp_path / "debian", gz=True)  # 6 train images
+    recipe = tmp_path / "fm.toml"
+    recipe.write_text(FASHION_RECIPE.format(out=(tmp_path / "runs").as_posix(), root=(tmp_path / "none").as_posix(),
+                                            system_dir=(tmp_path / "debian").as_posix()), encoding="utf-8")
+    fm = importlib.import_module("gentool_data.fashion_mnist")
+    monkeypatch.setattr(fm, "read_idx", lambda path: pytest.fail(f"gentool check loaded {path}"))
+
+    def check(*sets: str):
+        args = ["check", str(recipe)] + [a for s in sets for a in ("--set", s)]
+        result = CliRunner().invoke(app, args, catch_exceptions=False)
+        return result.exit_code, " ".join(result.output.split())
+
+    code, text = check()
+    assert code == 0 and "dataset (train) │ 6 images" in text, text
+    code, text = check("train.batch_size=8")
+    assert code == 2 and "train.batch_size: 8 is more than the 6 images of the train split" in text, text
+    code, text = check("data.image_size=16")
+    assert code == 2 and "the data set's images are 1x16x16" in text, text
+    code, text = check("data.image_size=0")
+    assert code == 2 and "data (fashion_mnist): image_size must be positive, got 0" in text, text
+    assert "Traceback" not in text

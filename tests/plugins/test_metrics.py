@@ -41,7 +41,9 @@ def test_torch_fidelity_uses_cnn28_by_name():
     import torch_fidelity
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-    gentool.registry()  # loading the plugins registers it with torch-fidelity
+    from gentool_metrics import register_with_torch_fidelity
+
+    register_with_torch_fidelity()  # not done by loading the plugins (start-up), but by cnn28() or this
     assert FEATURE_EXTRACTORS_REGISTRY["gentool-cnn28"] is CNN28
     x = grey_images(64)
     kwargs = dict(feature_extractor="gentool-cnn28", fid=True, cuda=False, cache=False, verbose=False, save_cpu_ram=True)
