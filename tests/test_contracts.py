@@ -474,7 +474,7 @@ def test_check_data_source_requires_unknown_splits_to_be_refused():
         testing.check_data_source(lenient)
 
 
-def _source_with_shape(shape):
+def _source_with_shape(told):
     def source(split: str, *, n: int = 2) -> list:
         """Two grey 4x4 images.
 
@@ -485,14 +485,21 @@ def _source_with_shape(shape):
             raise ValueError(split)
         return [(torch.zeros(1, 4, 4), 0)] * n
 
+    def shape(split: str, *, n: int):
+        if split not in ("train", "test"):
+            raise ValueError(split)
+        return told(split, n)
+
     source.shape = shape
     return source
 
 
 def test_check_data_source_holds_shape_to_the_data_set():
-    testing.check_data_source(_source_with_shape(lambda split, *, n: (n, 1, 4, 4)))
-    testing.check_data_source(_source_with_shape(lambda split, *, n: None))  # "only loading can tell"
+    testing.check_data_source(_source_with_shape(lambda split, n: (n, 1, 4, 4)))
+    testing.check_data_source(_source_with_shape(lambda split, n: None))  # "only loading can tell"
     with pytest.raises(AssertionError, match=r"train: shape\(\) says \(3, 1, 4, 4\), the data set is \(2, 1, 4, 4\)"):
-        testing.check_data_source(_source_with_shape(lambda split, *, n: (n + 1, 1, 4, 4)))
+        testing.check_data_source(_source_with_shape(lambda split, n: (n + 1, 1, 4, 4)))
+    lenient = _source_with_shape(lambda split, n: (n, 1, 4, 4))
+    lenient.shape = lambda split, *, n: (n, 1, 4, 4)  # any split
     with pytest.raises(AssertionError, match=r"'validation' of shape\(\) must raise ValueError"):
-        testing.check_data_source(_source_with_shape(lambda split, *, n: (n, 1, 4, 4) if split != "test" else None))
+        testing.check_data_source(lenient)
