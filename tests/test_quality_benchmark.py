@@ -73,3 +73,25 @@ def test_the_quality_benchmark_runs_end_to_end_and_scores_both_systems(tmp_path,
     table = capsys.readouterr().out
     assert "| diffusers |" in table and "| gentool |" in table and "real test images" in table
     assert (tmp_path / "r.json").is_file()
+
+
+def test_merge_prints_one_table_of_side_by_side_runs_and_refuses_different_set_ups(tmp_path, capsys):
+    import json
+
+    bench = load_benchmark()
+    entry = {"fid": 30.0, "isc": 2.0, "class_acc": 0.2, "sample_s": 1.0}
+    common = {"device": "cpu", "threads": 1, "n": 20, "ref_n": 0, "sampling_steps": 5, "guidance": [0.0],
+              "classifier": {"path": "x", "test_accuracy": 0.9}, "floor": {"fid": 0.1, "isc": 7.0, "class_acc": 0.9}}
+    system = {"params": 10, "steps": 4, "batch": 2, "by_guidance": {"0": entry}}
+    a = tmp_path / "d.json"
+    b = tmp_path / "g.json"
+    a.write_text(json.dumps({**common, "systems": {"diffusers": {**system, "train_s": 100.0}}}))
+    b.write_text(json.dumps({**common, "systems": {"gentool": {**system, "train_s": 96.0,
+                                                                "by_guidance": {"0": {**entry, "fid": 3.0}}}}}))
+    results = bench.main(["--merge", str(a), str(b)])
+    assert set(results["systems"]) == {"diffusers", "gentool"}
+    out = capsys.readouterr().out
+    assert "| diffusers |" in out and "| gentool |" in out and "train time 0.96x, best FID 0.10x" in out
+    b.write_text(json.dumps({**common, "n": 40, "systems": {"gentool": {**system, "train_s": 1.0}}}))
+    with pytest.raises(SystemExit, match="merge only runs of one set-up"):
+        bench.main(["--merge", str(a), str(b)])
