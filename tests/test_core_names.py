@@ -26,6 +26,10 @@ ALLOWED = {
     ("gentool/testing.py", "class_embedding"): "testing.tiny_recipe",
     ("gentool/engine/export_diffusers.py", "linear"): "diffusers' beta_schedule name, not gentool's schedule",
     ("gentool/engine/export_diffusers.py", "sample"): "diffusers' prediction_type name, not gentool's task",
+    ("gentool/config.py", "cosine"): "[train] lr_schedule's learning-rate decay, not the noise schedule",
+    ("gentool/config.py", "linear"): "[train] lr_schedule's learning-rate decay, not the noise schedule",
+    ("gentool/engine/optim.py", "cosine"): "the learning-rate decay of lr_at, not the noise schedule",
+    ("gentool/engine/optim.py", "linear"): "the learning-rate decay of lr_at, not the noise schedule",
 }
 
 
