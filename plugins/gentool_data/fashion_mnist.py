@@ -12,8 +12,7 @@ from pathlib import Path
 from torch import Tensor
 
 from gentool_data.common import MissingDataError, TensorImages, check_split, missing
-from gentool_data.idx import find_idx, idx_names, idx_split_shape, read_idx
-from gentool_data.mnist import load_torchvision
+from gentool_data.idx import find_idx, idx_names, idx_split_shape, load_torchvision, read_idx
 
 #: Where ``apt-get install dataset-fashion-mnist`` puts the gzipped IDX files.
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"

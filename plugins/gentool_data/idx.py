@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gentool_data.common import split_shape
+from gentool_data.common import download_errors, missing, split_shape
 
 IDX_MAGIC = {2051: 3, 2049: 1}  # uint8 images (3-D) and labels (1-D)
 
@@ -72,3 +72,26 @@ def idx_split_shape(images: Path, labels: Path, image_size: int | None) -> tuple
     if n != n_labels:
         raise ValueError(f"{images.parent}: {n} images but {n_labels} labels")
     return split_shape(n, (1, height, width), image_size)
+
+
+def load_torchvision(name: str, split: str, root: str, download: bool, *, label: str = "", hint: str = ""):
+    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<name>/raw/`` by ``torchvision.datasets.<name>``.
+
+    ``label`` names the data set in errors (default ``name``); ``hint`` ends
+    the message of a failed download (other ways to get the files).
+    """
+    import torchvision.datasets  # start-up: see gentool_data.common
+
+    cls = getattr(torchvision.datasets, name)
+    raw = Path(root) / name / "raw"
+    what = f"{label or name} {split} split"
+    if not download and not all((raw / file).is_file() for file in idx_names(split)):
+        raise missing(what, [raw])
+    if not download:
+        data = cls(root, train=split == "train", download=False)
+    else:
+        names = ", ".join(file for s in ("train", "test") for file in idx_names(s))
+        fix = f"without network access, put the uncompressed IDX files ({names}) in {raw}{hint}"
+        with download_errors(what, root, fix, folder=raw):
+            data = cls(root, train=split == "train", download=True)
+    return data.data.unsqueeze(1), data.targets

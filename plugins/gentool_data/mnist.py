@@ -8,35 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gentool_data.common import TensorImages, check_split, download_errors, missing
-from gentool_data.idx import idx_names, idx_split_shape
+from gentool_data.common import TensorImages, check_split, missing
+from gentool_data.idx import idx_names, idx_split_shape, load_torchvision
 
 #: torchvision's ``MNIST.classes``.
 CLASSES = ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
            "8 - eight", "9 - nine"]
-
-
-def load_torchvision(name: str, split: str, root: str, download: bool, *, label: str = "", hint: str = ""):
-    """``(images uint8 [N, 1, 28, 28], labels [N])`` from ``<root>/<name>/raw/`` by ``torchvision.datasets.<name>``.
-
-    ``label`` names the data set in errors (default ``name``); ``hint`` ends
-    the message of a failed download (other ways to get the files).
-    """
-    import torchvision.datasets  # start-up: see gentool_data.common
-
-    cls = getattr(torchvision.datasets, name)
-    raw = Path(root) / name / "raw"
-    what = f"{label or name} {split} split"
-    if not download and not all((raw / file).is_file() for file in idx_names(split)):
-        raise missing(what, [raw])
-    if not download:
-        data = cls(root, train=split == "train", download=False)
-    else:
-        names = ", ".join(file for s in ("train", "test") for file in idx_names(s))
-        fix = f"without network access, put the uncompressed IDX files ({names}) in {raw}{hint}"
-        with download_errors(what, root, fix, folder=raw):
-            data = cls(root, train=split == "train", download=True)
-    return data.data.unsqueeze(1), data.targets
 
 
 def mnist(

@@ -452,3 +452,14 @@ def test_check_asks_shape_and_refuses_what_run_would(tmp_path, monkeypatch):
     code, text = check("data.image_size=0")
     assert code == 2 and "data (fashion_mnist): image_size must be positive, got 0" in text, text
     assert "Traceback" not in text
+
+
+def test_importing_one_source_module_leaves_the_other_sources_lazy_names_bound_to_functions():
+    import subprocess
+    import sys
+
+    code = ("import gentool_data.fashion_mnist, gentool_data; "
+            "import types; assert not isinstance(gentool_data.mnist, types.ModuleType), gentool_data.mnist; "
+            "assert callable(gentool_data.mnist)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
