@@ -25,14 +25,20 @@ attention_resolutions = [4]
 dropout = {dropout}
 class_cond = {class_cond}"""
 
-#: The 28x28 grey one-level U-Net of the evaluation tests (the size gentool-cnn28 scores); ``class_cond`` follows.
-UNET28 = """in_channels = 1
-image_size = 28
+
+def unet_one_level(in_channels: int = 1, image_size: int = 28) -> str:
+    """The [denoiser] lines of a one-level U-Net without attention (for recipes on real data's image size)."""
+    return f"""in_channels = {in_channels}
+image_size = {image_size}
 channels = 32
 channel_mult = [1]
 num_res_blocks = 1
 attention_resolutions = []
 dropout = 0.0"""
+
+
+#: The 28x28 grey one-level U-Net of the evaluation tests (the size gentool-cnn28 scores); ``class_cond`` follows.
+UNET28 = unet_one_level()
 
 CONDITIONER = """[conditioner]
 name = "class_embedding"
@@ -41,11 +47,12 @@ p_uncond = 0.2"""
 
 
 def recipe_text(out: str, *, name: str, train: str, run: str = "", data: str = "n = 64\nimage_size = 8",
-                denoiser: str = "unet", denoiser_options: str | None = None, dropout: float = 0.0,
-                class_cond: bool = False, tail: str = "") -> str:
+                data_name: str = "toy", timesteps: int = 50, denoiser: str = "unet", denoiser_options: str | None = None,
+                dropout: float = 0.0, class_cond: bool = False, tail: str = "") -> str:
     """A toy recipe's TOML, its run directory ``<out>/<name>``.
 
-    ``run``, ``data`` and ``train`` are the lines of those tables; ``tail``
+    ``run``, ``data`` and ``train`` are the lines of those tables (``data_name``
+    another data source, e.g. with :func:`unet_one_level`); ``tail``
     follows [train] (a [sampler], [[tasks]]). A class-conditional U-Net gets
     :data:`CONDITIONER`. ``out`` may be ``"{out}"`` for a template to format.
     """
@@ -59,12 +66,12 @@ name = "{name}"
 output_dir = "{out}"
 
 [data]
-name = "toy"
+name = "{data_name}"
 {data}
 
 [schedule]
 name = "linear"
-timesteps = 50
+timesteps = {timesteps}
 
 [denoiser]
 name = "{denoiser}"

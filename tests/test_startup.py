@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from _tiny import recipe_text, unet_one_level
+
 PROBE = textwrap.dedent("""
     import sys
     from gentool.cli import main
@@ -49,34 +51,7 @@ def test_the_built_in_plugin_packages_import_their_components_on_first_use():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-CHECK_RECIPE = """
-[run]
-name = "startup"
-output_dir = "{out}"
-
-[data]
-name = "fashion_mnist"
-root = "{out}/none"
-system_dir = "{idx}"
-
-[schedule]
-name = "linear"
-timesteps = 10
-
-[denoiser]
-name = "unet"
-in_channels = 1
-image_size = 28
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-
-[train]
-steps = 1
-batch_size = 2
-
-[eval]
+TASKS = """[eval]
 feature_extractor = "gentool-cnn28"
 
 [[tasks]]
@@ -112,7 +87,10 @@ def test_check_imports_no_torchvision_dynamo_or_fidelity(tmp_path):
         (idx / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">iiii", 2051, 3, 28, 28) + bytes(3 * 784)))
         (idx / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">ii", 2049, 3) + bytes(3)))
     recipe = tmp_path / "startup.toml"
-    recipe.write_text(CHECK_RECIPE.format(out=tmp_path.as_posix(), idx=idx.as_posix()), encoding="utf-8")
+    recipe.write_text(recipe_text(tmp_path.as_posix(), name="startup", data_name="fashion_mnist",
+                                  data=f'root = "{tmp_path.as_posix()}/none"\nsystem_dir = "{idx.as_posix()}"',
+                                  timesteps=10, denoiser_options=unet_one_level(), train="steps = 1\nbatch_size = 2",
+                                  tail=TASKS), encoding="utf-8")
     probe = textwrap.dedent(f"""
         import sys
         from gentool.cli import main

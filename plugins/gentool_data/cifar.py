@@ -60,7 +60,8 @@ def cifar10(
     images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
     labels = torch.as_tensor(data.targets)
     flip = random_flip and split == "train"
-    return TensorImages(images, labels, data.classes, image_size=image_size, random_flip=flip)
+    return TensorImages(images, labels, data.classes, image_size=image_size, random_flip=flip,
+                        mirror_invariant=True)
 
 
 def cifar10_shape(split: str, *, root: str, download: bool, image_size: int | None,

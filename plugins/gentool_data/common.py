@@ -106,6 +106,9 @@ class TensorImages(Dataset):
     ``images`` is uint8 ``[N, C, H, W]`` (scaled to [-1, 1] per item) or float
     already in [-1, 1]; ``labels`` is int ``[N]``. Resizing (``image_size``)
     and flipping (``random_flip``) happen per item, so the tensor stays small.
+    ``mirror_invariant`` says a left-right mirror image has the same class (garments,
+    CIFAR-10's objects; not digits): tools that augment, such as ``gentool features
+    train``, flip only such data by default.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class TensorImages(Dataset):
         *,
         image_size: int | None = None,
         random_flip: bool = False,
+        mirror_invariant: bool = False,
     ):
         if images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"need images [N, C, H, W] and labels [N], got {tuple(images.shape)}, {tuple(labels.shape)}")
@@ -125,6 +129,7 @@ class TensorImages(Dataset):
         self.classes = list(classes) if classes is not None else []
         self.image_size = image_size
         self.random_flip = random_flip
+        self.mirror_invariant = mirror_invariant
 
     def __len__(self) -> int:
         return len(self.images)

@@ -74,7 +74,7 @@ def fashion_mnist(
         hint = (f", or install Debian's dataset-fashion-mnist package (`apt-get install dataset-fashion-mnist`, "
                 f"read from {DEBIAN_DIR}) or set `system_dir` to a folder of the gzipped IDX files")
         found = load_torchvision("FashionMNIST", split, root, download, label="Fashion-MNIST", hint=hint)
-    return TensorImages(*found, CLASSES, image_size=image_size)
+    return TensorImages(*found, CLASSES, image_size=image_size, mirror_invariant=True)
 
 
 def fashion_mnist_shape(split: str, *, root: str, download: bool, system_dir: str,

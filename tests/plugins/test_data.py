@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 
 import gentool_data
+from _tiny import recipe_text, unet_one_level
 from gentool.options import OptionError, check_options, option_docs
 from gentool_data.common import MissingDataError
 from gentool_data.fashion_mnist import DEBIAN_DIR
@@ -116,6 +117,7 @@ def test_mnist_reads_torchvision_layout(tmp_path, split):
     ds = gentool_data.mnist(split, root=str(tmp_path))
     check_pixels(ds, *files[split])
     assert ds.classes[0].startswith("0")
+    assert not ds.mirror_invariant  # a mirrored 2 is not a digit
     check_items(gentool_data.mnist(split, root=str(tmp_path), image_size=16), (1, 16, 16))
 
 
@@ -125,6 +127,7 @@ def test_fashion_mnist_reads_gzipped_system_dir(tmp_path):
         ds = gentool_data.fashion_mnist(split, root=str(tmp_path / "none"), system_dir=str(tmp_path / "debian"))
         check_pixels(ds, *files[split])
         assert len(ds.classes) == 10 and ds.classes[0] == "T-shirt/top"
+        assert ds.mirror_invariant  # a mirrored shirt is a shirt
 
 
 def test_fashion_mnist_prefers_root_copy(tmp_path):
@@ -201,6 +204,7 @@ def test_cifar10_reads_pickle_batches(tmp_path, monkeypatch):
     check_items(test, (3, 16, 16), 2)
     x, y = train[3]
     assert y == 3 and train.classes[3] == "cat"
+    assert train.mirror_invariant and test.mirror_invariant
     for channel, value in enumerate([3, 103, 255]):
         torch.testing.assert_close(x[channel], torch.full((32, 32), value / 127.5 - 1), rtol=0, atol=1e-6)
     assert test[0][1] == 10 % 10
@@ -397,33 +401,6 @@ def test_class_names_are_torchvisions():
     assert [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] == cifar.BATCHES["train"] + cifar.BATCHES["test"]
 
 
-FASHION_RECIPE = """
-[run]
-name = "fm"
-output_dir = "{out}"
-
-[data]
-name = "fashion_mnist"
-root = "{root}"
-system_dir = "{system_dir}"
-
-[schedule]
-name = "linear"
-timesteps = 10
-
-[denoiser]
-name = "unet"
-in_channels = 1
-image_size = 28
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-
-[train]
-steps = 1
-batch_size = 4
-"""
 
 
 def test_check_asks_shape_and_refuses_what_run_would(tmp_path, monkeypatch):
@@ -433,8 +410,11 @@ def test_check_asks_shape_and_refuses_what_run_would(tmp_path, monkeypatch):
 
     write_idx(tmp_path / "debian", gz=True)  # 6 train images
     recipe = tmp_path / "fm.toml"
-    recipe.write_text(FASHION_RECIPE.format(out=(tmp_path / "runs").as_posix(), root=(tmp_path / "none").as_posix(),
-                                            system_dir=(tmp_path / "debian").as_posix()), encoding="utf-8")
+    recipe.write_text(recipe_text((tmp_path / "runs").as_posix(), name="fm", data_name="fashion_mnist",
+                                  data=f'root = "{(tmp_path / "none").as_posix()}"\n'
+                                       f'system_dir = "{(tmp_path / "debian").as_posix()}"',
+                                  timesteps=10, denoiser_options=unet_one_level(), train="steps = 1\nbatch_size = 4"),
+                      encoding="utf-8")
     fm = importlib.import_module("gentool_data.fashion_mnist")
     monkeypatch.setattr(fm, "read_idx", lambda path: pytest.fail(f"gentool check loaded {path}"))
 

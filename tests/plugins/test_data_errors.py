@@ -12,6 +12,7 @@ import torchvision.datasets.mnist as tv_mnist
 from typer.testing import CliRunner
 
 import gentool_data
+from _tiny import recipe_text, unet_one_level
 from gentool.api import summarize
 from gentool.cli import app
 from gentool.recipe import load_recipe
@@ -82,38 +83,14 @@ def test_a_damaged_download_is_a_missing_data_error(tmp_path, monkeypatch):
         gentool_data.cifar10("test", root=str(tmp_path), download=True)
 
 
-CIFAR_RECIPE = """
-[run]
-name = "c10"
-output_dir = "{out}"
-
-[data]
-name = "cifar10"
-root = "data"
-download = true
-
-[schedule]
-name = "linear"
-timesteps = 10
-
-[denoiser]
-name = "unet"
-in_channels = 3
-image_size = 32
-channels = 32
-channel_mult = [1]
-num_res_blocks = 1
-attention_resolutions = []
-
-[train]
-steps = 1
-batch_size = 2
-"""
 
 
 def write_cifar_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "c10.toml"
-    path.write_text(CIFAR_RECIPE.format(out=(tmp_path / "runs").as_posix()), encoding="utf-8")
+    path.write_text(recipe_text((tmp_path / "runs").as_posix(), name="c10", data_name="cifar10",
+                                data='root = "data"\ndownload = true', timesteps=10,
+                                denoiser_options=unet_one_level(in_channels=3, image_size=32),
+                                train="steps = 1\nbatch_size = 2"), encoding="utf-8")
     return path
 
 
