@@ -192,9 +192,10 @@ def train_classifier(
     *,
     test=None,
     num_classes: int = 10,
-    steps: int = 1500,
+    steps: int = 4000,
     batch_size: int = 128,
     lr: float = 2e-3,
+    flip: bool = False,
     seed: int = 0,
     data: str = "",
     device: str | torch.device = "cpu",
@@ -203,7 +204,8 @@ def train_classifier(
     """Train the CNN as a classifier on ``(image [-1, 1], label)`` pairs and save it as safetensors.
 
     AdamW with a one-cycle learning rate (peak ``lr``) on random batches of the
-    quantised uint8 images evaluation sees. The file is what ``--feature-weights``
+    quantised uint8 images evaluation sees; with ``flip`` each image is mirrored
+    left-right with probability 1/2 (a garment's mirror image is the same class). The file is what ``--feature-weights``
     loads, and what evaluation finds by default at :func:`default_weights_path`.
     Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps"}``;
     the test accuracy is computed through the saved extractor, as ``gentool eval`` does.
@@ -219,7 +221,10 @@ def train_classifier(
     net.train()
     for step in range(steps):
         idx = torch.randint(len(x_all), (batch_size,), generator=g)
-        loss = F.cross_entropy(net(to_input(x_all[idx]).to(device)), y_all[idx].to(device))
+        xb = x_all[idx]
+        if flip:
+            xb = torch.where((torch.rand(batch_size, generator=g) < 0.5)[:, None, None, None], xb.flip(-1), xb)
+        loss = F.cross_entropy(net(to_input(xb).to(device)), y_all[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -229,12 +234,12 @@ def train_classifier(
     fx = CNN28(NAME, list(FEATURES), num_classes=num_classes, data=data)
     fx.net.load_state_dict(net.cpu().state_dict())
     fx.eval()
-    result: dict[str, float | str] = {"steps": steps}
+    result: dict[str, float | str] = {"steps": steps, "flip": flip}
     keep = torch.randperm(len(x_all), generator=g)[:10000]
     result["train_accuracy"] = accuracy(fx, x_all[keep], y_all[keep])
     if test is not None:
         result["test_accuracy"] = accuracy(fx, *as_uint8(test))
-    save_weights(fx, path, {"data": data, "num_classes": str(num_classes), "steps": str(steps),
+    save_weights(fx, path, {"data": data, "num_classes": str(num_classes), "steps": str(steps), "flip": str(flip),
                             **{k: f"{v:.6f}" for k, v in result.items() if k.endswith("accuracy")}})
     result["path"] = str(path)
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -78,3 +80,55 @@ def test_the_command_rejects_an_unknown_action_and_data_source():
         features("fit", "fashion_mnist")
     with pytest.raises(GentoolError, match="unknown data source 'fashoin'"):
         train_features("fashoin")
+
+
+class _LeftOrRight(torch.utils.data.Dataset):
+    """Class 0: a bright bar near the left edge; class 1: the same bar near the right edge (mirror images)."""
+
+    def __init__(self, n: int):
+        self.labels = torch.arange(n) % 2
+        self.images = torch.full((n, 1, 28, 28), -1.0)
+        self.images[self.labels == 0, :, 6:22, 3:8] = 1.0
+        self.images[self.labels == 1, :, 6:22, 20:25] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_flip_augmentation_mirrors_the_training_images(flip, tmp_path):
+    # Two classes that are each other's mirror image: learnable without flips, not
+    # with them (every training image shows up with both labels equally often).
+    data = _LeftOrRight(64)
+    result = train_classifier(data, tmp_path / "w.safetensors", test=data, num_classes=2, steps=30, batch_size=32,
+                              lr=3e-3, flip=flip)
+    if flip:
+        assert result["test_accuracy"] <= 0.75
+    else:
+        assert result["test_accuracy"] == 1.0
+    assert load_weights(tmp_path / "w.safetensors")[1]["flip"] == str(flip)
+
+
+def test_the_command_flips_only_data_whose_mirror_images_keep_their_class(monkeypatch, tmp_path):
+    import gentool
+    from gentool.registry import Registry
+    from gentool_data.toy import toy
+    from gentool_metrics import features_cmd
+
+    def garments(split, **options):
+        data = toy(split, **options)
+        data.mirror_invariant = True  # as fashion_mnist and cifar10 declare
+        return data
+
+    registry = Registry()
+    registry.add("data_source", "stripes", toy, "test")  # class k: the k-th stripe from the left
+    registry.add("data_source", "garments", garments, "test")
+    monkeypatch.setattr(gentool, "registry", lambda: registry)
+    calls = []
+    monkeypatch.setattr(importlib.import_module("gentool_metrics.cnn28"), "train_classifier", lambda *a, **kw: calls.append(kw["flip"]) or {})
+    for data, flip in [("stripes", None), ("garments", None), ("garments", False), ("stripes", True)]:
+        features_cmd.train_features(data, flip=flip, out=tmp_path / "w.safetensors")
+    assert calls == [False, True, False, True]
