@@ -205,9 +205,10 @@ def train_classifier(
 
     AdamW with a one-cycle learning rate (peak ``lr``) on random batches of the
     quantised uint8 images evaluation sees; with ``flip`` each image is mirrored
-    left-right with probability 1/2 (a garment's mirror image is the same class). The file is what ``--feature-weights``
-    loads, and what evaluation finds by default at :func:`default_weights_path`.
-    Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps"}``;
+    left-right with probability 1/2 (for data whose mirror images keep their
+    class, such as garments). The file is what ``--feature-weights`` loads,
+    and what evaluation finds by default at :func:`default_weights_path`.
+    Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps", "flip"}``;
     the test accuracy is computed through the saved extractor, as ``gentool eval`` does.
     """
     x_all, y_all = as_uint8(dataset)
