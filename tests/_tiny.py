@@ -47,8 +47,9 @@ p_uncond = 0.2"""
 
 
 def recipe_text(out: str, *, name: str, train: str, run: str = "", data: str = "n = 64\nimage_size = 8",
-                data_name: str = "toy", timesteps: int = 50, denoiser: str = "unet", denoiser_options: str | None = None,
-                dropout: float = 0.0, class_cond: bool = False, tail: str = "") -> str:
+                data_name: str = "toy", timesteps: int = 50, denoiser: str = "unet",
+                denoiser_options: str | None = None, dropout: float = 0.0, class_cond: bool = False,
+                tail: str = "") -> str:
     """A toy recipe's TOML, its run directory ``<out>/<name>``.
 
     ``run``, ``data`` and ``train`` are the lines of those tables (``data_name``

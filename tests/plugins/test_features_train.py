@@ -128,7 +128,8 @@ def test_the_command_flips_only_data_whose_mirror_images_keep_their_class(monkey
     registry.add("data_source", "garments", garments, "test")
     monkeypatch.setattr(gentool, "registry", lambda: registry)
     calls = []
-    monkeypatch.setattr(importlib.import_module("gentool_metrics.cnn28"), "train_classifier", lambda *a, **kw: calls.append(kw["flip"]) or {})
+    cnn28_module = importlib.import_module("gentool_metrics.cnn28")  # gentool_metrics.cnn28 is the factory
+    monkeypatch.setattr(cnn28_module, "train_classifier", lambda *a, **kw: calls.append(kw["flip"]) or {})
     for data, flip in [("stripes", None), ("garments", None), ("garments", False), ("stripes", True)]:
         features_cmd.train_features(data, flip=flip, out=tmp_path / "w.safetensors")
     assert calls == [False, True, False, True]
