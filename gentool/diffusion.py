@@ -1,4 +1,11 @@
-"""Gaussian diffusion maths of Ho et al. (2020) on top of a schedule's betas.
+"""Gaussian diffusion maths of Ho et al. (2020) on top of a schedule's betas: the discrete VP process.
+
+:class:`Diffusion` is a :class:`gentool.process.Process` whose times are the
+integer steps of the chain: ``alpha(t) = sqrt(alpha-bar_t)``,
+``sigma(t) = sqrt(1 - alpha-bar_t)``, the data at ``t = -1`` and sampling from
+``t = T - 1``; its grids stay on the trained integer steps
+(:mod:`gentool.spacing`), and it keeps the chain's own quantities (the
+posterior, the variational bound's terms) for the algorithms that need them.
 
 Timestep convention
 -------------------
@@ -22,6 +29,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from gentool import spacing as _spacing
+
 Prediction = Literal["eps", "x0", "v"]
 
 
@@ -42,6 +51,11 @@ class Diffusion(torch.nn.Module):
             The last may be 1: zero terminal SNR (alpha-bar_{T-1} = 0, Lin et al.
             2024), which only a model predicting v or x0 can sample from.
     """
+
+    #: the data sits before the first step; sampling starts at T - 1
+    t_data = -1.0
+    prior_std = 1.0
+    discrete = True
 
     def __init__(self, betas: Tensor) -> None:
         super().__init__()
@@ -81,6 +95,67 @@ class Diffusion(torch.nn.Module):
             self.register_buffer(name, value.float(), persistent=False)
         self.register_buffer("alphas_cumprod_64", alphas_cumprod, persistent=False)
         self.register_buffer("betas_64", betas, persistent=False)
+        self.t_max = float(self.num_timesteps - 1)
+        self._abar = alphas_cumprod.tolist()  # python floats: the samplers' scalar coefficients
+
+    # -- the process (gentool.process.Process) -----------------------------
+    def abar(self, t: int) -> float:
+        """alpha-bar at 0-based step ``t``; ``t = -1`` (the data, x_0) gives 1."""
+        return 1.0 if t < 0 else self._abar[t]
+
+    def alpha(self, t):
+        """sqrt(alpha-bar_t): a float for an integer ``t`` (1 at -1), float32 ``[B]`` for a timestep tensor."""
+        if isinstance(t, Tensor):
+            return self.sqrt_alphas_cumprod.to(t.device)[t]
+        return self.abar(int(t)) ** 0.5
+
+    def sigma(self, t):
+        """sqrt(1 - alpha-bar_t), as :meth:`alpha`."""
+        if isinstance(t, Tensor):
+            return self.sqrt_one_minus_alphas_cumprod.to(t.device)[t]
+        return (1 - self.abar(int(t))) ** 0.5
+
+    def log_snr(self, t):
+        """lambda_t = log(alpha-bar_t / (1 - alpha-bar_t)): +inf at the data (-1), -inf where alpha-bar is 0."""
+        if isinstance(t, Tensor):
+            a = self.alphas_cumprod_64.to(t.device)[t]
+            return a.log() - torch.log1p(-a)
+        a = self.abar(int(t))
+        if a == 1:
+            return math.inf
+        return -math.inf if a == 0 else math.log(a) - math.log1p(-a)
+
+    def t_of_log_snr(self, lam):
+        """The trained step whose lambda is nearest ``lam`` (finite lambdas only): the chain's inverse, snapped."""
+        table = _spacing.lambdas(self).to(lam.device if isinstance(lam, Tensor) else "cpu") * 2
+        finite = torch.isfinite(table)
+        target = torch.as_tensor(lam, dtype=torch.float64, device=table.device).reshape(-1, 1)
+        dist = torch.where(finite, (table - target).abs(), math.inf)
+        idx = dist.argmin(1)
+        return idx.reshape(lam.shape) if isinstance(lam, Tensor) else int(idx[0])
+
+    def grid(self, steps: int | None = None, t_start: float | None = None, spacing: str = "uniform", *,
+             rho: float = 7.0, log_snr_min: float | None = None) -> list[int]:
+        """The integer steps a sampler visits (:func:`gentool.spacing.spaced_timesteps`); ``log_snr_min`` is full lambda."""
+        lambda_min = None if log_snr_min is None else log_snr_min / 2
+        t_start = None if t_start is None else int(t_start)
+        return _spacing.spaced_timesteps(self, steps, t_start, spacing, lambda_min=lambda_min, rho=rho)
+
+    def noise_label(self, t: Tensor) -> Tensor:
+        """The network sees the 0-based integer step itself (int64), as it always has."""
+        return t
+
+    def time_at(self, fraction: float) -> int:
+        """The step reached after ``round(fraction * T)`` forward steps (SDEdit's t_0; -1: no noise)."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"t must be in [0, 1], a fraction of the T = {self.num_timesteps} diffusion steps, got "
+                             f"{fraction} (for step k use t = k / {self.num_timesteps})")
+        return int(fraction * self.num_timesteps + 0.5) - 1  # round half up
+
+    def x0_from_eps_at(self, x_t: Tensor, t: int, eps: Tensor) -> Tensor:
+        """x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) at one step ``t`` (eq. 4 solved for x_0)."""
+        a = self.abar(t)
+        return (x_t - (1 - a) ** 0.5 * eps) / a**0.5
 
     # -- forward process -------------------------------------------------
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,224 +1,173 @@
-"""The reverse-process toolkit every sampler shares.
+"""The toolkit every sampler shares, written against a process's alpha and sigma.
 
 A sampler stays a plain function (as in k-diffusion); what they all need lives
-here once:
+here once, for every :class:`gentool.process.Process`:
 
-* the timestep spacing (:func:`spaced_timesteps`): evenly in t, "trailing"
-  (Lin et al. 2024, Table 2), evenly in log-SNR (Lu et al. 2022) or the
-  Karras et al. (2022, eq. 5) sigmas, always snapped to the trained integer
-  timesteps because the network is only evaluated there;
-* one network evaluation as ``(eps, x0)`` (:func:`predict`), which stays
-  finite where alpha-bar is 0 (zero terminal SNR) by taking x0 from the
-  model's own v or x0 output;
-* the respaced Gaussian posterior (:func:`posterior_step`) and the DDIM
-  update (:func:`ddim_step`);
-* the loop with its callback (:func:`reverse_loop`).
+* :func:`denoise_at`: one network evaluation as a :class:`gentool.Denoised`
+  record (x0, eps, extras), x0 clipped where asked;
+* :func:`coefficients`: alpha and sigma at a time, (1, 0) at the data end;
+* :func:`posterior`: the Gaussian posterior q(x_s | x_t, x_0) between two
+  times of any process (Ho et al. 2020, eq. 7, on a respaced grid; Kingma et
+  al. 2021, eq. 32 in alpha and sigma), with the upper and lower variances;
+* :func:`ddim_update`: x_s = alpha_s x0 + sqrt(sigma_s^2 - s^2) eps (Song et al.
+  2020, eq. 12 without its noise term);
+* :func:`ancestral_step`: one step of Ho et al.'s Algorithm 2 between two
+  times (the ``ancestral`` sampler and RePaint share it);
+* :func:`renoise`: a draw of q(x_s | x_t) for s > t (RePaint's jump back);
+* :func:`churn_time`: the time whose noise level is (1 + gamma) times higher
+  (Karras et al. 2022, Algorithm 2);
+* :func:`reverse_loop`: the loop over a grid with its callback;
+* :func:`ddim_invert`: DDIM inversion (the deterministic ODE run upwards).
 
-Timesteps are 0-based (``t`` in ``0..T-1`` is Ho et al.'s ``t + 1``);
-``-1`` stands for the data, where alpha-bar is 1. In the variables of Karras
-et al. (2022) ``sigma_t = sqrt((1 - abar_t) / abar_t)`` and
-``lambda_t = log(alpha_t / sigma_t) = -log sigma_t`` (the half log-SNR).
+Times are the process's own: integers ``0..T-1`` on the discrete chain (with
+the data at ``-1``), real numbers elsewhere (the data at ``process.t_data``).
+The spacings of the discrete chain are in :mod:`gentool.spacing` (re-exported).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from gentool.diffusion import Diffusion
+from gentool.parameterisation import VARIANCE, Denoised
+from gentool.process import Process, Time
+from gentool.spacing import (LAMBDA_MIN, SPACINGS, Spacing, abar, lambda_range, lambdas, log_snr_half,  # noqa: F401
+                             outlying_end, sigma_of, snap_lambdas, spaced_timesteps, trailing_timesteps)
+from gentool.vlb import interpolate_log_variance
 
-Spacing = Literal["uniform", "trailing", "logsnr", "karras"]
-SPACINGS: tuple[str, ...] = ("uniform", "trailing", "logsnr", "karras")
-
-#: Lower end of the log-SNR range a spacing covers when the schedule's last lambda is an
-#: outlier (:func:`outlying_end`), lambda = -5.1 (sigma = 164; the value diffusers suggests
-#: for its ``lambda_min_clipped`` with the cosine schedule). Smooth schedules are not clipped.
-LAMBDA_MIN = -5.1
-
-#: ``step(i, t, s, x) -> (x_s, x0_hat)``: one reverse step from timestep t to s.
-Step = Callable[[int, int, int, Tensor], tuple[Tensor, Tensor]]
+#: ``denoise(x_t, t) -> Denoised``: the sampling model, conditioning and guidance bound.
+DenoiseFn = Callable[[Tensor, Time], Denoised]
+#: ``step(i, t, s, x) -> (x_s, x0_hat)``: one reverse step from time t to s.
+Step = Callable[[int, float, float, Tensor], tuple[Tensor, Tensor]]
 
 
-def abar(diffusion: Diffusion, t: int) -> float:
-    """alpha-bar at 0-based step ``t``; ``t = -1`` (the data, x_0) gives 1."""
-    return 1.0 if t < 0 else float(diffusion.alphas_cumprod_64[t])
+def coefficients(process: Process, t: float) -> tuple[float, float]:
+    """(alpha, sigma) at time ``t`` as floats; (1, 0) at the data end."""
+    if t == process.t_data:
+        return 1.0, 0.0
+    return float(process.alpha(t)), float(process.sigma(t))
 
 
-def sigma_of(a: float) -> float:
-    """Karras et al.'s sigma = sqrt((1 - abar) / abar): 0 at the data, inf at zero SNR."""
-    return math.inf if a == 0 else math.sqrt((1 - a) / a)
-
-
-def log_snr_half(a: float) -> float:
-    """lambda = log(alpha / sigma) = 0.5 log(abar / (1 - abar)); -inf where abar = 0."""
-    return -math.inf if a == 0 else 0.5 * (math.log(a) - math.log1p(-a))
-
-
-def lambdas(diffusion: Diffusion) -> Tensor:
-    """lambda_t for every timestep, float64 ``[T]`` (decreasing in t)."""
-    a = diffusion.alphas_cumprod_64
-    return 0.5 * (a.log() - torch.log1p(-a))
-
-
-def timestep_tensor(x: Tensor, t: int) -> Tensor:
-    """The int64 batch ``[B]`` of timestep ``t`` that a noise prediction takes."""
-    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-
-
-# -- spacing -------------------------------------------------------------------
-
-def trailing_timesteps(diffusion: Diffusion, steps: int | None, t_start: int | None) -> list[int]:
-    """Lin et al. (2024), Table 2 "trailing": ``round(t_start + 1 - k (t_start + 1) / n) - 1``, k = 0..n-1.
-
-    Starts at ``t_start`` (T - 1, the paper's T: where alpha-bar is 0 under
-    zero terminal SNR) and ends at ``(t_start + 1) / n - 1``, not at 0.
-    """
-    uniform = diffusion.timesteps(steps, t_start)
-    n, top = len(uniform), uniform[0] + 1
-    out: list[int] = []
-    for k in range(n):
-        t = round(top - k * top / n) - 1
-        if not out or t < out[-1]:
-            out.append(t)
-    return out
-
-
-def snap_lambdas(diffusion: Diffusion, targets: list[float], t_start: int) -> list[int]:
-    """Timesteps for decreasing-noise targets in lambda: ``t_start`` first, then each nearest one.
-
-    Kept strictly decreasing with room left for the rest, so the result has
-    ``len(targets)`` entries and ends at 0.
-    """
-    lam, n = lambdas(diffusion), len(targets)
-    out = [t_start]
-    for i, target in enumerate(targets[1:], start=1):
-        nearest = int((lam[: t_start + 1] - target).abs().argmin())
-        out.append(max(min(nearest, out[-1] - 1), n - 1 - i))  # strictly decreasing, room left for the rest
-    return out
-
-
-def outlying_end(lam: Tensor, t_start: int) -> bool:
-    """Is lambda at ``t_start`` an outlier: -inf (zero terminal SNR), or its step down more than 3x the step before?
-
-    The cosine schedule's clipped last beta gives gaps of 0.41, 0.69 and then 3.45 (T = 1000); smooth schedules
-    (linear, sigmoid) have equal gaps there.
-    """
-    if t_start < 2:
-        return False
-    last, before = float(lam[t_start - 1] - lam[t_start]), float(lam[t_start - 2] - lam[t_start - 1])
-    return math.isinf(last) or last > 3 * before
-
-
-def lambda_range(diffusion: Diffusion, t_start: int, lambda_min: float | None = None) -> tuple[float, float]:
-    """The lambda interval a spacing covers: [max(lambda_{t_start}, lambda_min), lambda_0].
-
-    ``lambda_min = None`` clips at :data:`LAMBDA_MIN` only where lambda_{t_start} is an outlier
-    (:func:`outlying_end`), so a smooth schedule that ends lower keeps its whole range.
-    """
-    lam = lambdas(diffusion)
-    if lambda_min is None:
-        lambda_min = LAMBDA_MIN if outlying_end(lam, t_start) else -math.inf
-    return max(float(lam[t_start]), lambda_min), float(lam[0])
-
-
-def spaced_timesteps(
-    diffusion: Diffusion,
-    steps: int | None = None,
-    t_start: int | None = None,
-    spacing: str = "uniform",
-    *,
-    lambda_min: float | None = None,
-    rho: float = 7.0,
-) -> list[int]:
-    """As many timesteps as ``diffusion.timesteps(steps, t_start)``, decreasing, placed by ``spacing``.
-
-    * ``"uniform"``: evenly in t (``Diffusion.timesteps``: both ends included);
-    * ``"trailing"``: Lin et al. (2024), see :func:`trailing_timesteps`;
-    * ``"logsnr"``: evenly in lambda (Lu et al. 2022, for low-resolution images);
-    * ``"karras"``: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) -
-      sigma_max^(1/rho)))^rho (Karras et al. 2022, eq. 5).
-
-    ``logsnr`` and ``karras`` cover lambda from max(lambda_{t_start},
-    ``lambda_min``) to lambda_0: the cosine schedule's clipped last beta makes
-    its final lambda an outlier (-9.9 against -6.5 one step earlier), and zero
-    terminal SNR makes it -inf. ``lambda_min = None`` clips at -5.1 only for such
-    an outlier (:func:`lambda_range`). The first step stays at ``t_start`` either way.
-    """
-    uniform = diffusion.timesteps(steps, t_start)
-    if spacing == "uniform":
-        return uniform
-    if spacing == "trailing":
-        return trailing_timesteps(diffusion, steps, t_start)
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {', '.join(SPACINGS)}; got {spacing!r}")
-    n, t_start = len(uniform), uniform[0]
-    if n == t_start + 1 or n < 3:
-        return uniform
-    lo, hi = lambda_range(diffusion, t_start, lambda_min)
-    if spacing == "logsnr":
-        targets = torch.linspace(lo, hi, n, dtype=torch.float64).tolist()
-    else:  # karras, eq. 5, in sigma = exp(-lambda)
-        s_max, s_min = math.exp(-lo) ** (1 / rho), math.exp(-hi) ** (1 / rho)
-        targets = [-rho * math.log(s_max + i / (n - 1) * (s_min - s_max)) for i in range(n)]
-    return snap_lambdas(diffusion, targets, t_start)
-
-
-# -- one evaluation, one step, the loop ------------------------------------------
-
-def predict(eps_fn: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, x: Tensor, t: int,
-            *, clip_denoised: bool = False) -> tuple[Tensor, Tensor]:
-    """One noise prediction at step ``t`` and the x0 it implies: ``(eps_hat, x0_hat)``.
-
-    x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t) (eq. 4 solved for
-    x_0). Where abar_t = 0 (zero terminal SNR, Lin et al. 2024) that is 0/0, so
-    x0_hat comes from the model's own v or x0 output through
-    ``eps_fn.eps_and_x0`` (:func:`gentool.sampling.make_eps_fn` provides it).
-    ``clip_denoised`` clips x0_hat to [-1, 1].
-    """
-    a_t, tt = abar(diffusion, t), timestep_tensor(x, t)
-    if a_t > 0:
-        eps = eps_fn(x, tt)
-        x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-    else:
-        both = getattr(eps_fn, "eps_and_x0", None)
-        if both is None:
-            raise ValueError(f"alpha-bar is 0 at t = {t} (zero terminal SNR): a noise prediction alone cannot "
-                             "give x0 there; sample with a model that predicts v or x0 (its eps_fn.eps_and_x0)")
-        eps, x0 = both(x, tt)
+def denoise_at(denoise: DenoiseFn, x: Tensor, t: float, *, clip_denoised: bool = False) -> Denoised:
+    """One evaluation at ``t``; ``clip_denoised`` clips its x0 to [-1, 1] (eps as predicted)."""
+    d = denoise(x, t)
     if clip_denoised:
-        x0 = x0.clamp(-1, 1)
-    return eps, x0
+        d = Denoised(d.x0.clamp(-1, 1), d.eps, d.extras)
+    return d
+
+
+def posterior(process: Process, t: float, s: float) -> tuple[float, float, float, float]:
+    """q(x_s | x_t, x_0) for s < t: ``(coef_x0, coef_xt, var_upper, var_lower)``.
+
+    With alpha_{t|s} = alpha_t / alpha_s and sigma_{t|s}^2 = sigma_t^2 -
+    alpha_{t|s}^2 sigma_s^2 (the variance of q(x_t | x_s)), the posterior mean is
+    (alpha_s sigma_{t|s}^2 / sigma_t^2) x_0 + (alpha_{t|s} sigma_s^2 / sigma_t^2) x_t and
+    its variance sigma_{t|s}^2 sigma_s^2 / sigma_t^2 (``var_lower``, Ho et al.'s
+    beta-tilde); ``var_upper`` is sigma_{t|s}^2 (their beta). On the discrete
+    chain these are eq. 7 with alpha-bar_{t-1} replaced by alpha-bar_s
+    (improved-diffusion's respacing).
+    """
+    if getattr(process, "discrete", False) and hasattr(process, "abar"):  # the chain's own alpha-bars
+        a_t, a_s = process.abar(int(t)), process.abar(int(s))
+        beta = 1.0 - a_t / a_s
+        return (a_s**0.5 * beta / (1 - a_t), (1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t), beta,
+                beta * (1 - a_s) / (1 - a_t))
+    alpha_t, sigma_t = coefficients(process, t)
+    alpha_s, sigma_s = coefficients(process, s)
+    alpha_ts = alpha_t / alpha_s
+    var_ts = sigma_t**2 - alpha_ts**2 * sigma_s**2
+    return (alpha_s * var_ts / sigma_t**2, alpha_ts * sigma_s**2 / sigma_t**2, var_ts,
+            var_ts * sigma_s**2 / sigma_t**2)
 
 
 def posterior_step(x: Tensor, x0: Tensor, a_t: float, a_s: float) -> tuple[Tensor, float]:
-    """Mean of q(x_s | x_t, x0) on the respaced schedule, and its beta_{t->s} = 1 - abar_t / abar_s.
-
-    Ho et al. eq. 7 with abar_{t-1} replaced by abar_s (improved-diffusion's
-    respacing): mean = sqrt(abar_s) beta / (1 - abar_t) x0 + sqrt(1 - beta)
-    (1 - abar_s) / (1 - abar_t) x_t. beta-tilde = beta (1 - abar_s) / (1 - abar_t).
-    """
+    """Mean of q(x_s | x_t, x0) on the respaced discrete chain from alpha-bars, and beta_{t->s} = 1 - abar_t / abar_s."""
     beta = 1.0 - a_t / a_s
     mean = (a_s**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t)) * x
     return mean, beta
 
 
+def learned_variance(d: Denoised, var_upper: float, var_lower: float) -> Tensor | None:
+    """The learned variance of a step (Nichol and Dhariwal 2021, eq. 15) from the record's ``variance_v``, else None."""
+    v = d.extras.get(VARIANCE)
+    if v is None:
+        return None
+    return interpolate_log_variance(math.log(var_upper), math.log(var_lower), v).exp()
+
+
+def ancestral_step(denoise: DenoiseFn, process: Process, x: Tensor, t: float, s: float, *,
+                   generator: torch.Generator | None, variance: str = "beta",
+                   clip_denoised: bool = True) -> tuple[Tensor, Tensor]:
+    """x_s ~ N(mu-tilde(x_t, x0_hat), var) (Ho et al. 2020, Algorithm 2, between the times t > s); ``(x_s, x0_hat)``.
+
+    The mean is the posterior's at the predicted x0 (eqs. 7 and 11); ``var`` is
+    the step's ``"beta"`` (upper) or ``"beta_tilde"`` (posterior) variance, or
+    the model's learned one (Nichol and Dhariwal 2021, eq. 15). The step to the
+    data adds no noise (z = 0 at t = 1).
+    """
+    d = denoise_at(denoise, x, t, clip_denoised=clip_denoised)
+    c_x0, c_x, var_upper, var_lower = posterior(process, t, s)
+    mean = c_x0 * d.x0 + c_x * x
+    if s == data_time(process):
+        return mean, d.x0
+    var = learned_variance(d, var_upper, var_lower)
+    if var is None:
+        var = var_upper if variance == "beta" else var_lower
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return mean + var**0.5 * noise, d.x0
+
+
+def ddim_update(x0: Tensor, eps: Tensor, alpha_s: float, sigma_s: float, noise_std: float = 0.0) -> Tensor:
+    """Song et al. (2020) eq. 12 without its noise term: alpha_s x0 + sqrt(sigma_s^2 - noise_std^2) eps."""
+    return alpha_s * x0 + max(sigma_s**2 - noise_std**2, 0.0) ** 0.5 * eps
+
+
 def ddim_step(x0: Tensor, eps: Tensor, a_s: float, sigma: float = 0.0) -> Tensor:
-    """Song et al. (2020) eq. 12 without its noise term: sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps."""
+    """:func:`ddim_update` on the discrete chain from alpha-bar: sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps."""
     return a_s**0.5 * x0 + max(1 - a_s - sigma**2, 0.0) ** 0.5 * eps
 
 
-def reverse_loop(ts: list[int], x: Tensor, step: Step,
-                 callback: Callable[[dict], Tensor | None] | None = None) -> Tensor:
-    """Walk ``ts[0] > ts[1] > ... > ts[-1]`` and then to the data (-1), one ``step`` each.
+def renoise(process: Process, x: Tensor, t: float, s: float, generator: torch.Generator | None) -> Tensor:
+    """x_s ~ q(x_s | x_t) = N(alpha_{s|t} x_t, sigma_{s|t}^2 I) for s > t (Ho et al. eq. 2 over several steps)."""
+    if getattr(process, "discrete", False) and hasattr(process, "abar"):
+        ratio = process.abar(int(s)) / process.abar(int(t))
+        scale, var = ratio**0.5, 1 - ratio
+    else:
+        alpha_t, sigma_t = coefficients(process, t)
+        alpha_s, sigma_s = coefficients(process, s)
+        scale = alpha_s / alpha_t
+        var = sigma_s**2 - scale**2 * sigma_t**2
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return scale * x + max(var, 0.0) ** 0.5 * noise
+
+
+def karras_sigma(process: Process, t: float) -> float:
+    """Karras et al.'s noise level sigma(t) / alpha(t) = exp(-lambda / 2): 0 at the data, inf where alpha = 0."""
+    alpha, sigma = coefficients(process, t)
+    if getattr(process, "discrete", False) and hasattr(process, "abar"):
+        return sigma_of(process.abar(int(t)))
+    return math.inf if alpha == 0 else sigma / alpha
+
+
+def churn_time(process: Process, t: float, gamma: float) -> float:
+    """The time whose Karras sigma is sigma_t (1 + gamma), never onto infinite noise (snapped on the discrete chain)."""
+    target = float(process.log_snr(t)) - 2 * math.log1p(gamma)  # lambda = -2 log sigma
+    t_hat = process.t_of_log_snr(target)
+    return max(t_hat, t) if getattr(process, "discrete", False) else min(float(t_hat), process.t_max)
+
+
+def reverse_loop(ts: list[float], x: Tensor, step: Step, callback: Callable[[dict], Tensor | None] | None = None,
+                 t_data: float = -1) -> Tensor:
+    """Walk ``ts[0] > ts[1] > ... > ts[-1]`` and then to the data (``t_data``), one ``step`` each.
 
     After each step ``callback({"i", "t", "t_next", "x", "x0"})`` sees the new
     state ``x`` at ``t_next``; a tensor it returns replaces ``x``.
     """
     for i, t in enumerate(ts):
-        s = ts[i + 1] if i + 1 < len(ts) else -1
+        s = ts[i + 1] if i + 1 < len(ts) else t_data
         x, x0 = step(i, t, s, x)
         if callback is not None:
             replaced = callback({"i": i, "t": t, "t_next": s, "x": x, "x0": x0})
@@ -227,31 +176,34 @@ def reverse_loop(ts: list[int], x: Tensor, step: Step,
     return x
 
 
-# -- inversion ---------------------------------------------------------------------
+def data_time(process: Process) -> float:
+    """The data end as the loop reports it: ``-1`` on the discrete chain, ``process.t_data`` elsewhere."""
+    return int(process.t_data) if getattr(process, "discrete", False) else process.t_data
+
 
 @torch.no_grad()
-def ddim_invert(eps_fn: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, x0: Tensor, *,
-                steps: int | None = None, t_end: int | None = None, spacing: str = "uniform",
+def ddim_invert(denoise: DenoiseFn, process: Process, x0: Tensor, *, steps: int | None = None,
+                t_end: float | None = None, spacing: str = "uniform",
                 callback: Callable[[dict], Tensor | None] | None = None) -> Tensor:
     """DDIM inversion (Song et al. 2020, sec. 4.3): the deterministic DDIM ODE (eta = 0) run from data to noise.
 
-    Visits the timesteps of ``spaced_timesteps(diffusion, steps, t_end, spacing)``
-    upwards, starting from the data (level -1, alpha-bar 1). The step from level
-    p to t evaluates the noise at the current state and the *target* step,
-    eps_hat = eps_fn(x_p, t) (Dhariwal and Nichol 2021, App. F: x_p and x_t are
-    close), and moves along it: x_t = sqrt(abar_t) x0_hat + sqrt(1 - abar_t) eps_hat
-    with x0_hat = (x_p - sqrt(1 - abar_p) eps_hat) / sqrt(abar_p). Returns x at
-    ``t_end`` (default T - 1), which the ``ddim`` sampler (eta = 0, same steps,
-    no clipping) maps back to ``x0`` up to the discretisation error.
-    ``callback`` sees ``{"i", "t", "t_next", "x", "x0"}`` with t_next > t.
+    Visits the times of ``process.grid(steps, t_end, spacing)`` upwards,
+    starting from the data. The step from p to t evaluates the noise at the
+    current state and the *target* time, eps_hat = eps(x_p, t) (Dhariwal and
+    Nichol 2021, App. F: x_p and x_t are close), and moves along it:
+    x_t = alpha_t x0_hat + sigma_t eps_hat with x0_hat = (x_p - sigma_p eps_hat) / alpha_p.
+    Returns x at ``t_end`` (default ``t_max``), which the ``ddim`` sampler (eta = 0,
+    same steps and spacing, no clipping) maps back to ``x0`` up to the
+    discretisation error. ``callback`` sees ``{"i", "t", "t_next", "x", "x0"}`` with t_next > t.
     """
-    ts = spaced_timesteps(diffusion, steps, t_end, spacing)[::-1]
-    x, p = x0, -1
+    ts = list(process.grid(steps, t_end, spacing))[::-1]
+    x, p = x0, data_time(process)
     for i, t in enumerate(ts):
-        a_p, a_t = abar(diffusion, p), abar(diffusion, t)
-        eps = eps_fn(x, timestep_tensor(x, t))
-        x0_hat = (x - (1 - a_p) ** 0.5 * eps) / a_p**0.5
-        x = ddim_step(x0_hat, eps, a_t)
+        alpha_p, sigma_p = coefficients(process, p)
+        alpha_t, sigma_t = coefficients(process, t)
+        eps = denoise(x, t).eps
+        x0_hat = (x - sigma_p * eps) / alpha_p
+        x = ddim_update(x0_hat, eps, alpha_t, sigma_t)
         if callback is not None:
             replaced = callback({"i": i, "t": p, "t_next": t, "x": x, "x0": x0_hat})
             if replaced is not None:
