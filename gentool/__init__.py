@@ -25,26 +25,39 @@ hookimpl = pluggy.HookimplMarker("gentool")
 
 #: public name -> the module that defines it, imported on first use
 _LAZY = {
-    **dict.fromkeys(["Conditioner", "DataSource", "Denoiser", "EpsFn", "Logger", "Objective", "Sampler", "Schedule",
-                     "Task", "TaskResult"],
+    **dict.fromkeys(["Conditioner", "DataSource", "DenoiseFn", "Denoiser", "EpsFn", "Logger", "Objective", "RunLike",
+                     "Sampler", "Schedule", "StepCallback", "Task", "TaskResult"],
                     "gentool.interfaces"),
     "Diffusion": "gentool.diffusion",
+    **dict.fromkeys(["ContinuousProcess", "Process"], "gentool.process"),
+    **dict.fromkeys(["Affine", "Denoised", "EpsPrediction", "Parameterisation", "VPrediction", "X0Prediction"],
+                    "gentool.parameterisation"),
     "DiffusionModel": "gentool.model",
     **dict.fromkeys(["Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
     **dict.fromkeys(["Run", "build"], "gentool.run"),
+    **dict.fromkeys(["SamplingOptions", "plan"], "gentool.service"),
     "load_run": "gentool.api",
-    **dict.fromkeys(["guided_eps", "make_eps_fn"], "gentool.sampling"),
+    **dict.fromkeys(["Guidance", "guided_eps", "make_denoise_fn"], "gentool.sampling"),
+    "parameterisation_of": "gentool.parameterisation",
+    # the samplers' toolkit (gentool/reverse.py)
+    **dict.fromkeys(["ancestral_step", "churn_time", "coefficients", "data_time", "ddim_invert", "ddim_update",
+                     "denoise_at", "karras_sigma", "learned_variance", "posterior", "renoise", "reverse_loop"],
+                    "gentool.reverse"),
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from gentool.diffusion import Diffusion
-    from gentool.interfaces import (Conditioner, DataSource, Denoiser, EpsFn, Logger, Objective, Sampler, Schedule,
-                                    Task, TaskResult)
+    from gentool.interfaces import (Conditioner, DataSource, DenoiseFn, Denoiser, EpsFn, Logger, Objective, RunLike,
+                                    Sampler, Schedule, StepCallback, Task, TaskResult)
     from gentool.model import DiffusionModel
+    from gentool.parameterisation import (Affine, Denoised, EpsPrediction, Parameterisation, VPrediction,
+                                          X0Prediction)
+    from gentool.process import ContinuousProcess, Process
     from gentool.recipe import Recipe, RecipeError, load_recipe
     from gentool.api import load_run
     from gentool.run import Run, build
-    from gentool.sampling import guided_eps, make_eps_fn
+    from gentool.sampling import Guidance, guided_eps, make_denoise_fn
+    from gentool.service import SamplingOptions, plan
 
 
 def __getattr__(name: str) -> Any:
@@ -94,8 +107,23 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
+    "Affine",
+    "ContinuousProcess",
+    "Denoised",
+    "DenoiseFn",
     "Diffusion",
     "DiffusionModel",
+    "EpsPrediction",
+    "Guidance",
+    "Parameterisation",
+    "Process",
+    "RunLike",
+    "SamplingOptions",
+    "StepCallback",
+    "VPrediction",
+    "X0Prediction",
+    "make_denoise_fn",
+    "plan",
     "Recipe",
     "RecipeError",
     "Run",
@@ -103,7 +131,6 @@ __all__ = [
     "guided_eps",
     "load_recipe",
     "load_run",
-    "make_eps_fn",
     "registry",
     "run_recipe",
     "train",

@@ -28,12 +28,12 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from gentool.diffusion import Diffusion
+from gentool.process import Process, as_batch
 from gentool.engine.step import objective_loss
 from gentool.errors import UsageError
 from gentool.devices import compile_default
 from gentool.engine.accel import prepare_for_speed
-from gentool.sampling import make_eps_fn, make_fast_eps_fn
+from gentool.sampling import make_denoise_fn, make_fast_denoise_fn
 
 CPU_MEMORY = "CPU: peak resident set of the whole process during the timed loop (polled from /proc every 5 ms)"
 CUDA_MEMORY = "CUDA: torch.cuda.max_memory_allocated during the timed loop (tensors only, not the caching allocator's reserve)"
@@ -216,7 +216,7 @@ def count_flops(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
 
 # -- the two timed workloads ----------------------------------------------------
 
-def train_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
+def train_throughput(model: nn.Module, process: Process, shape: tuple[int, ...], labels: Tensor | None,
                      s: BenchSettings, device: torch.device, *, objective: Any, lr: float = 2e-4) -> dict[str, float]:
     """Images per second of whole optimiser steps (forward, backward, AdamW) at ``s.batch``."""
     fast = prepare_for_speed(model, device, channels_last=s.channels_last, compile=s.compile, mode=s.compile_mode)
@@ -226,7 +226,7 @@ def train_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, .
     model.train()
 
     def step() -> Tensor:
-        value, _ = objective_loss(objective, fast, diffusion, x0, labels, gen, autocast=s.bf16)
+        value, _ = objective_loss(objective, fast, process, x0, labels, gen, autocast=s.bf16)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -238,30 +238,29 @@ def train_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, .
             "train_warmup_s": r["warmup_s"], "train_peak_mem_mb": r["peak_mem_mb"]}
 
 
-def sample_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
+def sample_throughput(model: nn.Module, process: Process, shape: tuple[int, ...], labels: Tensor | None,
                       guidance: float, s: BenchSettings, device: torch.device) -> dict[str, float]:
-    """Denoiser evaluations (image rows through the network) per second through ``eps_fn``."""
+    """Denoiser evaluations (image rows through the network) per second through ``denoise``."""
     model.eval()
     cfg = guidance != 0.0 and labels is not None and getattr(model, "conditioner", None) is not None
     if s.compile or s.channels_last:
-        eps_fn = make_fast_eps_fn(model, diffusion, labels, guidance, bf16=s.bf16, compile=s.compile,
-                                  channels_last=s.channels_last)
+        denoise = make_fast_denoise_fn(model, process, labels, guidance, bf16=s.bf16, compile=s.compile,
+                                       channels_last=s.channels_last)
     else:
-        plain = make_eps_fn(model, diffusion, labels, guidance)
+        plain = make_denoise_fn(model, process, labels, guidance)
 
-        def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+        def denoise(x_t: Tensor, t: Tensor):
             with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=s.bf16):
                 return plain(x_t, t)
 
     gen = torch.Generator(device=device).manual_seed(1)
     x = torch.randn((s.sample_batch, *shape), device=device, generator=gen)
-    # walk down the timesteps as a sampler does; the t tensors are made before timing
-    levels = torch.linspace(diffusion.num_timesteps - 1, 0, max(2, s.sample_steps)).round().long().tolist()
-    ts = [torch.full((s.sample_batch,), v, dtype=torch.long, device=device) for v in levels]
+    # walk down the times as a sampler does; the t tensors are made before timing
+    ts = [as_batch(x, v, process) for v in process.grid(max(2, s.sample_steps))]
     calls = iter(range(1 << 62))
 
     def call() -> Tensor:
-        return eps_fn(x, ts[next(calls) % len(ts)])
+        return denoise(x, ts[next(calls) % len(ts)]).eps
 
     r = timed(call, s.sample_steps, s.warmup, device)
     rows = s.sample_batch * (2 if cfg else 1)
@@ -271,7 +270,7 @@ def sample_throughput(model: nn.Module, diffusion: Diffusion, shape: tuple[int, 
             "sample_warmup_s": r["warmup_s"], "sample_peak_mem_mb": r["peak_mem_mb"]}
 
 
-def bench_model(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], labels: Tensor | None,
+def bench_model(model: nn.Module, process: Process, shape: tuple[int, ...], labels: Tensor | None,
                 guidance: float, s: BenchSettings, device: torch.device, *, sampler_steps: int,
                 objective: Any, lr: float = 2e-4, log: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
     """Parameters, FLOPs, training and sampling throughput of one model on ``device``."""
@@ -281,11 +280,11 @@ def bench_model(model: nn.Module, diffusion: Diffusion, shape: tuple[int, ...], 
     out["flops_per_img"], out["train_flops_per_img"] = count_flops(model, shape)
     train_labels = None if labels is None else labels[torch.arange(s.batch, device=device) % len(labels)]
     log(f"timing {s.steps} training steps at batch {s.batch} (after {s.warmup} warm-up)")
-    out.update(train_throughput(model, diffusion, shape, train_labels, s, device, objective=objective, lr=lr))
+    out.update(train_throughput(model, process, shape, train_labels, s, device, objective=objective, lr=lr))
     sample_labels = None if labels is None else labels[torch.arange(s.sample_batch, device=device) % len(labels)]
     log(f"timing {s.sample_steps} denoiser calls at sample batch {s.sample_batch}")
     with torch.no_grad():
-        out.update(sample_throughput(model, diffusion, shape, sample_labels, guidance, s, device))
+        out.update(sample_throughput(model, process, shape, sample_labels, guidance, s, device))
     out["sample_img_per_s"] = out["sample_steps_per_s"] / sampler_steps
     out["train_tflops"] = out["train_img_per_s"] * out["train_flops_per_img"] / 1e12
     out["sample_tflops"] = out["sample_evals_per_s"] * out["flops_per_img"] / 1e12
@@ -344,10 +343,10 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
     _free(device)
     n = run.model.num_classes
     labels = torch.arange(n, device=device) if n else None
-    sampler_steps = len(run.diffusion.timesteps(run.recipe.sampler.steps, None))
+    sampler_steps = len(run.process.grid(run.recipe.sampler.steps))
     tr = run.recipe.train
     result: dict[str, Any] = {"recipe": run.recipe.source, **env, **asdict(s), "sampler_steps": sampler_steps}
-    result.update(bench_model(run.model, run.diffusion, run.image_shape, labels, run.recipe.sampler.guidance, s,
+    result.update(bench_model(run.model, run.process, run.image_shape, labels, run.recipe.sampler.guidance, s,
                               device, sampler_steps=sampler_steps, objective=run.objective, lr=tr.lr,
                               log=log))
     if theirs_model is not None:
@@ -357,7 +356,7 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
         # the same rows per forward pass as gentool's (fused) guidance batch
         ds = BenchSettings(**{**asdict(s), "sample_batch": result["sample_rows_per_call"]})
         shape = (model.denoiser.unet.config.in_channels, *(2 * (model.denoiser.unet.config.sample_size,)))
-        theirs = bench_model(model, run.diffusion, shape, None, 0.0, ds, device, sampler_steps=sampler_steps,
+        theirs = bench_model(model, run.process, shape, None, 0.0, ds, device, sampler_steps=sampler_steps,
                              objective=run.objective, lr=tr.lr, log=lambda m: log(f"diffusers: {m}"))
         if result["guidance_fused"]:  # per image, the same work as gentool's: two rows per sampler step
             theirs["sample_steps_per_s"] = theirs["sample_evals_per_s"] / 2

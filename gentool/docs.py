@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any, Callable
 
-from gentool.kinds import KINDS
+from gentool.kinds import BY_NAME, KINDS
 from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.options import describe, option_docs, recipe_parameters, type_hints
 from gentool.plugins import load_plugins, state
@@ -122,8 +122,8 @@ def _component_section(component: Any, source: str) -> list[str]:
     if body:
         out += [body, ""]
     out += [f"*{source}: {where}*", ""]
-    reserved = ("steps", "t_start", "generator", "callback") if component.kind == "sampler" else ()
-    return out + options_table(factory, reserved) + [""]
+    kind = BY_NAME[component.kind]
+    return out + options_table(factory, kind.reserved + kind.supplied) + [""]
 
 
 def recipe_reference(builtin_only: bool = True) -> str:

@@ -21,7 +21,8 @@ recipe gets when it has no table of its kind (``[schedule]``, ``[sampler]``,
 Each hook belongs to one kind of :data:`gentool.kinds.KINDS` (``gentool_register_<plural>``);
 a new kind is an entry there plus its hookspec here.
 
-Timestep convention: gentool counts timesteps from 0. The index ``t`` in
+Time: every process has its own real-valued time (:mod:`gentool.process`);
+on the discrete DDPM chain it is the 0-based step: the index ``t`` in
 ``0..T-1`` is the paper's ``t + 1`` in Ho et al. (2020), so ``betas[0]`` is
 ``beta_1`` and ``x_t`` with ``t = T - 1`` is the paper's ``x_T``.
 """
@@ -40,6 +41,25 @@ def gentool_register_schedules(register):
     A schedule factory takes keyword-only options (``timesteps`` among them)
     and returns the betas: a 1-D float64 tensor of length T with values in
     (0, 1). Everything else is derived from them by :class:`gentool.Diffusion`.
+    A schedule applies to a process that takes betas (the discrete chain,
+    ``[process] name = "vp"``, the default).
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
+def gentool_register_processes(register):
+    """Register noise processes (the ``[process]`` table).
+
+    A process factory takes keyword-only options and returns a
+    :class:`gentool.Process`: the marginal x_t = alpha(t) x_0 + sigma(t) eps over
+    real-valued t with ``alpha``, ``sigma``, ``log_snr`` and its inverse, the
+    time range (``t_data``, ``t_max``), ``grid(steps, t_start, spacing)`` for
+    samplers, ``prior_std``, ``noise_label`` and ``time_at``
+    (:class:`gentool.ContinuousProcess` implements them from alpha and sigma).
+    A factory that declares a keyword-only parameter ``betas`` receives the
+    betas of the recipe's ``[schedule]`` (it is never a recipe option).
 
     :param register: ``register(name, factory)``.
     """
@@ -77,11 +97,16 @@ def gentool_register_samplers(register):
     """Register samplers of the reverse process.
 
     A sampler is a plain function
-    ``sampler(eps_fn, diffusion, x_T, *, steps=None, t_start=None,
+    ``sampler(denoise, process, x_T, *, steps=None, t_start=None,
     generator=None, callback=None, **options) -> x_0``; see
-    :class:`gentool.Sampler`. ``steps``, ``t_start``, ``generator`` and
-    ``callback`` are supplied by the core; the other keyword-only parameters
-    are recipe options of the ``[sampler]`` table.
+    :class:`gentool.Sampler`. ``denoise(x, t)`` returns a
+    :class:`gentool.Denoised` record (x0, eps, extras) with conditioning and
+    guidance bound; ``process`` gives alpha, sigma and the time grid.
+    ``steps``, ``t_start``, ``generator`` and ``callback`` are supplied by the
+    core; the other keyword-only parameters are recipe options of the
+    ``[sampler]`` table. A sampler that runs only on some processes says so
+    with a ``supports(process) -> str | None`` attribute (the reason, or None),
+    which ``gentool check`` asks.
 
     :param register: ``register(name, sampler)``.
     """
@@ -131,10 +156,12 @@ def gentool_register_objectives(register):
     """Register training objectives (what the network learns; the ``[objective]`` table).
 
     An objective factory takes keyword-only options and returns an object with
-    ``prediction`` (``"eps"``, ``"x0"`` or ``"v"``: what the network outputs),
-    optionally ``learned_variance`` (default ``False``),
-    ``draw(diffusion, x0, generator) -> (t, noise)`` and
-    ``loss(net, diffusion, x0, labels, t, noise) -> (per_example_loss, extras)``;
+    a ``parameterisation`` (what the network outputs; :class:`gentool.Parameterisation`)
+    or the classic ``prediction`` string (``"eps"``, ``"x0"`` or ``"v"``),
+    optionally ``learned_variance`` (default ``False``) and
+    ``check(process) -> str | None``,
+    ``draw(process, x0, generator) -> (t, noise)`` and
+    ``loss(net, process, x0, labels, t, noise) -> (per_example_loss, extras)``;
     see :class:`gentool.Objective`. The engine, the test loss, ``gentool eval``
     and ``gentool bench`` all train and measure through it.
 

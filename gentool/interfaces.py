@@ -1,8 +1,9 @@
 """The kinds of component gentool is built from (the table of kinds: :mod:`gentool.kinds`).
 
 Shapes use ``B`` for the batch, ``C, H, W`` for image channels and size.
-Timesteps are 0-based: the integer ``t`` in ``0..T-1`` is Ho et al.'s
-``t + 1`` (see :mod:`gentool.diffusion`). Images live in [-1, 1].
+Time is the process's own (:mod:`gentool.process`): real-valued in general,
+the 0-based step on the discrete chain (the integer ``t`` in ``0..T-1`` is Ho
+et al.'s ``t + 1``, see :mod:`gentool.diffusion`). Images live in [-1, 1].
 
 These are :class:`typing.Protocol` classes: a component needs the right shape,
 not a base class. :mod:`gentool.testing` checks the contracts.
@@ -19,19 +20,22 @@ from torch import Tensor, nn
 
 from gentool import kinds as _kinds
 from gentool.kinds import SAMPLER_RESERVED  # noqa: F401 - re-exported
+from gentool.parameterisation import Denoised, Parameterisation  # noqa: F401 - re-exported
+from gentool.process import Process, Time  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gentool.diffusion import Diffusion
-    from gentool.run import Run
+    from gentool.recipe import Recipe
+    from gentool.registry import Registry
 
 Prediction = Literal["eps", "x0", "v"]
 
-#: ``eps_fn(x_t, t) -> eps``: the noise prediction with conditioning and guidance
-#: already bound. ``x_t`` is ``[B, C, H, W]``, ``t`` an int64 tensor ``[B]``.
-#: Optional attributes: ``eps_fn.eps_and_x0(x_t, t) -> (eps, x0)`` (a v or x0
-#: model, finite where alpha-bar is 0) and, for a learned-variance model,
-#: ``eps_fn.variance_v``: the network's variance output v of the last call
-#: (:func:`gentool.vlb.last_variance`).
+#: ``denoise(x_t, t) -> Denoised``: the sampling model with conditioning and
+#: guidance already bound. ``x_t`` is ``[B, C, H, W]``; ``t`` a number (the
+#: whole batch at one time of the process) or a tensor ``[B]``.
+DenoiseFn = Callable[[Tensor, Time], Denoised]
+
+#: ``eps_fn(x_t, t) -> eps`` of samplers written before the noise process became a
+#: component (the discrete chain only; see :mod:`gentool.legacy`).
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
 #: A sampler's ``callback(step) -> None | x``: see :class:`Sampler`.
@@ -50,9 +54,13 @@ class Schedule(Protocol):
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """The network: ``denoiser(x_t, t, cond=None) -> Tensor`` of ``x_t``'s shape.
+    """The network: ``denoiser(x, t, cond=None) -> Tensor`` of ``x``'s shape.
 
-    * ``x_t``: float ``[B, C, H, W]``; ``t``: int64 ``[B]`` (0-based).
+    * ``x``: float ``[B, C, H, W]``, the noisy image (or what the
+      parameterisation makes of it, e.g. EDM's c_in x); ``t``: the noise label
+      ``[B]``: the 0-based int64 step on the discrete chain, a float tensor
+      elsewhere (``process.noise_label(t)``, about 0..1000 for the built-in
+      processes, or the parameterisation's own c_noise); embed it as a real number.
     * ``cond``: ``None`` or a float ``[B, cond_dim]`` embedding from a
       :class:`Conditioner`, added to the time embedding.
     * ``cond_dim``: width of ``cond`` it accepts, ``None`` if unconditional.
@@ -60,8 +68,8 @@ class Denoiser(Protocol):
       a run samples that shape and refuses data of another. Without it, the
       run takes the shape of its data set's first image.
 
-    What the output means (the noise, the clean image or v) is the recipe's
-    :class:`Objective`'s ``prediction``, not the network's.
+    What the output means (the noise, the clean image, v, a velocity) is the
+    recipe's :class:`Objective`'s parameterisation, not the network's.
     """
 
     cond_dim: int | None
@@ -88,29 +96,37 @@ class Conditioner(Protocol):
 class Sampler(Protocol):
     """A reverse process from noise to data, as a plain function.
 
-    ``sampler(eps_fn, diffusion, x_T, *, steps=None, t_start=None,
+    ``sampler(denoise, process, x_T, *, steps=None, t_start=None,
     generator=None, callback=None, **options) -> x_0``
 
-    * ``eps_fn``: see :data:`EpsFn`; guidance and conditioning are bound in it.
+    * ``denoise``: see :data:`DenoiseFn`; guidance and conditioning are bound
+      in it; its :class:`Denoised` record holds x0, eps and extras.
+    * ``process``: the :class:`Process`: ``alpha(t)``, ``sigma(t)``,
+      ``log_snr(t)``, ``grid(steps, t_start, spacing)``, ``t_data``;
+      :mod:`gentool.reverse` is the shared toolkit.
     * ``x_T``: the start, ``[B, C, H, W]``; pure noise unless ``t_start`` is set.
-    * ``steps``: number of network evaluations' worth of steps (``None``: all
-      ``t_start + 1`` steps).
-    * ``t_start``: the 0-based timestep ``x_T`` belongs to (default ``T - 1``);
+    * ``steps``: number of steps of the grid (``None``: the process's default,
+      all ``t_start + 1`` steps on the discrete chain).
+    * ``t_start``: the time ``x_T`` belongs to (default ``process.t_max``);
       SDEdit-style variations start lower.
     * ``generator``: the only source of randomness.
     * ``callback``: called after every step with a dict ``{"i", "t", "t_next",
-      "x", "x0"}`` (``x`` the new state at ``t_next``, ``-1`` after the last
-      step); if it returns a tensor, sampling continues from that tensor.
+      "x", "x0"}`` (``x`` the new state at ``t_next``, the data time after the
+      last step: ``-1`` on the discrete chain); if it returns a tensor,
+      sampling continues from that tensor.
+
+    A sampler may have an attribute ``supports(process) -> str | None`` saying
+    why it cannot run on a process (``gentool check`` refuses those).
     """
 
     def __call__(
         self,
-        eps_fn: EpsFn,
-        diffusion: "Diffusion",
+        denoise: DenoiseFn,
+        process: Process,
         x_T: Tensor,
         *,
         steps: int | None = None,
-        t_start: int | None = None,
+        t_start: float | None = None,
         generator: torch.Generator | None = None,
         callback: StepCallback | None = None,
         **options: Any,
@@ -125,14 +141,50 @@ class TaskResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+class RunLike(Protocol):
+    """What a task, a command or the sampling service needs of a built run (:class:`gentool.Run` is one).
+
+    The process, the networks (``sampling_model`` carries the EMA weights), the
+    recipe and registry, the device, data, noise and seeded generators, and
+    sampling through :meth:`sample` (a :class:`gentool.SamplingOptions` or its
+    fields as keywords).
+    """
+
+    recipe: "Recipe"
+    registry: "Registry"
+    device: torch.device
+    process: Process
+    step: int
+
+    @property
+    def sampling_model(self) -> nn.Module: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    def dataset(self, split: str = "train") -> Any: ...
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def generator(self, seed: int | None = None) -> torch.Generator: ...
+
+    def sample(self, n: int | None = None, **kwargs: Any) -> Tensor: ...
+
+
 class Task(Protocol):
     """A named job: ``task(run, out_dir, **options) -> TaskResult``.
 
-    ``run`` is a built :class:`gentool.Run` (networks with EMA weights loaded,
-    diffusion, sampler settings); ``out_dir`` an existing folder to write into.
+    ``run`` is a built run (:class:`RunLike`: networks with EMA weights loaded,
+    the process, sampler settings); ``out_dir`` an existing folder to write into.
     """
 
-    def __call__(self, run: "Run", out_dir: Path, **options: Any) -> TaskResult: ...
+    def __call__(self, run: RunLike, out_dir: Path, **options: Any) -> TaskResult: ...
 
 
 class DataSource(Protocol):
@@ -182,26 +234,29 @@ class InMemoryImages(Protocol):
 class Objective(Protocol):
     """What the network is trained on: ``factory(**options) -> objective`` (the ``[objective]`` table).
 
-    * ``prediction``: what the network outputs, ``"eps"`` (the noise), ``"x0"``
-      (the clean image) or ``"v"`` (Salimans and Ho 2022); the model and the
-      samplers learn it from here (:class:`gentool.Diffusion` converts).
+    * ``parameterisation`` (a :class:`Parameterisation`): what the network
+      outputs; the model, the loss and every sampler use it. Instead, the
+      classic ``prediction`` string: ``"eps"`` (the noise), ``"x0"`` (the clean
+      image) or ``"v"`` (Salimans and Ho 2022).
     * ``learned_variance`` (optional, default ``False``): the network outputs
       ``2C`` channels, ``C`` of its prediction, then ``C`` of the variance
-      interpolation ``v`` (Nichol and Dhariwal 2021).
-    * ``draw(diffusion, x0, generator) -> (t, noise)``: the timesteps (int64
-      ``[B]`` in ``0..T-1``) and the noise (like ``x0``) of a training batch,
-      drawn from ``generator`` only.
-    * ``loss(net, diffusion, x0, labels, t, noise) -> (per_example, extras)``:
+      interpolation ``v`` (Nichol and Dhariwal 2021; the discrete chain only).
+    * ``check(process) -> str | None`` (optional): why it cannot train on a
+      process (``gentool check`` refuses the recipe, naming both).
+    * ``draw(process, x0, generator) -> (t, noise)``: the times (``[B]``: int64
+      steps on the discrete chain, floats elsewhere) and the noise (like ``x0``)
+      of a training batch, drawn from ``generator`` only.
+    * ``loss(net, process, x0, labels, t, noise) -> (per_example, extras)``:
       the loss of each example (float32 ``[B]``) and extra per-batch scalars to
-      log (a dict of 0-d tensors, may be empty). ``net(x_t, t, labels)`` returns
-      float32; the engine has applied autocast and its fast path to it.
+      log (a dict of 0-d tensors, may be empty). ``net(x_t, t, labels)`` is the
+      model at time ``t`` (the parameterisation's ``inputs`` already applied)
+      and returns its raw output in float32; the engine has applied autocast
+      and its fast path to it.
     """
 
-    prediction: Prediction
+    def draw(self, process: Process, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]: ...
 
-    def draw(self, diffusion: "Diffusion", x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]: ...
-
-    def loss(self, net: Callable[..., Tensor], diffusion: "Diffusion", x0: Tensor, labels: Tensor | None,
+    def loss(self, net: Callable[..., Tensor], process: Process, x0: Tensor, labels: Tensor | None,
              t: Tensor, noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
@@ -229,13 +284,18 @@ KINDS: tuple[str, ...] = _kinds.NAMES
 __all__ = [
     "Conditioner",
     "DataSource",
+    "DenoiseFn",
+    "Denoised",
     "Denoiser",
     "EpsFn",
     "InMemoryImages",
     "KINDS",
     "Logger",
     "Objective",
+    "Parameterisation",
     "Prediction",
+    "Process",
+    "RunLike",
     "Sampler",
     "Schedule",
     "StepCallback",

@@ -41,6 +41,8 @@ class Kind:
         required: a recipe must have this table.
         many: the table is an array of tables (``[[tasks]]``).
         options: factories take recipe options (keyword-only, documented in ``Args:``).
+        supplied: keyword parameters the core supplies *when a factory declares
+            them* (never recipe options; e.g. a process's ``betas`` from ``[schedule]``).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Kind:
     required: bool = False
     many: bool = False
     options: bool = True
+    supplied: tuple[str, ...] = ()
 
     @property
     def hook(self) -> str:
@@ -63,11 +66,17 @@ class Kind:
 
 #: Sampler keyword arguments that the core supplies (never recipe options).
 SAMPLER_RESERVED = ("steps", "t_start", "generator", "callback")
+#: A process factory that declares ``betas`` gets the recipe's ``[schedule]`` (the discrete chain).
+PROCESS_SUPPLIED = ("betas",)
 
 KINDS: tuple[Kind, ...] = (
     Kind("data_source", "data_sources", "Data sources", "data", "[data]", "factory(split, **options)",
          positional=("split",)),
-    Kind("schedule", "schedules", "Schedules", "schedule", "[schedule]", "factory(**options) -> betas"),
+    Kind("schedule", "schedules", "Schedules", "schedule", "[schedule]",
+         "factory(**options) -> betas (for a process that takes betas)"),
+    Kind("process", "processes", "Noise processes", "process", "[process]",
+         "factory(**options) -> Process (alpha, sigma, log_snr, grid); betas=... from [schedule] if declared",
+         supplied=PROCESS_SUPPLIED),
     Kind("denoiser", "denoisers", "Denoisers", "denoiser", "[denoiser]", "factory(**options) -> nn.Module",
          required=True),
     Kind("conditioner", "conditioners", "Conditioners", "conditioner", "[conditioner]",
@@ -75,8 +84,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("objective", "objectives", "Objectives", "objective", "[objective]",
          "factory(**options) -> objective (prediction, draw, loss)"),
     Kind("sampler", "samplers", "Samplers", "sampler", "[sampler]",
-         "sampler(eps_fn, diffusion, x_T, *, steps, t_start, generator, callback, **options)",
-         positional=("eps_fn", "diffusion", "x_T"), reserved=SAMPLER_RESERVED),
+         "sampler(denoise, process, x_T, *, steps, t_start, generator, callback, **options)",
+         positional=("denoise", "process", "x_T"), reserved=SAMPLER_RESERVED),
     Kind("task", "tasks", "Tasks", "tasks", "[[tasks]]", "task(run, out_dir, **options) -> TaskResult",
          positional=("run", "out_dir"), many=True),
     Kind("feature_extractor", "feature_extractors", "Feature extractors", None, "[eval] feature_extractor",

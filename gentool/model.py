@@ -1,32 +1,44 @@
-"""The trainable model: a denoiser plus an optional conditioner."""
+"""The trainable model: a denoiser plus an optional conditioner, and what its output means."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gentool.errors import DataError
+from gentool.parameterisation import CLASSIC
 
 
 class DiffusionModel(nn.Module):
     """Denoiser and conditioner as one module (one optimiser, one EMA, one checkpoint).
 
-    ``model(x_t, t, labels)`` returns the denoiser's raw output: a
-    ``prediction`` (``"eps"``, ``"x0"`` or ``"v"``), followed along the
-    channels by the variance interpolation when ``learned_variance``. Both come
-    from the recipe's ``[objective]`` (:func:`gentool.run.build` passes them);
-    samplers learn the prediction target from here. ``labels`` is an int64
-    tensor ``[B]`` (``-1``: null label) or ``None`` for an unconditional model.
+    ``model(x_in, c_noise, labels)`` returns the denoiser's raw output, which
+    the ``parameterisation`` (:class:`gentool.Parameterisation`) turns into a
+    :class:`gentool.Denoised` record, followed along the channels by the
+    variance interpolation when ``learned_variance``. Both come from the
+    recipe's ``[objective]`` (:func:`gentool.run.build` passes them) and are
+    stored with the checkpoints. ``x_in`` and ``c_noise`` are what the
+    parameterisation's ``inputs`` make of (x_t, t) (for the classic ones on the
+    discrete chain: x_t and the integer step). ``labels`` is an int64 tensor
+    ``[B]`` (``-1``: null label) or ``None`` for an unconditional model.
     """
 
     def __init__(self, denoiser: nn.Module, conditioner: nn.Module | None = None, *,
-                 prediction: str | None = None, learned_variance: bool = False) -> None:
+                 parameterisation: Any = None, learned_variance: bool = False, prediction: str | None = None) -> None:
         super().__init__()
         self.denoiser = denoiser
         self.conditioner = conditioner
-        # a denoiser built outside a recipe may still say what it predicts
-        self.prediction: str = prediction or getattr(denoiser, "prediction", "eps")
+        if parameterisation is None:  # a denoiser built outside a recipe may still say what it predicts
+            parameterisation = CLASSIC[prediction or getattr(denoiser, "prediction", "eps")]
+        self.parameterisation = parameterisation
         self.learned_variance = bool(learned_variance)
+
+    @property
+    def prediction(self) -> str:
+        """The parameterisation's name (``"eps"``, ``"x0"``, ``"v"`` or a plugin's)."""
+        return str(self.parameterisation.name)
 
     @property
     def num_classes(self) -> int:
@@ -56,5 +68,5 @@ class DiffusionModel(nn.Module):
             labels = torch.full((batch,), -1, dtype=torch.long, device=device)
         return self.conditioner(labels)
 
-    def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.denoiser(x_t, t, self.embed(labels, x_t.shape[0], x_t.device))
+    def forward(self, x_in: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.denoiser(x_in, c_noise, self.embed(labels, x_in.shape[0], x_in.device))

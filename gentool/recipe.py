@@ -5,7 +5,8 @@ options) and the core's own tables::
 
     [run]         RunConfig
     [data]        a data source            (optional for sampling-only recipes)
-    [schedule]    a schedule               (default: linear)
+    [process]     the noise process        (default: the plugins' default, the discrete DDPM chain)
+    [schedule]    a schedule               (for a process that takes betas; default: linear)
     [denoiser]    a denoiser               (required)
     [conditioner] a conditioner            (optional)
     [objective]   the training objective   (default: ddpm)
@@ -31,7 +32,7 @@ from typing import Any
 
 from gentool.config import EvalConfig, RunConfig, TrainConfig
 from gentool.errors import GentoolError
-from gentool.kinds import KINDS, SAMPLER_RESERVED
+from gentool.kinds import BY_NAME, KINDS, SAMPLER_RESERVED
 from gentool.options import OptionError, check_options
 from gentool.registry import Registry, RegistryError, closest
 
@@ -91,7 +92,8 @@ class Recipe:
 
     source: str
     run: RunConfig
-    schedule: ComponentSpec
+    #: the ``[schedule]`` table, or None when the process takes no betas
+    schedule: ComponentSpec | None
     denoiser: ComponentSpec
     sampler: SamplerSpec
     train: TrainConfig
@@ -105,6 +107,8 @@ class Recipe:
     notes: list[str] = field(default_factory=list, compare=False)
     #: ``{logger name: options}`` of the ``[run] loggers`` entries written as inline tables
     logger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: always set by :func:`load_recipe`: the ``[process]`` table, or the default a plugin declared
+    process: ComponentSpec | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -117,7 +121,9 @@ class Recipe:
                                  for n in self.run.loggers]
         if self.data is not None:
             out["data"] = self.data.to_dict()
-        out["schedule"] = self.schedule.to_dict()
+        out["process"] = self.process.to_dict()
+        if self.schedule is not None:
+            out["schedule"] = self.schedule.to_dict()
         out["denoiser"] = self.denoiser.to_dict()
         if self.conditioner is not None:
             out["conditioner"] = self.conditioner.to_dict()
@@ -284,7 +290,8 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
     eval_cfg = _config(EvalConfig, data["eval"], source, "eval") if "eval" in data else None
     if "denoiser" not in data:
         raise RecipeError(source, "denoiser", "missing table [denoiser]; a recipe must name its network", None, registry.names("denoiser"))
-    schedule = _component(registry, "schedule", data.get("schedule", {}), source, "schedule")
+    process = _component(registry, "process", data.get("process", {}), source, "process")
+    schedule = _schedule(registry, data, process, source)
     denoiser = _component(registry, "denoiser", data["denoiser"], source, "denoiser")
     conditioner = _component(registry, "conditioner", data["conditioner"], source, "conditioner") if "conditioner" in data else None
     sampler = _sampler(registry, data.get("sampler", {}), source)
@@ -304,7 +311,24 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
         raise RecipeError(source, "data", "training (train.steps > 0) needs a [data] table", None, registry.names("data_source"))
     _check_train(train, source)
     return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks,
-                  objective, notes, logger_options)
+                  objective, notes, logger_options, process)
+
+
+def takes_betas(registry: Registry, process: ComponentSpec) -> bool:
+    """Whether the process factory takes the betas of a ``[schedule]`` (the discrete chain's)."""
+    return "betas" in inspect.signature(registry.get("process", process.name).factory).parameters
+
+
+def _schedule(registry: Registry, data: dict[str, Any], process: ComponentSpec, source: str) -> ComponentSpec | None:
+    """The ``[schedule]`` of a process that takes betas (its default when absent); refused for any other process."""
+    if takes_betas(registry, process):
+        return _component(registry, "schedule", data.get("schedule", {}), source, "schedule")
+    if "schedule" in data:
+        raise RecipeError(source, "schedule", f"process {process.name!r} takes no schedule: [schedule] sets the betas "
+                          "of a process that takes them (the discrete DDPM chain); remove [schedule], or set the "
+                          f"process's own options in [process]", None,
+                          [n for n in registry.names("process") if takes_betas(registry, ComponentSpec(n))])
+    return None
 
 
 def _move_keys(data: dict[str, Any], registry: Registry,
@@ -423,7 +447,7 @@ def _component(registry: Registry, kind: str, table: dict[str, Any], source: str
     component = _lookup(registry, kind, table, source, key, registry.default(kind))
     options = {k: v for k, v in table.items() if k != "name"}
     try:
-        resolved = check_options(component.factory, options)
+        resolved = check_options(component.factory, options, reserved=BY_NAME[kind].reserved + BY_NAME[kind].supplied)
     except OptionError as exc:
         raise RecipeError(source, f"{key}.{exc.key}", f"{exc.message} (for {kind} {component.name!r})", exc.value, exc.choices) from None
     return ComponentSpec(component.name, resolved)

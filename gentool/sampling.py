@@ -1,42 +1,62 @@
-"""Bind a model, labels and guidance into the ``eps_fn`` every sampler takes.
+"""Bind a model, labels and guidance into the ``denoise(x_t, t) -> Denoised`` every sampler takes.
 
-:func:`make_eps_fn` is the reference; :func:`make_fast_eps_fn` is the same
-function for fixed-shape reverse loops on a GPU. Both are :func:`_eps_from`
-around a different network call, so the guidance batch, the conversion to
-eps and the guidance mix are written once.
+:func:`make_denoise_fn` is the reference; :func:`make_fast_denoise_fn` is the
+same function with the network call prepared for fixed-shape reverse loops on
+a GPU. Both are :func:`_denoise_from` around a different network call, so the
+guidance batch, the conversion through the parameterisation and the guidance
+mix are written once. :func:`resolve_sampling` is the one rule for labels and
+the guidance weight; :mod:`gentool.sampler_service` resolves a whole request.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from gentool.devices import compile_backend, compile_default
-from gentool.diffusion import Diffusion
 from gentool.errors import UsageError
-from gentool.interfaces import EpsFn
 from gentool.model import DiffusionModel
-from gentool.vlb import VARIANCE_ATTR, split_output
+from gentool.parameterisation import VARIANCE, Denoised, Parameterisation, guided_eps  # noqa: F401 - re-exported
+from gentool.process import Process, Time, as_batch
+from gentool.reverse import DenoiseFn, karras_sigma
+from gentool.vlb import split_output
 
 
-def guided_eps(eps_cond: Tensor, eps_uncond: Tensor, guidance: float) -> Tensor:
-    """Classifier-free guidance (Ho and Salimans 2022, eq. 6).
+@dataclass(frozen=True)
+class Guidance:
+    """How the conditional and unconditional predictions are mixed.
 
-    eps~ = (1 + w) eps(x, c) - w eps(x, null). In the other common form,
-    eps~ = eps(x, null) + s (eps(x, c) - eps(x, null)) with s = 1 + w, so
-    w = 0 (s = 1) is plain conditional sampling.
+    Attributes:
+        w: the classifier-free guidance weight (Ho and Salimans 2022, eq. 6; 0: none).
+        interval: guide only where Karras' noise level sigma(t) / alpha(t) lies in
+            ``[lo, hi]`` (Kynkaanniemi et al. 2024); elsewhere the conditional
+            prediction alone is used (one network evaluation). ``None``: everywhere.
+        rescale: CFG rescale phi (Lin et al. 2024, eq. 15-16): the guided x0 is
+            scaled to the conditional x0's standard deviation per image and mixed
+            with the plain guided one, x0 = phi x0_rescaled + (1 - phi) x0_cfg.
     """
-    return (1.0 + guidance) * eps_cond - guidance * eps_uncond
+
+    w: float = 0.0
+    interval: tuple[float, float] | None = None
+    rescale: float = 0.0
+
+    def active(self, process: Process, t: Time) -> bool:
+        """Whether guidance applies at ``t`` (a number; a tensor of times is guided throughout)."""
+        if self.interval is None or isinstance(t, Tensor):
+            return True
+        lo, hi = self.interval
+        return lo <= karras_sigma(process, t) <= hi
 
 
 def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, guidance: float | None, *,
                      default: float) -> tuple[Tensor | None, float]:
     """The labels and the guidance weight w of one sampling call, by the one rule every caller follows.
 
-    :meth:`gentool.Run.sample`, :meth:`gentool.Run.eps_fn` (so every task),
+    :meth:`gentool.Run.sample`, :meth:`gentool.Run.denoise_fn` (so every task),
     ``gentool sample``, ``gentool eval`` and the task commands all come here:
 
     * ``guidance`` ``None`` means ``default`` (the recipe's ``[sampler] guidance``);
@@ -67,155 +87,164 @@ def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, g
     return labels, float(w)
 
 
-def _uses_guidance(model: DiffusionModel, labels: Tensor | None, guidance: float) -> bool:
+def _uses_guidance(model: DiffusionModel, labels: Tensor | None, guidance: Guidance) -> bool:
     """Guidance needs a weight, labels to guide towards and a conditioner that knows the null label."""
-    return guidance != 0.0 and labels is not None and model.conditioner is not None
+    return guidance.w != 0.0 and labels is not None and model.conditioner is not None
 
 
-def _eps_from(net: Callable[[Tensor, Tensor], Tensor], diffusion: Diffusion, prediction: str,
-              guidance: float, guided: bool, learned_variance: bool = False) -> EpsFn:
-    """``eps_fn(x_t, t)`` from ``net(x, t)``, the network's raw output for a batch.
+def _halves(d: Denoised) -> tuple[Denoised, Denoised]:
+    """A record of a doubled batch as its two halves (extras: each half's)."""
+    x0, eps = d.x0.chunk(2), d.eps.chunk(2)
+    extras = [{k: v.chunk(2)[i] for k, v in d.extras.items()} for i in (0, 1)]
+    return Denoised(x0[0], eps[0], extras[0]), Denoised(x0[1], eps[1], extras[1])
 
-    ``guided``: ``net`` is called once on the batch twice over (``2B`` rows:
-    the labels, then the null label) and the two halves are mixed by
-    :func:`guided_eps`. Whatever the network predicts (eps, x0, v) is
-    converted to eps. ``learned_variance``: the output's last C channels are
-    the variance interpolation v; each call leaves it (the conditional half's
-    when guided) on ``eps_fn.variance_v`` for the samplers (:mod:`gentool.vlb`).
+
+def rescaled(guided: Denoised, cond: Denoised, phi: float) -> Denoised:
+    """CFG rescale (Lin et al. 2024, eq. 15-16) in x0: std-matched to the conditional x0 per image, mixed by phi.
+
+    eps follows from x_t through the same affine relation (x_t = alpha x0 + sigma eps is kept): the change in
+    x0, times -alpha / sigma, is the change in eps; here the caller passes it as ``guided.eps`` recomputed.
     """
+    dims = tuple(range(1, guided.x0.ndim))
+    std_cfg = guided.x0.std(dim=dims, keepdim=True)
+    std_pos = cond.x0.std(dim=dims, keepdim=True)
+    x0 = phi * guided.x0 * (std_pos / std_cfg.clamp(min=1e-12)) + (1 - phi) * guided.x0
+    return Denoised(x0, guided.eps, guided.extras)
 
-    def output(x_in: Tensor, t_in: Tensor) -> Tensor:
-        out, v = split_output(net(x_in, t_in).float(), learned_variance)
+
+def _denoise_from(net: Callable[[Tensor, Tensor, bool], Tensor], model: DiffusionModel, process: Process,
+                  guidance: Guidance, guided: bool) -> DenoiseFn:
+    """``denoise(x_t, t)`` from ``net(x, t, doubled)``, the network's raw output for a batch.
+
+    ``guided``: where guidance is active, ``net`` is called once on the batch
+    twice over (``2B`` rows: the labels, then the null label) and the two
+    records are mixed by the parameterisation's ``guide``. Whatever the
+    network predicts becomes a :class:`Denoised` through the model's
+    parameterisation; a learned variance rides along as ``extras["variance_v"]``
+    (the conditional half's when guided).
+    """
+    param: Parameterisation = model.parameterisation
+    learned = model.learned_variance
+
+    def record(x: Tensor, tt: Tensor, t: Time, doubled: bool) -> Denoised:
+        out, v = split_output(net(x, tt, doubled).float(), learned)
+        d = param.denoised(process, x, t, out)
         if v is not None:
-            setattr(eps_fn, VARIANCE_ATTR, v.chunk(2)[0] if guided else v)
+            d.extras[VARIANCE] = v
+        return d
+
+    def denoise(x_t: Tensor, t: Time) -> Denoised:
+        tt = as_batch(x_t, t, process)
+        if not guided or not guidance.active(process, t):
+            return record(x_t, tt, t, False)
+        t2 = torch.cat([t, t]) if isinstance(t, Tensor) else t
+        cond, uncond = _halves(record(torch.cat([x_t, x_t]), torch.cat([tt, tt]), t2, True))
+        out = param.guide(process, x_t, t, cond, uncond, guidance.w)
+        if guidance.rescale:
+            out = rescaled(out, cond, guidance.rescale)
+            alpha, sigma = process.alpha(t), process.sigma(t)
+            if float(sigma) > 0:
+                out = Denoised(out.x0, (x_t - alpha * out.x0) / sigma, out.extras)
         return out
 
-    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-        x_in, t_in = (torch.cat([x_t, x_t]), torch.cat([t, t])) if guided else (x_t, t)
-        eps = diffusion.to_eps(output(x_in, t_in), x_in, t_in, prediction)
-        if not guided:
-            return eps
-        eps_cond, eps_uncond = eps.chunk(2)
-        return guided_eps(eps_cond, eps_uncond, guidance)
-
-    def eps_and_x0(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        x_in, t_in = (torch.cat([x_t, x_t]), torch.cat([t, t])) if guided else (x_t, t)
-        eps, x0 = diffusion.eps_and_x0(output(x_in, t_in), x_in, t_in, prediction)
-        if not guided:
-            return eps, x0
-        return guided_eps(*eps.chunk(2), guidance), guided_eps(*x0.chunk(2), guidance)  # both affine in the output
-
-    if prediction != "eps":  # zero terminal SNR: samplers take x0 from the v/x0 output where abar_t = 0
-        eps_fn.eps_and_x0 = eps_and_x0
-    return eps_fn
+    return denoise
 
 
-def _with_null(labels: Tensor | None, guided: bool) -> Tensor | None:
+def _with_null(labels: Tensor | None, doubled: bool) -> Tensor | None:
     """The labels of a guided batch: ``labels`` then as many null labels (``-1``)."""
-    return torch.cat([labels, torch.full_like(labels, -1)]) if guided else labels
+    return torch.cat([labels, torch.full_like(labels, -1)]) if doubled else labels
 
 
-def make_eps_fn(
-    model: DiffusionModel,
-    diffusion: Diffusion,
-    labels: Tensor | None = None,
-    guidance: float = 0.0,
-) -> EpsFn:
-    """The noise prediction ``eps_fn(x_t, t)`` with labels and guidance bound.
+def _as_guidance(guidance: float | Guidance) -> Guidance:
+    return guidance if isinstance(guidance, Guidance) else Guidance(float(guidance))
 
-    With ``guidance != 0`` and labels given, the conditional and the
+
+def make_denoise_fn(model: DiffusionModel, process: Process, labels: Tensor | None = None,
+                    guidance: float | Guidance = 0.0) -> DenoiseFn:
+    """The sampling model as ``denoise(x_t, t) -> Denoised`` with labels and guidance bound.
+
+    With guidance (w != 0 and labels given), the conditional and the
     unconditional halves go through the network as one batch of ``2B``.
-    Whatever the denoiser predicts (eps, x0, v) is converted to eps. No labels
-    means the unconditional prediction (the null label), unguided.
+    Whatever the denoiser predicts is converted by the model's
+    parameterisation. No labels means the unconditional prediction (the null
+    label), unguided. ``t`` is a number (the whole batch) or a tensor ``[B]``.
     """
+    from gentool.parameterisation import call_network
+
+    guidance = _as_guidance(guidance)
     guided = _uses_guidance(model, labels, guidance)
-    batch_labels = _with_null(labels, guided)
-    return _eps_from(lambda x, t: model(x, t, batch_labels), diffusion, model.prediction, guidance, guided,
-                     model.learned_variance)
+    at = call_network(model, process, model.parameterisation)
+    labels2 = _with_null(labels, guided)
+    return _denoise_from(lambda x, t, doubled: at(x, t, labels2 if doubled else labels), model, process,
+                         guidance, guided)
 
 
-def make_fast_eps_fn(
+def make_fast_denoise_fn(
     model: DiffusionModel,
-    diffusion: Diffusion,
+    process: Process,
     labels: Tensor | None = None,
-    guidance: float = 0.0,
+    guidance: float | Guidance = 0.0,
     *,
     bf16: bool | None = None,
     compile: bool | str = "auto",
     channels_last: bool = True,
     mode: str = "reduce-overhead",
     backend: str | None = None,
-) -> EpsFn:
-    """:func:`make_eps_fn` for a fixed-shape reverse loop.
+) -> DenoiseFn:
+    """:func:`make_denoise_fn` for a fixed-shape reverse loop.
 
-    Same contract and the same maths (the shared :func:`_eps_from`); the
+    Same contract and the same maths (the shared :func:`_denoise_from`); the
     differences are speed only:
 
     * the conditioning embeddings of ``labels`` and of the null label are
       computed once, not per step (the model must be in eval mode);
-    * ``cat``, the network, the conversion to eps and the guidance mix are
-      one compiled function, captured as a CUDA graph with
-      ``mode="reduce-overhead"`` (every call must have the same batch);
+    * the network call (with the parameterisation's inputs) is compiled,
+      captured as a CUDA graph with ``mode="reduce-overhead"`` (every call must
+      have the same batch), its output copied out of the graph's memory;
     * the network runs under bf16 autocast (default: on CUDA) on
-      channels-last inputs; eps comes back float32.
-
-    The returned tensor is a fresh copy (CUDA-graph outputs are overwritten by
-    the next replay, and multistep samplers keep old eps). A model with a
-    learned variance runs uncompiled (its ``eps_fn.variance_v`` is set per call).
+      channels-last inputs; its output comes back float32.
     """
     if model.training:
-        raise ValueError("make_fast_eps_fn embeds the labels once, so the model must be in eval mode (model.eval())")
+        raise ValueError("make_fast_denoise_fn embeds the labels once, so the model must be in eval mode (model.eval())")
+    guidance = _as_guidance(guidance)
     device = next(model.parameters()).device
     bf16 = device.type == "cuda" if bf16 is None else bf16
-    learned = model.learned_variance
-    compiled = compile_default(compile, device) and not learned
+    compiled = compile_default(compile, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # layout only; values unchanged
     guided = _uses_guidance(model, labels, guidance)
+    param = model.parameterisation
     with torch.no_grad():  # one null embedding serves an unlabelled batch of any size
-        cond = model.embed(_with_null(labels, guided), 1, device)
+        conds = {False: model.embed(labels, 1, device), True: model.embed(_with_null(labels, guided), 1, device)}
 
-    def net(x: Tensor, t: Tensor) -> Tensor:
-        c = cond if cond is None or cond.shape[0] == x.shape[0] else cond.expand(x.shape[0], -1)
+    def forward(x: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+        x_in, c_noise = param.inputs(process, x, t)
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
-            return model.denoiser(x, t, c)
+            return model.denoiser(x_in, c_noise, cond).float()
 
-    eps = inner = _eps_from(net, diffusion, model.prediction, guidance, guided, learned)
-    eps_and_x0 = getattr(eps, "eps_and_x0", None)  # uncompiled: one step per run at most (abar_t = 0)
-    if compiled:
-        eps = torch.compile(eps, mode=mode if device.type == "cuda" else None, backend=compile_backend(backend),
-                            dynamic=False)
+    call = torch.compile(forward, mode=mode if device.type == "cuda" else None, backend=compile_backend(backend),
+                         dynamic=False) if compiled else forward
 
-    # no_grad, not inference_mode: samplers may update the returned tensor in place
-    @torch.no_grad()
-    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
+    @torch.no_grad()  # no_grad, not inference_mode: samplers may update the returned tensors in place
+    def net(x: Tensor, t: Tensor, doubled: bool) -> Tensor:
+        c = conds[doubled]
+        if c is not None and c.shape[0] != x.shape[0]:
+            c = c.expand(x.shape[0], -1)
         if device.type == "cuda" and compiled:
             torch.compiler.cudagraph_mark_step_begin()
-        return eps(x_t, t).clone(memory_format=torch.contiguous_format)
+        return call(x, t, c).clone(memory_format=torch.contiguous_format)
 
-    if eps_and_x0 is not None:
-        eps_fn.eps_and_x0 = torch.no_grad()(eps_and_x0)
-    if learned:  # the samplers read the variance from the function they hold
-        return _sharing_variance(eps_fn, inner)
-    return eps_fn
+    return torch.no_grad()(_denoise_from(net, model, process, guidance, guided))
 
 
-def _sharing_variance(outer: EpsFn, inner: EpsFn) -> EpsFn:
-    """``outer`` with ``variance_v`` (and ``eps_and_x0``) copied from ``inner`` after each call."""
+def make_eps_fn(model: DiffusionModel, process: Process, labels: Tensor | None = None,
+                guidance: float | Guidance = 0.0):
+    """The ``eps_fn(x_t, t)`` of earlier gentool versions over :func:`make_denoise_fn` (see :mod:`gentool.legacy`)."""
+    from gentool.legacy import legacy_eps_fn
 
-    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
-        out = outer(x_t, t)
-        setattr(eps_fn, VARIANCE_ATTR, getattr(inner, VARIANCE_ATTR))
-        return out
+    return legacy_eps_fn(make_denoise_fn(model, process, labels, guidance), process)
 
-    both = getattr(outer, "eps_and_x0", None)
-    if both is not None:
-        def eps_and_x0(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-            out = both(x_t, t)
-            setattr(eps_fn, VARIANCE_ATTR, getattr(inner, VARIANCE_ATTR))
-            return out
 
-        eps_fn.eps_and_x0 = eps_and_x0
-    return eps_fn
+__all__ = ["Guidance", "guided_eps", "make_denoise_fn", "make_eps_fn", "make_fast_denoise_fn", "resolve_sampling"]

@@ -32,6 +32,9 @@ from torch import Tensor, nn
 
 from gentool.diffusion import Diffusion
 from gentool.interfaces import TaskResult
+from gentool.parameterisation import Denoised, parameterisation_of
+from gentool.process import ContinuousProcess, SPACINGS, as_batch
+from gentool.process import check_process as check_process_members
 from gentool.kinds import KINDS
 from gentool.options import OptionError, check_options, option_docs, recipe_parameters, type_hints
 
@@ -40,6 +43,8 @@ PREDICTIONS = ("eps", "x0", "v")
 POSITIONAL = {kind.name: kind.positional for kind in KINDS}
 #: Keyword parameters the core supplies (never recipe options).
 RESERVED = {kind.name: kind.reserved for kind in KINDS if kind.reserved}
+#: Keyword parameters the core supplies when a factory declares them (never recipe options).
+SUPPLIED = {kind.name: kind.supplied for kind in KINDS if kind.supplied}
 
 
 def _label(obj: Any) -> str:
@@ -76,7 +81,7 @@ def check_factory(kind: str, factory: Callable[..., Any]) -> None:
     reserved = RESERVED.get(kind, ())
     missing = [r for r in reserved if r not in recipe_parameters(factory)]
     _require(not missing, who, f"must accept the keyword-only parameters {list(reserved)}; missing {missing}")
-    options = [name for name in recipe_parameters(factory) if name not in reserved]
+    options = [name for name in recipe_parameters(factory) if name not in reserved + SUPPLIED.get(kind, ())]
     hints = type_hints(factory)
     unannotated = [n for n in options if n not in hints and recipe_parameters(factory)[n].annotation is inspect.Parameter.empty]
     _require(not unannotated, who, f"options without a type annotation (recipes cannot be checked): {unannotated}")
@@ -89,7 +94,7 @@ def check_factory(kind: str, factory: Callable[..., Any]) -> None:
 def _resolve(kind: str, factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
     """``options`` validated as a recipe table would be, defaults filled in."""
     try:
-        return check_options(factory, options, reserved=RESERVED.get(kind, ()))
+        return check_options(factory, options, reserved=RESERVED.get(kind, ()) + SUPPLIED.get(kind, ()))
     except OptionError as exc:
         raise AssertionError(f"{kind} {_label(factory)}: options {options}: {exc}") from None
 
@@ -215,7 +220,7 @@ def check_conditioner(conditioner: nn.Module, dim: int) -> None:
         conditioner.train(was_training)
 
 
-# -- samplers ------------------------------------------------------------------
+# -- processes -------------------------------------------------------------------
 
 #: The data of the sampler check: N(0, DATA_STD^2) per pixel.
 DATA_STD = 0.5
@@ -227,12 +232,128 @@ def reference_diffusion(timesteps: int = 200) -> Diffusion:
     return Diffusion(torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64))
 
 
-def gaussian_eps_fn(diffusion: Diffusion, std: float = DATA_STD, counter: list[int] | None = None):
-    """The exact eps prediction E[eps | x_t] for data N(0, std^2 I).
+class LinearPath(ContinuousProcess):
+    """x_t = (1 - t) x_0 + t eps on t in [0, 1]: the rectified-flow path, the checks' continuous process."""
 
-    x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps is Gaussian with variance
-    v = abar std^2 + 1 - abar, so E[eps | x_t] = sqrt(1 - abar) x_t / v.
+    t_data, t_max = 0.0, 1.0
+
+    def alpha_of(self, t: Tensor) -> Tensor:
+        return 1 - t
+
+    def sigma_of(self, t: Tensor) -> Tensor:
+        return t
+
+    def t_of_log_snr(self, lam):
+        """lambda = 2 log((1 - t) / t), so t = 1 / (1 + exp(lambda / 2)) (a sigmoid)."""
+        if isinstance(lam, Tensor):
+            return torch.sigmoid(-lam / 2)
+        return 1 / (1 + math.exp(lam / 2)) if lam < 700 else 0.0
+
+    def derivatives(self, t):
+        return -1.0, 1.0
+
+
+def reference_processes() -> list[Any]:
+    """The processes the sampler check runs on: the discrete chain (T = 200) and the linear path of flow matching."""
+    return [reference_diffusion(), LinearPath()]
+
+
+def check_process(process: Any, *, timesteps: int = 8) -> None:
+    """A process has the members of :class:`gentool.Process`, and they agree with each other.
+
+    alpha and sigma are finite and non-negative from the data to ``t_max``
+    (the data end: alpha = 1, sigma = 0), log-SNR decreases in t, its inverse
+    inverts it (snapped to a trained step on a discrete process), ``grid``
+    gives decreasing times from ``t_max`` for every spacing, ``time_at`` runs
+    from the data to ``t_max``, and numbers and tensors give the same values.
     """
+    who = f"process {type(process).__name__}"
+    try:
+        check_process_members(process)
+    except TypeError as exc:
+        raise AssertionError(f"{who}: {exc}") from None
+    _require(process.t_data < process.t_max, who, f"t_data ({process.t_data}) must be below t_max ({process.t_max})")
+    _require(abs(float(process.alpha(process.t_data)) - 1) < 1e-6 and abs(float(process.sigma(process.t_data))) < 1e-6,
+             who, "at t_data the marginal must be the data (alpha = 1, sigma = 0)")
+    times = list(process.grid(timesteps))
+    _require(len(times) >= 1 and times[0] == process.t_max, who, f"grid({timesteps}) must start at t_max, got {times[:3]}")
+    _require(all(a > b for a, b in zip(times, times[1:])) and times[-1] > process.t_data, who,
+             f"grid({timesteps}) must decrease and stay above the data end, got {times}")
+    for spacing in SPACINGS:
+        g = list(process.grid(timesteps, None, spacing))
+        _require(g[0] == process.t_max and all(a > b for a, b in zip(g, g[1:])), who, f"grid spacing {spacing!r}: {g}")
+    lams = [float(process.log_snr(t)) for t in times]
+    _require(all(a < b for a, b in zip(lams, lams[1:])), who, "log_snr must decrease as t grows")
+    for t, lam in zip(times, lams):
+        a, s = float(process.alpha(t)), float(process.sigma(t))
+        _require(a >= 0 and s > 0 and math.isfinite(a) and math.isfinite(s), who, f"alpha, sigma at t = {t}: {a}, {s}")
+        if math.isfinite(lam):
+            _require(abs(lam - 2 * (math.log(a) - math.log(s))) < 1e-6 * max(1, abs(lam)), who,
+                     f"log_snr({t}) = {lam} is not log(alpha^2 / sigma^2)")
+            back = float(process.t_of_log_snr(lam))
+            _require(abs(back - t) < 1e-5 * max(1.0, abs(t)), who, f"t_of_log_snr(log_snr({t})) = {back}")
+        tensor = torch.tensor([t, t], dtype=torch.long if process.discrete else torch.float64)
+        _require(torch.allclose(process.alpha(tensor).double(), torch.tensor([a, a], dtype=torch.float64), rtol=1e-6),
+                 who, f"alpha of a tensor differs from alpha of a number at t = {t}")
+    _require(float(process.time_at(0.0)) <= process.t_data + 1e-9 or process.discrete and process.time_at(0.0) < 0,
+             who, "time_at(0) must be the data end")
+    _require(abs(float(process.time_at(1.0)) - process.t_max) < 1e-9, who, "time_at(1) must be t_max")
+
+
+def check_process_factory(factory: Callable[..., Any], *, betas: Tensor | None = None, **options: Any) -> Any:
+    """A process factory follows the factory convention and builds a process that passes :func:`check_process`.
+
+    A factory that declares ``betas`` (the core supplies a ``[schedule]``'s) gets
+    ``betas`` or those of :func:`reference_diffusion`. Returns the process.
+    """
+    check_factory("process", factory)
+    resolved = _resolve("process", factory, options)
+    if "betas" in inspect.signature(factory).parameters:
+        resolved["betas"] = reference_diffusion().betas_64 if betas is None else betas
+    process = factory(**resolved)
+    check_process(process)
+    return process
+
+
+# -- samplers ------------------------------------------------------------------
+
+def gaussian_denoise_fn(process: Any, std: float = DATA_STD, counter: list[int] | None = None):
+    """The exact denoiser of data N(0, std^2 I) for any process: ``denoise(x_t, t) -> Denoised``.
+
+    x_t = alpha x_0 + sigma eps is Gaussian with variance v = alpha^2 std^2 + sigma^2,
+    so E[x_0 | x_t] = alpha std^2 x_t / v and E[eps | x_t] = sigma x_t / v.
+    """
+
+    def denoise(x_t: Tensor, t) -> Denoised:
+        if counter is not None:
+            counter[0] += 1
+        tt = as_batch(x_t, t, process)
+        shape = (-1, *[1] * (x_t.ndim - 1))
+        alpha = process.alpha(tt).double().reshape(shape)
+        sigma = process.sigma(tt).double().reshape(shape)
+        v = alpha**2 * std**2 + sigma**2
+        x = x_t.double()
+        return Denoised((alpha * std**2 * x / v).to(x_t.dtype), (sigma * x / v).to(x_t.dtype))
+
+    return denoise
+
+
+def denoise_from_eps(eps_fn: Callable[[Tensor, Tensor], Tensor], process: Any):
+    """``denoise(x_t, t) -> Denoised`` of a noise prediction ``eps_fn(x_t, t_batch)``, as the ``eps``
+    parameterisation converts it (for tests written against noise predictions)."""
+    from gentool.parameterisation import EpsPrediction
+
+    param = EpsPrediction()
+
+    def denoise(x_t: Tensor, t) -> Denoised:
+        return param.denoised(process, x_t, t, eps_fn(x_t, as_batch(x_t, t, process)))
+
+    return denoise
+
+
+def gaussian_eps_fn(diffusion: Diffusion, std: float = DATA_STD, counter: list[int] | None = None):
+    """The exact eps prediction E[eps | x_t] for data N(0, std^2 I) on the discrete chain (samplers of the
+    ``eps_fn`` convention, :mod:`gentool.legacy`): sqrt(1 - abar) x_t / (abar std^2 + 1 - abar)."""
 
     def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:
         if counter is not None:
@@ -247,72 +368,103 @@ def _moments_ok(x: Tensor, who: str, what: str, tol: float) -> None:
     mean, std = float(x.mean()), float(x.std())
     _require(abs(mean) < 0.05 and abs(std - DATA_STD) < tol * DATA_STD, who,
              f"{what}: samples have mean {mean:.3f} and std {std:.3f}; the data are N(0, {DATA_STD}^2) and the "
-             "noise prediction is exact, so a correct sampler gives mean 0 and std "
+             "denoiser is exact, so a correct sampler gives mean 0 and std "
              f"{DATA_STD} (within {tol:.0%})")
 
 
-def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float = 0.15, **options: Any) -> None:
-    """A sampler is reproducible, honours steps/t_start/callback and samples correctly.
+def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float = 0.15,
+                  processes: list[Any] | None = None, **options: Any) -> None:
+    """A sampler is reproducible, honours steps/t_start/callback and samples correctly, on every process it supports.
 
-    On a reference diffusion (T = 200) with the exact noise prediction of
-    Gaussian data N(0, 0.5^2) it checks: the same generator gives the same
-    output; ``x_T`` is not modified; output of ``x_T``'s shape and dtype,
-    finite; mean and std of the samples right within ``tol`` (all steps and
-    from ``t_start = T // 2``); with ``steps`` at most ``steps`` callback calls
-    and ``2 * steps`` noise predictions, the callback sees ``i = 0, 1, ...``,
-    decreasing ``t`` starting at ``t_start`` and ``t_next = -1`` at the end;
-    a tensor returned by the callback replaces the state.
+    On each of ``processes`` (default :func:`reference_processes`: the
+    discrete chain with T = 200 and flow matching's linear path) that the
+    sampler supports (its optional ``supports(process)``), with the exact
+    denoiser of Gaussian data N(0, 0.5^2) (:func:`gaussian_denoise_fn`) it
+    checks: the same generator gives the same output; ``x_T`` is not modified;
+    output of ``x_T``'s shape and dtype, finite; mean and std of the samples
+    right within ``tol`` (default steps and from ``t_start`` halfway); with
+    ``steps`` at most ``steps`` callback calls and ``2 * steps`` network
+    evaluations, the callback sees ``i = 0, 1, ...``, decreasing ``t`` starting
+    at ``t_start`` and the data end as the last ``t_next``; a tensor returned by
+    the callback replaces the state. A sampler of the older ``eps_fn``
+    convention (:mod:`gentool.legacy`) is checked on the discrete chain only.
     """
-    check_factory("sampler", sampler)
+    from gentool.compat import sampler_fits
+    from gentool.legacy import adapt, is_legacy_sampler
+
+    legacy = is_legacy_sampler(sampler)
+    if legacy:
+        _check_legacy_signature(sampler)
+    else:
+        check_factory("sampler", sampler)
     resolved = _resolve("sampler", sampler, options)
     who = f"sampler {_label(sampler)}"
-    fn = functools.partial(sampler, **resolved)
-    diffusion = reference_diffusion()
-    T = diffusion.num_timesteps
+    fn = functools.partial(adapt(sampler), **resolved)
+    ran = 0
+    for process in processes if processes is not None else reference_processes():
+        if sampler_fits(sampler, process):
+            continue
+        _check_on(fn, process, who, steps, tol)
+        ran += 1
+    _require(ran > 0, who, "supports none of the reference processes")
+
+
+def _check_legacy_signature(sampler) -> None:
+    params = list(inspect.signature(sampler).parameters.values())
+    reserved = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    missing = [r for r in RESERVED["sampler"] if r not in reserved]
+    _require(not missing, f"sampler {_label(sampler)}", f"must accept the keyword-only parameters {missing}")
+
+
+def _check_on(fn, process, who: str, steps: int, tol: float) -> None:
+    from gentool.reverse import data_time
+
+    who = f"{who} on {type(process).__name__}"
     nfe = [0]
-    eps_fn = gaussian_eps_fn(diffusion, counter=nfe)
-    x_T = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    denoise = gaussian_denoise_fn(process, counter=nfe)
+    x_T = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * float(process.prior_std)
     x_keep = x_T.clone()
 
     def gen(seed: int = 1) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    out = fn(eps_fn, diffusion, x_T, generator=gen())
+    out = fn(denoise, process, x_T, generator=gen())
     _require(torch.equal(x_T, x_keep), who, "modified x_T in place")
     _require(isinstance(out, Tensor) and out.shape == x_T.shape and out.dtype == x_T.dtype, who,
              f"must return a tensor of x_T's shape {tuple(x_T.shape)} and dtype {x_T.dtype}")
     _require(bool(torch.isfinite(out).all()), who, "returned non-finite values")
-    _require(torch.equal(fn(eps_fn, diffusion, x_T, generator=gen()), out), who,
+    _require(torch.equal(fn(denoise, process, x_T, generator=gen()), out), who,
              "two runs with identically seeded generators differ; draw all noise from `generator`")
-    _moments_ok(out, who, f"all {T} steps", tol)
-    passthrough = fn(eps_fn, diffusion, x_T, generator=gen(), callback=lambda info: None)
+    _moments_ok(out, who, "default steps", tol)
+    passthrough = fn(denoise, process, x_T, generator=gen(), callback=lambda info: None)
     _require(torch.equal(passthrough, out), who, "a callback returning None changed the result")
 
+    end = data_time(process)
     seen: list[dict] = []
     nfe[0] = 0
-    few = fn(eps_fn, diffusion, x_T, steps=steps, generator=gen(), callback=seen.append)
+    few = fn(denoise, process, x_T, steps=steps, generator=gen(), callback=seen.append)
     _require(bool(torch.isfinite(few).all()) and few.shape == x_T.shape, who, f"steps={steps}: bad output")
     _require(1 <= len(seen) <= steps, who, f"steps={steps}: the callback ran {len(seen)} times, expected 1..{steps}")
-    _require(1 <= nfe[0] <= 2 * steps, who, f"steps={steps}: {nfe[0]} noise predictions, expected at most {2 * steps}")
-    _check_callbacks(seen, T - 1, x_T.shape, who)
+    _require(1 <= nfe[0] <= 2 * steps, who, f"steps={steps}: {nfe[0]} network evaluations, expected at most {2 * steps}")
+    _check_callbacks(seen, process.t_max, end, x_T.shape, who)
 
-    t_start = T // 2
-    abar = float(diffusion.alphas_cumprod_64[t_start])
-    x_mid = torch.randn(x_T.shape, generator=gen(2)) * math.sqrt(abar * DATA_STD**2 + 1 - abar)  # x ~ q(x_t)
+    t_start = (int(process.t_max) + 1) // 2 if process.discrete else process.time_at(0.5)
+    a, s = float(process.alpha(t_start)), float(process.sigma(t_start))
+    x_mid = torch.randn(x_T.shape, generator=gen(2)) * math.sqrt(a**2 * DATA_STD**2 + s**2)  # x ~ q(x_t)
     seen = []
-    mid = fn(eps_fn, diffusion, x_mid, t_start=t_start, generator=gen(), callback=seen.append)
-    _check_callbacks(seen, t_start, x_T.shape, who)
+    mid = fn(denoise, process, x_mid, t_start=t_start, generator=gen(), callback=seen.append)
+    _check_callbacks(seen, t_start, end, x_T.shape, who)
     _moments_ok(mid, who, f"t_start={t_start}", tol)
 
     def replace_last(info: dict) -> Tensor | None:
-        return torch.full_like(info["x"], 0.25) if info["t_next"] == -1 else None
+        return torch.full_like(info["x"], 0.25) if info["t_next"] == end else None
 
-    replaced = fn(eps_fn, diffusion, x_T, steps=steps, generator=gen(), callback=replace_last)
+    replaced = fn(denoise, process, x_T, steps=steps, generator=gen(), callback=replace_last)
     _require(bool((replaced == 0.25).all()), who, "a tensor returned by the callback after the last step must be the result")
 
 
-def _check_callbacks(seen: list[dict], t_first: int, shape: torch.Size, who: str) -> None:
-    _require(bool(seen), who, "the callback was never called")
+def _check_callbacks(seen: list[dict], t_first: float, end: float, shape: torch.Size, who: str) -> None:
+    _require(bool(seen), who, "the callback was never called (the callback ran 0 times)")
     keys = {"i", "t", "t_next", "x", "x0"}
     for n, info in enumerate(seen):
         _require(isinstance(info, dict) and keys <= set(info), who, f"callback argument must be a dict with keys {sorted(keys)}")
@@ -321,8 +473,9 @@ def _check_callbacks(seen: list[dict], t_first: int, shape: torch.Size, who: str
         _require(tuple(info["x"].shape) == tuple(shape), who, f"callback {n}: x has shape {tuple(info['x'].shape)}")
         if n:
             _require(info["t"] == seen[n - 1]["t_next"], who, f"callback {n}: t = {info['t']} but the previous t_next was {seen[n - 1]['t_next']}")
-    _require(int(seen[0]["t"]) == t_first, who, f"the first step must be at t = {t_first}, got {seen[0]['t']}")
-    _require(int(seen[-1]["t_next"]) == -1, who, f"the last step must end at t_next = -1 (the data), got {seen[-1]['t_next']}")
+    _require(abs(float(seen[0]["t"]) - float(t_first)) < 1e-9, who,
+             f"the first step must be at t = {t_first:g}, got {seen[0]['t']}")
+    _require(seen[-1]["t_next"] == end, who, f"the last step must end at t_next = {end} (the data), got {seen[-1]['t_next']}")
 
 
 # -- tasks ---------------------------------------------------------------------
@@ -475,61 +628,90 @@ def check_feature_extractor(factory: Callable[..., Any], *, image_size: int = 32
 # -- objectives ----------------------------------------------------------------
 
 class _TinyNet(nn.Module):
-    """A 1x1 convolution plus a per-timestep and per-label offset: enough to see gradients and mixing."""
+    """A 1x1 convolution plus an offset per noise label and per class label: enough to see gradients and mixing."""
 
-    def __init__(self, channels: int, out_channels: int, timesteps: int) -> None:
+    def __init__(self, channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, out_channels, 1)
-        self.t_emb = nn.Embedding(timesteps, out_channels)
+        self.t_lin = nn.Linear(2, out_channels)
         self.y_emb = nn.Embedding(3, out_channels)
 
-    def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-        out = self.conv(x_t) + self.t_emb(t)[:, :, None, None]
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None) -> Tensor:
+        c = c_noise.float()[:, None] / 1000
+        out = self.conv(x) + self.t_lin(torch.cat([c, c.square()], 1))[:, :, None, None]
         if labels is not None:
             out = out + self.y_emb(labels.clamp(min=0))[:, :, None, None]
         return out
 
 
-def check_objective(factory: Callable[..., Any], *, x_shape: tuple[int, ...] = (4, 2, 6, 6), **options: Any) -> Any:
+def check_objective(factory: Callable[..., Any], *, x_shape: tuple[int, ...] = (4, 2, 6, 6),
+                    processes: list[Any] | None = None, **options: Any) -> Any:
     """An objective draws its batch from the generator alone and gives a differentiable loss per example.
 
-    Builds ``factory(**options)`` and checks ``prediction``; ``draw`` on the
-    reference diffusion returns int64 timesteps ``[B]`` in ``0..T-1`` and noise
-    like ``x0``, the same for identically seeded generators and without touching
-    torch's global generator; ``loss`` of a small network (``2C`` output
-    channels when ``learned_variance``) is a finite float32 ``[B]``, each
+    Builds ``factory(**options)`` and checks its parameterisation (or
+    ``prediction``). On each of ``processes`` (default
+    :func:`reference_processes`) that the objective and its parameterisation
+    accept (their ``check(process)``; at least one): ``draw`` returns times
+    ``[B]`` (int64 steps in ``0..T-1`` on a discrete process, floats in
+    (t_data, t_max] elsewhere) and noise like ``x0``, the same for identically
+    seeded generators and without touching torch's global generator; ``loss``
+    of a small network (``2C`` output channels when ``learned_variance``) called
+    through the parameterisation's inputs is a finite float32 ``[B]``, each
     example's value independent of the rest of the batch, with a gradient for
     every parameter, and its extras a dict of scalar tensors. Returns the objective.
     """
+    from gentool.parameterisation import call_network
+
     check_factory("objective", factory)
     objective = factory(**_resolve("objective", factory, options))
     who = f"objective {_label(factory)}"
-    _require(getattr(objective, "prediction", None) in PREDICTIONS, who,
-             f"attribute prediction must be one of {PREDICTIONS}, got {getattr(objective, 'prediction', None)!r}")
+    try:
+        param = parameterisation_of(objective)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(f"{who}: {exc}; prediction must be one of {PREDICTIONS} or give a parameterisation") from None
     for method in ("draw", "loss"):
         _require(callable(getattr(objective, method, None)), who, f"needs a method {method}()")
-    diffusion = reference_diffusion()
-    T = diffusion.num_timesteps
+    from gentool.compat import objective_fits
+
+    ran = 0
+    for process in processes if processes is not None else reference_processes():
+        if param.check(process) or objective_fits(objective, process):
+            continue
+        ran += 1
+        _check_objective_on(objective, param, process, x_shape, f"{who} on {type(process).__name__}", call_network)
+    _require(ran > 0, who, "accepts none of the reference processes")
+    return objective
+
+
+def _check_objective_on(objective, param, process, x_shape, who, call_network) -> None:
     x0 = torch.rand(x_shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
     before = torch.get_rng_state()
-    t, noise = objective.draw(diffusion, x0, torch.Generator().manual_seed(5))
+    t, noise = objective.draw(process, x0, torch.Generator().manual_seed(5))
     _require(torch.equal(before, torch.get_rng_state()), who, "draw() used torch's global generator; use `generator`")
-    t2, noise2 = objective.draw(diffusion, x0, torch.Generator().manual_seed(5))
-    _require(isinstance(t, Tensor) and t.dtype == torch.int64 and tuple(t.shape) == (x_shape[0],), who,
-             f"draw() must return t as int64 [B], got {getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
-    _require(bool(((t >= 0) & (t < T)).all()), who, f"draw(): timesteps must be 0-based, in 0..{T - 1}, got {t.tolist()}")
+    t2, noise2 = objective.draw(process, x0, torch.Generator().manual_seed(5))
+    if process.discrete:
+        T = int(process.t_max) + 1
+        _require(isinstance(t, Tensor) and t.dtype == torch.int64 and tuple(t.shape) == (x_shape[0],), who,
+                 f"draw() must return t as int64 [B], got {getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
+        _require(bool(((t >= 0) & (t < T)).all()), who, f"draw(): timesteps must be 0-based, in 0..{T - 1}, got {t.tolist()}")
+    else:
+        _require(isinstance(t, Tensor) and t.is_floating_point() and tuple(t.shape) == (x_shape[0],), who,
+                 f"draw() must return t as floats [B], got {getattr(t, 'dtype', type(t))} {tuple(getattr(t, 'shape', ()))}")
+        _require(bool(((t > process.t_data) & (t <= process.t_max)).all()), who,
+                 f"draw(): times must lie in ({process.t_data:g}, {process.t_max:g}], got {t.tolist()}")
     _require(isinstance(noise, Tensor) and noise.shape == x0.shape and noise.dtype == x0.dtype, who,
              "draw() must return noise of x0's shape and dtype")
     _require(torch.equal(t, t2) and torch.equal(noise, noise2), who, "draw() differs for identically seeded generators")
     out_channels = x_shape[1] * (2 if getattr(objective, "learned_variance", False) else 1)
     torch.manual_seed(0)
-    net = _TinyNet(x_shape[1], out_channels, T)
+    net = _TinyNet(x_shape[1], out_channels)
+    at = call_network(net, process, param)
     labels = torch.arange(x_shape[0]) % 3 - 1  # includes -1, the null label
 
     def call(x_t: Tensor, tt: Tensor, y: Tensor | None) -> Tensor:
-        return net(x_t, tt, y).float()
+        return at(x_t, tt, y).float()
 
-    per, extras = objective.loss(call, diffusion, x0, labels, t, noise)
+    per, extras = objective.loss(call, process, x0, labels, t, noise)
     _require(isinstance(per, Tensor) and tuple(per.shape) == (x_shape[0],) and per.dtype == torch.float32, who,
              f"loss() must return a float32 per-example loss [B], got {getattr(per, 'dtype', type(per))} "
              f"{tuple(getattr(per, 'shape', ()))}")
@@ -537,12 +719,11 @@ def check_objective(factory: Callable[..., Any], *, x_shape: tuple[int, ...] = (
     _require(isinstance(extras, dict) and all(isinstance(k, str) and isinstance(v, Tensor) and v.numel() == 1
                                               for k, v in extras.items()), who,
              "loss() must return extras as a dict of str -> one-element tensors (may be {})")
-    one, _ = objective.loss(call, diffusion, x0[1:2], labels[1:2], t[1:2], noise[1:2])
+    one, _ = objective.loss(call, process, x0[1:2], labels[1:2], t[1:2], noise[1:2])
     _require(torch.allclose(one, per[1:2], rtol=1e-4, atol=1e-6), who,
              "an example's loss depends on the other examples in the batch")
     per.sum().backward()
     _check_grads(net, who)
-    return objective
 
 
 # -- loggers -------------------------------------------------------------------
@@ -608,11 +789,17 @@ __all__ = [
     "check_command",
     "check_logger",
     "check_objective",
+    "check_process",
+    "check_process_factory",
     "check_sampler",
     "check_schedule",
     "check_task",
+    "denoise_from_eps",
+    "gaussian_denoise_fn",
     "gaussian_eps_fn",
+    "LinearPath",
     "reference_diffusion",
+    "reference_processes",
     "tiny_recipe",
     "tiny_run",
 ]

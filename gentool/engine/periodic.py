@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from gentool.engine import rng
-from gentool.engine.test_loss import resolve_timesteps, test_losses
+from gentool.engine.test_loss import test_losses, test_times
 
 SAMPLES = "samples"
 #: metrics where a higher value is better; every other metric is kept at its lowest
@@ -73,7 +73,7 @@ class Periodic:
         tr, self.eval = run.recipe.train, run.recipe.eval
         self.timesteps: list[int] = []
         if tr.test_loss_every:
-            self.timesteps, note = resolve_timesteps(tr.test_loss_timesteps, run.diffusion.num_timesteps)
+            self.timesteps, _, note = test_times(run.process, tr.test_loss_timesteps)
             if note:
                 log(f"note: {note}")
         self.best = BestKeeper(best)

@@ -37,7 +37,7 @@ def recipe_key(recipe: Recipe) -> dict[str, Any]:
     """The recipe parts that define the model and its training trajectory."""
     d = recipe.to_dict()
     key: dict[str, Any] = {"seed": d["run"]["seed"]}
-    for section in ("data", "schedule", "denoiser", "conditioner", "objective"):
+    for section in ("data", "process", "schedule", "denoiser", "conditioner", "objective"):
         if section in d:
             key[section] = d[section]
     if "data" in key:
@@ -70,9 +70,28 @@ def mismatch(state: dict[str, Any], key: dict[str, Any]) -> list[str]:
     if not isinstance(old, str):
         return ["the checkpoint was written by an older gentool without a recipe key"]
     old_key = json.loads(old)
-    if "objective" not in old_key:  # written before [objective]: the same recipe if it migrates to this one
-        return recipe_diff(_with_objective(old_key), key)
+    migrated = old_key
+    if "objective" not in migrated:  # written before [objective]: the same recipe if it migrates to this one
+        migrated = _with_objective(migrated)
+    if "process" not in migrated:  # written before [process]: the discrete chain, the default then
+        migrated = _with_default(migrated, "process")
+    if migrated is not old_key:
+        return recipe_diff(migrated, key)
     return recipe_diff(old_key, key) or ["the recipe fingerprints differ"]
+
+
+def _with_default(old: dict[str, Any], section: str) -> dict[str, Any]:
+    """A recipe key from before the ``[section]`` table: the default component of its kind, with its defaults."""
+    from gentool.kinds import BY_TABLE
+    from gentool.plugins import registry
+
+    kind = BY_TABLE[section]
+    name = registry().default(kind.name)
+    try:
+        options = check_options(registry().get(kind.name, name).factory, {}, reserved=kind.reserved + kind.supplied)
+    except Exception:  # noqa: BLE001 - no such default any more: show the difference
+        options = {}
+    return {**old, section: json.loads(json.dumps({"name": name, **options}, default=str))}
 
 
 def _with_objective(old: dict[str, Any]) -> dict[str, Any]:

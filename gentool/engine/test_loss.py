@@ -18,6 +18,19 @@ from torch.utils.data import DataLoader
 
 from gentool.engine.step import float_net
 from gentool.errors import DataError
+from gentool.parameterisation import parameterisation_of
+from gentool.process import as_batch
+
+
+def test_times(process, timesteps: Iterable[int]) -> tuple[list[int], list[float], str | None]:
+    """The test loss's keys and times: the 0-based steps themselves on the discrete chain (clipped to T - 1),
+    elsewhere the time k / 1000 of the way from the data to ``t_max`` (:meth:`Process.time_at`) for each k."""
+    T = getattr(process, "num_timesteps", None)
+    if getattr(process, "discrete", False) and T is not None:
+        ts, note = resolve_timesteps(timesteps, T)
+        return ts, ts, note
+    ks, note = resolve_timesteps(timesteps, 1000)
+    return ks, [process.time_at(k / 1000) for k in ks], note
 
 
 def resolve_timesteps(timesteps: Iterable[int], num_timesteps: int) -> tuple[list[int], str | None]:
@@ -66,13 +79,14 @@ def test_losses(
     """
     from gentool.engine.accel import uses_bf16
 
-    diffusion, device = run.diffusion, run.device
-    ts, note = resolve_timesteps(timesteps, diffusion.num_timesteps)
+    process, device = run.process, run.device
+    keys, ts, note = test_times(process, timesteps)
     if note:
         warnings.warn(note, stacklevel=3)  # the caller, past torch.no_grad's wrapper
     model = run.sampling_model if model is None else model
     autocast = uses_bf16(run) if autocast is None else autocast
-    objective, net = run.objective, float_net(model, autocast, device.type)
+    objective = run.objective
+    net = float_net(model, autocast, device.type, process, parameterisation_of(objective))
     data = run.dataset(split)
     loader = DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=False)
     noise_gen = torch.Generator().manual_seed(seed)  # on the CPU: the same noise on every device
@@ -87,10 +101,10 @@ def test_losses(
             labels = labels.to(device) if getattr(model, "conditioner", None) is not None else None
             for i, t in enumerate(ts):
                 noise = torch.randn(x0.shape, generator=noise_gen).to(device)
-                t_batch = torch.full((x0.shape[0],), t, dtype=torch.long, device=device)
-                per, _ = objective.loss(net, diffusion, x0, labels, t_batch, noise)
+                t_batch = as_batch(x0, t, process)
+                per, _ = objective.loss(net, process, x0, labels, t_batch, noise)
                 sums[i] += per.double().sum()
             count += x0.shape[0]
     if count == 0:
         raise DataError(f"the {split} split has no images for the test loss")
-    return {t: float(v) / count for t, v in zip(ts, sums.tolist())}
+    return {k: float(v) / count for k, v in zip(keys, sums.tolist())}

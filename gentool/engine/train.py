@@ -239,14 +239,14 @@ class Trainer:
         the same sum is split: the trajectory does not depend on train.grad_accum.
         """
         k, run, objective = self.tr.grad_accum, self.run, self.run.objective
-        t, noise = objective.draw(run.diffusion, x0, self.generator)
+        t, noise = objective.draw(run.process, x0, self.generator)
         ls = labels.chunk(k) if labels is not None else [None] * k
         parts = list(zip(x0.chunk(k), t.chunk(k), noise.chunk(k), ls))
         total = torch.zeros((), device=run.device)
         extras: dict[str, torch.Tensor] = {}
         for i, (xb, tb, nb, lb) in enumerate(parts):
             with prep.no_sync(sync=i == k - 1):
-                loss, more = objective_loss(objective, prep.net, run.diffusion, xb, lb, None, autocast=prep.autocast,
+                loss, more = objective_loss(objective, prep.net, run.process, xb, lb, None, autocast=prep.autocast,
                                             t=tb, noise=nb)
                 loss = loss / k
                 self.scaler.scale(loss).backward()

@@ -12,7 +12,8 @@ D = C * H * W, as improved-diffusion reports it. The reverse variance is fixed
 as in improved-diffusion: ``"beta"`` (sigma_t^2 = beta_t, with beta-tilde_2 at the
 decoder step) or ``"beta_tilde"`` (the posterior variance, log clipped); a model
 with a learned variance (Nichol and Dhariwal 2021) uses its own, which its
-``eps_fn`` exposes (:func:`gentool.vlb.last_variance`).
+``denoise`` record carries (``extras["variance_v"]``). The bound is the
+discrete chain's: ``gentool check`` refuses ``bpd`` for other processes.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import torch
 from torch import Tensor
 
 from gentool.diffusion import Diffusion, extract, normal_kl
-from gentool.interfaces import EpsFn
-from gentool.vlb import HALF_BIN, LN2, discretized_gaussian_log_likelihood, last_variance, learned_log_variance, vlb_term
+from gentool.interfaces import DenoiseFn
+from gentool.parameterisation import VARIANCE
+from gentool.vlb import HALF_BIN, LN2, discretized_gaussian_log_likelihood, learned_log_variance, vlb_term
 
 __all__ = ["HALF_BIN", "LN2", "bits_per_dim", "discretized_gaussian_log_likelihood", "model_log_variance",
            "prior_bpd", "term_bpd"]
@@ -41,19 +43,16 @@ def model_log_variance(diffusion: Diffusion, variance: Literal["beta", "beta_til
     raise ValueError(f"unknown variance {variance!r}; valid: beta, beta_tilde")
 
 
-def term_bpd(eps_fn: EpsFn, diffusion: Diffusion, x0: Tensor, t: Tensor, noise: Tensor, *,
+def term_bpd(denoise: DenoiseFn, diffusion: Diffusion, x0: Tensor, t: Tensor, noise: Tensor, *,
              variance: Literal["beta", "beta_tilde"] = "beta", clip_denoised: bool = False) -> Tensor:
     """Per-image bits/dim of the term at 0-based ``t``: L_{t} KL for t >= 1, decoder L_0 at t = 0.
 
-    ``variance`` is ignored where ``eps_fn`` exposes a learned variance.
+    ``variance`` is ignored where the model has a learned variance.
     """
     x_t = diffusion.q_sample(x0, t, noise)
-    both = getattr(eps_fn, "eps_and_x0", None)  # a v or x0 model's own x0: finite where abar_t = 0
-    if both is not None:
-        x0_hat = both(x_t, t)[1].float()
-    else:
-        x0_hat = diffusion.x0_from_eps(x_t, t, eps_fn(x_t, t).float())
-    v = last_variance(eps_fn)
+    d = denoise(x_t, t)  # a v or x0 model's own x0: finite where abar_t = 0
+    x0_hat = d.x0.float()
+    v = d.extras.get(VARIANCE)
     if clip_denoised:
         x0_hat = x0_hat.clamp(-1, 1)
     model_mean, _, _ = diffusion.q_posterior(x0_hat, x_t, t)  # eq. 11 as the posterior mean at x0_hat
@@ -73,7 +72,7 @@ def prior_bpd(diffusion: Diffusion, x0: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def bits_per_dim(eps_fn: EpsFn, diffusion: Diffusion, x0: Tensor, *, timesteps: int = 0,
+def bits_per_dim(denoise: DenoiseFn, diffusion: Diffusion, x0: Tensor, *, timesteps: int = 0,
                  variance: Literal["beta", "beta_tilde"] = "beta", clip_denoised: bool = False,
                  generator: torch.Generator | None = None, callback=None) -> dict[str, Tensor]:
     """Per-image upper bound on -log2 p(x_0) / D: ``{"bpd", "prior", "decoder", "vb"}``.
@@ -88,7 +87,7 @@ def bits_per_dim(eps_fn: EpsFn, diffusion: Diffusion, x0: Tensor, *, timesteps: 
 
     def term(t: Tensor) -> Tensor:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        out = term_bpd(eps_fn, diffusion, x0, t, noise, variance=variance, clip_denoised=clip_denoised)
+        out = term_bpd(denoise, diffusion, x0, t, noise, variance=variance, clip_denoised=clip_denoised)
         if callback is not None:
             callback()
         return out

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gentool.evaluation.bpd import bits_per_dim
-from gentool.sampling import make_eps_fn
+from gentool.sampling import make_denoise_fn
 
 
 def test_split_batches(run, batch_size: int, max_batches: int):
@@ -39,8 +39,8 @@ def bpd_metric(run, *, batch_size: int, max_batches: int = 0, timesteps: int = 0
     sums: dict[str, float] = {}
     count = 0
     for x0, labels in batches:
-        eps_fn = make_eps_fn(model, run.diffusion, labels if model.conditioner is not None else None, 0.0)
-        out = bits_per_dim(eps_fn, run.diffusion, x0, timesteps=timesteps, variance=variance,
+        denoise = make_denoise_fn(model, run.process, labels if model.conditioner is not None else None, 0.0)
+        out = bits_per_dim(denoise, run.process, x0, timesteps=timesteps, variance=variance,
                            clip_denoised=clip, generator=generator, callback=advance)
         for key, value in out.items():
             sums[key] = sums.get(key, 0.0) + float(value.double().sum())

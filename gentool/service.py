@@ -1,0 +1,181 @@
+"""The sampling service: one request (:class:`SamplingOptions`) resolved once against a run, then sampled.
+
+Every way of sampling a run goes through :func:`plan`: :meth:`gentool.Run.sample`,
+every task (through the options block of :func:`gentool.sampling_task`), ``gentool
+sample`` and the task commands, ``gentool eval``. It resolves, in one place:
+
+* the sampler: ``options.sampler`` or the recipe's ``[sampler] name``; the
+  recipe's sampler options belong to the recipe's sampler, so they apply when
+  the same sampler is asked for and are set aside (with a note saying which)
+  when another one is; ``options.sampler_options`` are added and checked
+  against the sampler's signature;
+* whether the sampler fits the run's process (:mod:`gentool.compat`);
+* the steps (``options.steps``, else the recipe's ``[sampler] steps``, else
+  the process's default) and the start time;
+* the labels and the guidance (:func:`gentool.sampling.resolve_sampling`), with
+  the guidance interval and CFG rescale;
+* the network path: the reference :func:`gentool.sampling.make_denoise_fn`, or
+  on CUDA the compiled :func:`gentool.sampling.make_fast_denoise_fn`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from gentool.compat import sampler_fits
+from gentool.errors import ComponentError, GentoolError, UsageError
+from gentool.kinds import SAMPLER_RESERVED
+from gentool.legacy import adapt
+from gentool.options import OptionError, check_options
+from gentool.progress import progress_callback
+from gentool.sampling import Guidance, make_denoise_fn, make_fast_denoise_fn, resolve_sampling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gentool.interfaces import RunLike
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """One sampling request; ``None`` means "the recipe's" (or the process's default).
+
+    Attributes:
+        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
+        steps: sampling steps (default: the recipe's ``[sampler] steps``, else the process's default: all T
+            steps on the discrete chain).
+        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
+        seed: seed of the start noise and the sampler's noise (default: the recipe's ``[run] seed``).
+        labels: class labels of a conditional model, one per image (``-1``: none).
+        t_start: the time the start state belongs to (default: the process's noisiest, ``t_max``).
+        sampler_options: options for the sampler beyond the recipe's (its keyword-only parameters).
+        guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``[lo, hi]``
+            (Kynkaanniemi et al. 2024); empty: everywhere.
+        guidance_rescale: CFG rescale phi (Lin et al. 2024); 0: off.
+    """
+
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    labels: Any = None
+    t_start: float | None = None
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    guidance_interval: tuple[float, float] | None = None
+    guidance_rescale: float = 0.0
+
+    @classmethod
+    def merge(cls, base: "SamplingOptions | None" = None, **values: Any) -> "SamplingOptions":
+        """``base`` (or the defaults) with the given fields replaced; an unknown field is a ``TypeError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TypeError(f"unknown sampling option(s) {unknown}; valid: {sorted(names)}")
+        values = {k: v for k, v in values.items() if not (k == "sampler_options" and v is None)}
+        return replace(base or cls(), **values)
+
+
+@dataclass
+class Plan:
+    """A resolved request: the sampler with its options bound, steps, labels, w and the denoise function."""
+
+    run: Any
+    name: str
+    sampler: Callable[..., Tensor]
+    steps: int | None
+    t_start: float | None
+    labels: Tensor | None
+    guidance: Guidance
+    denoise: Callable[..., Any]
+    seed: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def w(self) -> float:
+        return self.guidance.w
+
+    def grid(self) -> list[float]:
+        """The times the sampler visits (for progress bars: its length is the number of steps)."""
+        return list(self.run.process.grid(self.steps, self.t_start))
+
+    def sample(self, n: int | None = None, *, x_T: Tensor | None = None, generator: torch.Generator | None = None,
+               callback: Callable[[dict], Tensor | None] | None = None, progress: bool = True,
+               description: str = "sampling") -> Tensor:
+        """``n`` images from fresh noise (or from ``x_T``), in [-1, 1]."""
+        run = self.run
+        generator = generator if generator is not None else run.generator(self.seed)
+        if x_T is None:
+            if n is None:
+                raise ValueError("sample() needs n or x_T")
+            x_T = run.noise(n, generator)
+        x_T = x_T.to(run.device)
+        try:  # a sampler refuses bad options or steps with a ValueError (the plugin contract)
+            total = len(self.grid())
+            with progress_callback(total, description, enabled=progress, inner=callback) as cb:
+                return self.sampler(self.denoise, run.process, x_T, steps=self.steps, t_start=self.t_start,
+                                    generator=generator, callback=cb)
+        except ValueError as exc:
+            if isinstance(exc, GentoolError):
+                raise
+            raise ComponentError(f"sampler {self.name!r}: {exc}") from exc
+
+
+def sampler_options(run: Any, name: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The options of sampler ``name``: the recipe's when it is the recipe's sampler, plus ``given``; and notes."""
+    spec = run.recipe.sampler
+    notes = []
+    if name == spec.name:
+        options = {**spec.options, **given}
+    else:
+        options = dict(given)
+        moved = {k: v for k, v in spec.options.items()}
+        factory = run.registry.get("sampler", name).factory
+        defaults = check_options(factory, {}, reserved=SAMPLER_RESERVED)
+        dropped = {k: v for k, v in moved.items() if k not in given and defaults.get(k, object()) != v}
+        if dropped:
+            listed = ", ".join(f"{k} = {v!r}" for k, v in dropped.items())
+            notes.append(f"sampler {name!r} runs with its own defaults: the recipe's [sampler] options ({listed}) "
+                         f"belong to {spec.name!r}; pass options for {name!r} explicitly (a task's "
+                         "sampler_options, or -O KEY=VALUE on the command line)")
+    return options, notes
+
+
+def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool | None = None) -> Plan:
+    """Resolve ``options`` against ``run`` once (see the module docstring)."""
+    options = options or SamplingOptions()
+    spec = run.recipe.sampler
+    name = options.sampler or spec.name
+    if ("sampler", name) not in run.registry:
+        from gentool.registry import closest
+
+        near = closest(name, run.registry.names("sampler"))
+        hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
+        raise UsageError(f"unknown sampler {name!r}{hint} (registered: {', '.join(run.registry.names('sampler'))})")
+    factory = run.registry.get("sampler", name).factory
+    why = sampler_fits(factory, run.process)
+    if why:
+        raise UsageError(f"sampler {name!r} cannot sample process {run.recipe.process.name!r}: {why}")
+    opts, notes = sampler_options(run, name, dict(options.sampler_options or {}))
+    try:
+        opts = check_options(factory, opts, reserved=SAMPLER_RESERVED)
+    except OptionError as exc:
+        raise UsageError(f"sampler {name!r}: option {exc.key!r}: {exc.message}") from None
+    fn = functools.partial(adapt(factory), **opts)
+    steps = options.steps if options.steps is not None else spec.steps
+    labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance)
+    labels = labels.to(run.device) if labels is not None else None
+    interval = tuple(options.guidance_interval) if options.guidance_interval else None
+    guidance = Guidance(w, interval, float(options.guidance_rescale))
+    model = run.sampling_model.eval()
+    cuda = run.device.type == "cuda"
+    if cuda if fast is None else fast:
+        denoise = make_fast_denoise_fn(model, run.process, labels, guidance,
+                                       bf16=run.recipe.train.bf16_on(run.device), compile=run.recipe.run.compile,
+                                       channels_last=cuda)
+    else:
+        denoise = make_denoise_fn(model, run.process, labels, guidance)
+    seed = run.recipe.run.seed if options.seed is None else int(options.seed)
+    return Plan(run, name, fn, steps, options.t_start, labels, guidance, denoise, seed, notes)
