@@ -41,6 +41,13 @@ class HybridObjective(DDPMObjective):
 
     learned_variance = True
 
+    @staticmethod
+    def check(process) -> str | None:
+        """L_vlb is the discrete chain's variational bound: only that chain (with its posterior) is trained."""
+        if not (getattr(process, "discrete", False) and hasattr(process, "q_posterior")):
+            return "the variational bound L_vlb is the discrete DDPM chain's (use [process] name = \"vp\")"
+        return None
+
     def __init__(self, prediction: str, vlb_weight: float, offset: float) -> None:
         super().__init__(prediction, "l2", offset=offset)  # draw(): ddpm's, with its offset noise
         self.vlb_weight = vlb_weight

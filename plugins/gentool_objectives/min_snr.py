@@ -34,6 +34,25 @@ def min_snr_weight(snr: Tensor, gamma: float, prediction: str) -> Tensor:
     raise ValueError(f"unknown prediction {prediction!r}; valid: eps, x0, v")
 
 
+def snr_at(process, t: Tensor) -> Tensor:
+    """SNR(t) = alpha^2 / sigma^2, float64 ``[B]``: from alpha-bar on the discrete chain, else exp(lambda(t))."""
+    if hasattr(process, "alphas_cumprod_64"):
+        return snr_of(process, t)
+    return process.log_snr(t).double().exp()
+
+
+def min_snr_weight_at(process, t: Tensor, gamma: float, prediction: str) -> Tensor:
+    """The min-SNR-gamma weight at ``t`` of any process: min(SNR, gamma) times (d x0 / d output)^2.
+
+    The derivative is sigma / alpha for eps, 1 for x0 and sigma / (alpha^2 + sigma^2) for v; on a
+    variance-preserving process (alpha^2 + sigma^2 = 1) these are the three weights of the module docstring.
+    """
+    if hasattr(process, "alphas_cumprod_64") or prediction != "v":
+        return min_snr_weight(snr_at(process, t), gamma, prediction)
+    alpha, sigma = process.alpha(t).double(), process.sigma(t).double()
+    return snr_at(process, t).clamp(max=gamma) * (sigma / (alpha**2 + sigma**2)) ** 2
+
+
 def check_gamma(gamma: float) -> None:
     if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma > 0:
         raise ValueError(f"min_snr_gamma must be a positive number, got {gamma!r}")

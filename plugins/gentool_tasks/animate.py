@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from gentool import TaskResult
+from gentool.process import as_batch
 from gentool.images import make_grid, save_grid, to_uint8
 
 from gentool_tasks.inputs import load_inputs
@@ -104,25 +105,36 @@ def label_columns(path: Path, labels: list[str], *, padding: int = 2) -> Path:
     return path
 
 
-def forward_frames(diffusion, x0: Tensor, frames: int, noise: Tensor) -> tuple[Tensor, list[int]]:
-    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps (eq. 4) after 0, ..., T forward steps (``frames`` of them).
+def forward_frames(process, x0: Tensor, frames: int, noise: Tensor) -> tuple[Tensor, list[str]]:
+    """x_t = alpha(t) x_0 + sigma(t) eps (eq. 4) from the data to the noisiest time (``frames`` of them).
 
-    Returns ``[F, B, C, H, W]`` and the number of forward steps of each frame.
+    On the discrete chain after 0, ..., T forward steps; elsewhere at evenly
+    spaced fractions of the way (:meth:`gentool.Process.time_at`). Returns
+    ``[F, B, C, H, W]`` and each frame's caption (``t = k/T`` or ``t = 0.5``).
     """
-    T = diffusion.num_timesteps
-    counts = positions(frames, T)
-    out = []
-    for k in counts:
-        t = torch.full((x0.shape[0],), k - 1, device=x0.device)
-        out.append(x0.clone() if k == 0 else diffusion.q_sample(x0, t, noise))
-    return torch.stack(out), counts
+    T = getattr(process, "num_timesteps", None)
+    if getattr(process, "discrete", False) and T is not None:
+        counts = positions(frames, T)
+        times, captions = [k - 1 for k in counts], [f"t = {k}/{T}" for k in counts]
+    else:
+        fractions = [k / (frames - 1) for k in range(frames)] if frames > 1 else [1.0]
+        times = [process.time_at(f) for f in fractions]
+        captions = [f"t = {t:.3g}" for t in times]
+    out, shape = [], (-1, *[1] * (x0.ndim - 1))
+    for t in times:
+        if t <= process.t_data:
+            out.append(x0.clone())
+            continue
+        tt = as_batch(x0, t, process)
+        out.append(process.alpha(tt).reshape(shape) * x0 + process.sigma(tt).reshape(shape) * noise)
+    return torch.stack(out), captions
 
 
 @torch.no_grad()
 def reverse_frames(run, x_T: Tensor, frames: int, *, show: str = "x", labels=None, guidance=None,
                    sampler=None, steps=None, generator=None) -> tuple[Tensor, list[int], int]:
     """Snapshots of a sampling run: ``[F, B, C, H, W]``, the step of each (0: x_T) and the step count."""
-    total = len(run.diffusion.timesteps(steps if steps is not None else run.recipe.sampler.steps))
+    total = len(run.process.grid(steps if steps is not None else run.recipe.sampler.steps))
     keep = set(positions(frames, total))
     shots: dict[int, Tensor] = {0: x_T.detach().cpu().clone()}
 
@@ -189,9 +201,7 @@ def animate(
     if forward:
         x0, _ = load_inputs(run, indices=indices, split=split, images=images)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        fwd, counts = forward_frames(run.diffusion, x0, frames, noise)
-        T = run.diffusion.num_timesteps
-        files.append(save_strip(fwd, out_dir / "forward.png", [f"t = {k}" for k in counts]))
-        caps = [f"t = {k}/{T}" for k in counts]
+        fwd, caps = forward_frames(run.process, x0, frames, noise)
+        files.append(save_strip(fwd, out_dir / "forward.png", [c.split("/")[0] for c in caps]))
         files.append(save_gif(list(fwd), caps, out_dir / "forward.gif", duration=duration, scale=scale))
     return TaskResult(files=files)

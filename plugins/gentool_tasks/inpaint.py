@@ -3,11 +3,11 @@
 After every reverse step the known region of the new state x_{t_next} is
 replaced by a fresh draw of q(x_{t_next} | x_0) of the known image (Lugmayr et
 al. 2022, eq. 8; the "replacement" method): a sampler callback, so it works
-with every sampler. After the last step (``t_next = -1``) the known pixels are
-pasted exactly. RePaint's resampling (Lugmayr et al. 2022, sec. 4.2, Algorithm
-1) jumps back from the current timestep by ``jump_length`` steps with
-q(x_{t+j} | x_t) and denoises again, ``resamplings`` times; it runs its own
-loop over the ancestral step.
+with every sampler and process. After the last step (to the data) the known
+pixels are pasted exactly. RePaint's resampling (Lugmayr et al. 2022, sec.
+4.2, Algorithm 1) jumps back from the current time by ``jump_length`` steps
+with q(x_{t+j} | x_t) and denoises again, ``resamplings`` times, over the
+toolkit's ancestral step (:func:`gentool.reverse.ancestral_step`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from gentool import TaskResult
-from gentool.diffusion import Diffusion
 from gentool.images import save_grid
+from gentool.process import as_batch
+from gentool.reverse import ancestral_step, data_time, renoise
 
 from gentool_tasks.inputs import load_inputs
 from gentool_tasks.masks import MaskName, make_mask
@@ -28,21 +29,18 @@ from gentool_tasks.masks import MaskName, make_mask
 EIGHT = [0, 1, 2, 3, 4, 5, 6, 7]
 
 
-def abar(diffusion: Diffusion, t: int) -> float:
-    """alpha-bar at 0-based ``t``; ``t = -1`` (the data x_0) gives 1."""
-    return 1.0 if t < 0 else float(diffusion.alphas_cumprod_64[t])
-
-
-def replace_known(diffusion: Diffusion, x0: Tensor, known: Tensor, generator: torch.Generator | None) -> Callable:
-    """A sampler callback: known region of x_{t_next} <- a sample of q(x_{t_next} | x_0) (eq. 4)."""
+def replace_known(process, x0: Tensor, known: Tensor, generator: torch.Generator | None) -> Callable:
+    """A sampler callback: known region of x_{t_next} <- a sample of q(x_{t_next} | x_0) = alpha x_0 + sigma eps."""
 
     def callback(info: dict) -> Tensor:
-        x, s = info["x"], int(info["t_next"])
-        if s < 0:
+        x, s = info["x"], info["t_next"]
+        if s == data_time(process):
             x_known = x0  # the final x_0: the known pixels themselves
         else:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x_known = diffusion.q_sample(x0, torch.full((x.shape[0],), s, device=x.device), noise)
+            tt = as_batch(x, s, process)
+            shape = (-1, *[1] * (x.ndim - 1))
+            x_known = process.alpha(tt).reshape(shape) * x0 + process.sigma(tt).reshape(shape) * noise  # eq. 4
         return known * x_known + (1 - known) * x
 
     return callback
@@ -69,32 +67,10 @@ def jump_schedule(n: int, jump_length: int, resamplings: int) -> list[int]:
     return [n - 1 - v for v in times]  # time u (n-1 ... -1) to position
 
 
-def ancestral_step(eps_fn, diffusion: Diffusion, x: Tensor, t: int, s: int, generator, variance: str, clip: bool):
-    """x_s ~ p(x_s | x_t) (Ho et al. Algorithm 2 on the respaced step t -> s); returns (x_s, x0_hat)."""
-    a_t, a_s = abar(diffusion, t), abar(diffusion, s)
-    beta = 1.0 - a_t / a_s
-    tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-    x0 = diffusion.x0_from_eps(x, tt, eps_fn(x, tt))
-    if clip:
-        x0 = x0.clamp(-1, 1)
-    mean = (a_s**0.5 * beta / (1 - a_t)) * x0 + ((1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t)) * x  # eq. 7
-    if s < 0:
-        return mean, x0
-    var = beta if variance == "beta" else beta * (1 - a_s) / (1 - a_t)
-    return mean + var**0.5 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype), x0
-
-
-def renoise(diffusion: Diffusion, x: Tensor, t: int, s: int, generator: torch.Generator | None) -> Tensor:
-    """x_s ~ q(x_s | x_t) = N(sqrt(abar_s / abar_t) x_t, (1 - abar_s / abar_t) I) for s > t (eq. 2 over s - t steps)."""
-    ratio = abar(diffusion, s) / abar(diffusion, t)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return ratio**0.5 * x + (1 - ratio) ** 0.5 * noise
-
-
 @torch.no_grad()
 def repaint(
-    eps_fn,
-    diffusion: Diffusion,
+    denoise,
+    process,
     x0: Tensor,
     known: Tensor,
     x_T: Tensor,
@@ -107,22 +83,28 @@ def repaint(
     clip_denoised: bool = True,
     progress: bool = True,
 ) -> Tensor:
-    """RePaint (Lugmayr et al. 2022, Algorithm 1) over the (possibly respaced) timesteps."""
+    """RePaint (Lugmayr et al. 2022, Algorithm 1) over the (possibly respaced) times, with the ancestral step.
+
+    Down moves are :func:`gentool.reverse.ancestral_step` (the ``ancestral``
+    sampler's own step, learned variance and the model's x0 where alpha is 0
+    included); up moves draw q(x_s | x_t) (:func:`gentool.reverse.renoise`).
+    """
     from gentool.progress import make_progress
 
-    ts = diffusion.timesteps(steps) + [-1]
+    ts = list(process.grid(steps, None, "uniform")) + [data_time(process)]
     path = jump_schedule(len(ts) - 1, jump_length, resamplings)
-    paste = replace_known(diffusion, x0, known, generator)
+    paste = replace_known(process, x0, known, generator)
     x = x_T
     with make_progress(transient=True) as bar:
         task = bar.add_task(f"RePaint (j={jump_length}, r={resamplings})", total=len(path) - 1, visible=progress)
         for p, q in zip(path[:-1], path[1:]):
             t, s = ts[p], ts[q]
             if q == p + 1:  # down: denoise, then put the known region back
-                x, _ = ancestral_step(eps_fn, diffusion, x, t, s, generator, variance, clip_denoised)
+                x, _ = ancestral_step(denoise, process, x, t, s, generator=generator, variance=variance,
+                                      clip_denoised=clip_denoised)
                 x = paste({"x": x, "t_next": s})
-            else:  # up: jump back from the current timestep
-                x = renoise(diffusion, x, t, s, generator)
+            else:  # up: jump back from the current time
+                x = renoise(process, x, t, s, generator)
             bar.advance(task)
     return x
 
@@ -147,14 +129,14 @@ def inpaint_images(
     x_T = run.noise(x0.shape[0], generator)
     if resamplings <= 1:
         return run.sample(x_T=x_T, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                          generator=generator, callback=replace_known(run.diffusion, x0, known, generator),
+                          generator=generator, callback=replace_known(run.process, x0, known, generator),
                           progress=progress, description=f"inpaint ({x0.shape[0]} images)")
     if sampler not in (None, "ancestral"):
         raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler {sampler!r} cannot be used")
     spec = run.recipe.sampler
     opts = spec.options if spec.name == "ancestral" else {}
-    eps_fn = run.eps_fn(labels, guidance)  # guidance None: the recipe's
-    return repaint(eps_fn, run.diffusion, x0, known, x_T, steps=spec.steps if steps is None else steps,
+    denoise = run.denoise_fn(labels, guidance)  # guidance None: the recipe's
+    return repaint(denoise, run.process, x0, known, x_T, steps=spec.steps if steps is None else steps,
                    jump_length=jump_length, resamplings=resamplings, generator=generator,
                    variance=opts.get("variance", "beta"), clip_denoised=opts.get("clip_denoised", True),
                    progress=progress)

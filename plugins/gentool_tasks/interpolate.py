@@ -41,6 +41,7 @@ from torch import Tensor
 
 from gentool import TaskResult
 from gentool.images import save_grid
+from gentool.process import as_batch
 
 from gentool_tasks.animate import save_gif, save_strip
 from gentool_tasks.inputs import class_labels, load_inputs
@@ -71,13 +72,13 @@ DETERMINISTIC = ("ddim", {"eta": 0.0})
 
 
 @torch.no_grad()
-def decode_frames(run, starts: list[Tensor], t_start: int, generator: torch.Generator, *, labels=None,
+def decode_frames(run, starts: list[Tensor], t_start: float, generator: torch.Generator, *, labels=None,
                   guidance=None, sampler=None, steps=None, sampler_options=None) -> Tensor:
     """Run the reverse process from each start (at ``t_start``) with the same sampler noise: ``[F, B, ...]``.
 
-    ``labels`` is ``None`` or one label tensor per frame. ``t_start = -1`` returns the starts.
+    ``labels`` is ``None`` or one label tensor per frame. ``t_start`` at the data returns the starts.
     """
-    if t_start < 0:
+    if t_start <= run.process.t_data:
         return torch.stack(starts)
     state = generator.get_state()
     out = []
@@ -92,12 +93,14 @@ def decode_frames(run, starts: list[Tensor], t_start: int, generator: torch.Gene
 def interpolate_latent(run, x_a: Tensor, x_b: Tensor, lams: list[float], t: float, *, noise: Tensor,
                        generator: torch.Generator, labels=None, **sample_kw) -> Tensor:
     """Ho et al. sec. 4.3: noise both to step t with ``noise``, mix linearly, decode. ``[F, B, ...]``."""
-    t_start = noised_step(t, run.diffusion.num_timesteps)
-    if t_start < 0:
+    process = run.process
+    t_start = noised_step(t, process)
+    if t_start <= process.t_data:
         x_ta, x_tb = x_a, x_b
     else:
-        tt = torch.full((x_a.shape[0],), t_start, device=x_a.device)
-        x_ta, x_tb = run.diffusion.q_sample(x_a, tt, noise), run.diffusion.q_sample(x_b, tt, noise)
+        tt, shape = as_batch(x_a, t_start, process), (-1, *[1] * (x_a.ndim - 1))
+        alpha, sigma = process.alpha(tt).reshape(shape), process.sigma(tt).reshape(shape)
+        x_ta, x_tb = alpha * x_a + sigma * noise, alpha * x_b + sigma * noise  # eq. 4
     starts = [(1 - lam) * x_ta + lam * x_tb for lam in lams]
     return decode_frames(run, starts, t_start, generator, labels=labels, **sample_kw)
 
@@ -123,8 +126,9 @@ def interpolate(
             (Ho et al. sec. 4.3); ``slerp``: spherical interpolation of two
             start noises x_T drawn from ``seeds``.
         frames: interpolation frames, lambda = 0, 1/(frames-1), ..., 1.
-        t: ``latent`` mode: how far to noise the images, a fraction of the T
-            steps (0.5 is Ho et al.'s t = 500 of 1000; 0 mixes the pixels).
+        t: ``latent`` mode: how far to noise the images, a fraction of the way
+            to the noisiest time (on the discrete chain of the T steps: 0.5 is
+            Ho et al.'s t = 500 of 1000; 0 mixes the pixels).
             Smaller t reconstructs the inputs at the end frames, larger t
             makes new images (see the module's doc; 28x28 images want about 0.2).
         seeds: ``slerp`` mode: the seeds of the two start noises.
@@ -164,7 +168,7 @@ def interpolate(
         y = class_labels(run, rows, label)
         if sampler is None:
             kw["sampler"], kw["sampler_options"] = DETERMINISTIC[0], dict(DETERMINISTIC[1])
-        out = decode_frames(run, [slerp(z_a, z_b, lam) for lam in lams], run.diffusion.num_timesteps - 1,
+        out = decode_frames(run, [slerp(z_a, z_b, lam) for lam in lams], run.process.t_max,
                             generator, labels=None if y is None else [y] * frames, **kw)
     else:
         if len(images or indices) % 2:

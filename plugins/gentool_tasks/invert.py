@@ -50,15 +50,16 @@ def invert(
         split: the data split the indices refer to.
         images: image files to use instead of data-set images.
         label: class for a conditional model (default: each data-set image's own label; none for files).
-        steps: DDIM steps each way (default: 100, or T if fewer); the
-            reconstruction error falls as they grow.
+        steps: DDIM steps each way (default: 100, or T if fewer on the
+            discrete chain); the reconstruction error falls as they grow.
     """
-    steps = min(100, run.diffusion.num_timesteps) if steps is None else steps
+    T = getattr(run.process, "num_timesteps", None)
+    steps = (min(100, T) if T else 100) if steps is None else steps
     x, y = load_inputs(run, indices=indices, split=split, images=images, label=label)
-    eps_fn = run.eps_fn(y, 0.0)  # unguided: the ODE of the (conditional) model itself
-    total = len(run.diffusion.timesteps(steps))
+    denoise = run.denoise_fn(y, 0.0)  # unguided: the ODE of the (conditional) model itself
+    total = len(run.process.grid(steps))
     with progress_callback(total, "inversion") as cb:
-        latents = ddim_invert(eps_fn, run.diffusion, x, steps=steps, callback=cb)
+        latents = ddim_invert(denoise, run.process, x, steps=steps, callback=cb)
     recon = run.sample(x_T=latents, labels=y, guidance=0.0, steps=steps, sampler="ddim", sampler_options=RECONSTRUCT,
                        description="reconstruction")
     labels = y if y is not None else torch.full((x.shape[0],), -1, dtype=torch.long)

@@ -1,14 +1,16 @@
-"""The ``variations`` task: SDEdit (Meng et al. 2022) with the discrete DDPM.
+"""The ``variations`` task: SDEdit (Meng et al. 2022) on any process.
 
-An input x_0 is noised to step t with q(x_t | x_0) (Ho et al. eq. 4) and the
-reverse process runs from there (``t_start``), so the result keeps the input's
-coarse structure and re-invents its details; larger t strays further.
+An input x_0 is noised to time t with q(x_t | x_0) = N(alpha x_0, sigma^2 I)
+(Ho et al. eq. 4) and the reverse process runs from there (``t_start``), so the
+result keeps the input's coarse structure and re-invents its details; larger t
+strays further.
 
-``t`` is a fraction of the diffusion, as SDEdit's t_0 in [0, 1]: the input
-goes through ``round(t * T)`` forward steps, so ``t = 0`` adds no noise and
-returns the input unchanged, and ``t = 1`` noises through all T steps (the
-result is then unrelated to the input). In gentool's 0-based timesteps the
-noised image is x at ``t_start = round(t * T) - 1``.
+``t`` is a fraction of the way from the data to the noisiest time, as SDEdit's
+t_0 in [0, 1] (:meth:`gentool.Process.time_at`): ``t = 0`` adds no noise and
+returns the input unchanged, ``t = 1`` starts from the noisiest time (the
+result is then unrelated to the input). On the discrete chain the input goes
+through ``round(t * T)`` forward steps: the noised image is x at the 0-based
+``t_start = round(t * T) - 1``.
 """
 
 from __future__ import annotations
@@ -21,18 +23,14 @@ from torch import Tensor
 
 from gentool import TaskResult
 from gentool.images import save_grid
+from gentool.process import as_batch
 
 from gentool_tasks.inputs import load_inputs
 
 
-def noised_step(t: float, num_timesteps: int) -> int:
-    """The 0-based timestep reached after ``round(t * T)`` forward steps (-1: no noise)."""
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(
-            f"t must be in [0, 1], a fraction of the T = {num_timesteps} diffusion steps, got {t} "
-            f"(for step k use t = k / {num_timesteps})"
-        )
-    return int(t * num_timesteps + 0.5) - 1  # round half up
+def noised_step(t: float, process) -> float:
+    """The time reached by noising a fraction ``t`` of the way (``process.time_at``, which refuses t outside [0, 1])."""
+    return process.time_at(t)
 
 
 @torch.no_grad()
@@ -50,13 +48,15 @@ def vary(
     progress: bool = True,
 ) -> Tensor:
     """``n`` SDEdit variations of each image of ``x0``: ``[B * n, C, H, W]``, grouped by input."""
-    t_start = noised_step(t, run.diffusion.num_timesteps)
+    process = run.process
+    t_start = noised_step(t, process)
     x = x0.to(run.device).repeat_interleave(n, 0)
-    if t_start < 0:
+    if t_start <= process.t_data:
         return x.clone()  # no noise, nothing to undo
     generator = generator if generator is not None else run.generator()
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x_t = run.diffusion.q_sample(x, torch.full((x.shape[0],), t_start, device=x.device), noise)
+    tt, shape = as_batch(x, t_start, process), (-1, *[1] * (x.ndim - 1))
+    x_t = process.alpha(tt).reshape(shape) * x + process.sigma(tt).reshape(shape) * noise  # eq. 4
     labels = labels.repeat_interleave(n, 0) if labels is not None else None
     return run.sample(x_T=x_t, t_start=t_start, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
                       generator=generator, progress=progress, description=f"variations (t = {t})")
@@ -78,8 +78,9 @@ def variations(
     from their inputs (on the [-1, 1] scale).
 
     Args:
-        t: how far to noise the inputs, a fraction of the T diffusion steps
-            (SDEdit's t_0): 0 returns the inputs, 1 starts from pure noise.
+        t: how far to noise the inputs, a fraction of the way from the data
+            to the noisiest time (SDEdit's t_0; on the discrete chain of the T
+            steps): 0 returns the inputs, 1 starts from pure noise.
         n: variations per input image.
         indices: positions in the data set's ``split`` of the input images.
         split: the data split the indices refer to.
