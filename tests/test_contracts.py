@@ -139,6 +139,8 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
         options.update(download_options)
     if kind == "schedule":
         testing.check_schedule(factory, **options)
+    elif kind == "process":
+        testing.check_process_factory(factory, **options)
     elif kind == "denoiser":
         testing.check_factory(kind, factory)
         net = factory(**testing._resolve(kind, factory, options))
@@ -400,7 +402,7 @@ def ancestral():
 def test_check_sampler_catches(name, message):
     base = ancestral()
 
-    def broken(eps_fn, diffusion, x_T, *, steps=None, t_start=None, generator=None, callback=None):
+    def broken(denoise, process, x_T, *, steps=None, t_start=None, generator=None, callback=None):
         if name == "global_rng":
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**30, ())))
         if name == "in_place":
@@ -411,14 +413,17 @@ def test_check_sampler_catches(name, message):
         if name == "ignores_t_start":
             t_start = None
         if name == "wrong_sign":
-            return base(lambda x, t: -eps_fn(x, t), diffusion, x_T, steps=steps, t_start=t_start,
-                        generator=generator, callback=callback)
+            def negated(x, t):
+                d = denoise(x, t)
+                return gentool.Denoised(-d.x0, -d.eps)
+
+            return base(negated, process, x_T, steps=steps, t_start=t_start, generator=generator, callback=callback)
         if name == "ignores_replacement" and callback is not None:
             inner = callback
 
             def callback(info):
                 inner(info)  # the returned replacement is dropped
-        return base(eps_fn, diffusion, x_T, steps=steps, t_start=t_start, generator=generator, callback=callback)
+        return base(denoise, process, x_T, steps=steps, t_start=t_start, generator=generator, callback=callback)
 
     with pytest.raises(AssertionError, match=message):
         testing.check_sampler(_sampler_doc(broken))

@@ -98,7 +98,7 @@ def test_recipe_reference_lists_every_option_of_every_builtin_with_a_description
         if not BY_NAME[c.kind].options:  # a command's parameters are command-line options, not recipe options
             continue
         section = sections.get(c.name, "")
-        reserved = ("steps", "t_start", "generator", "callback") if c.kind == "sampler" else ()
+        reserved = BY_NAME[c.kind].reserved + BY_NAME[c.kind].supplied
         for option in [o for o in recipe_parameters(c.factory) if o not in reserved]:
             if f"| `{option}` |" not in section:
                 missing.append(f"{c.kind} {c.name}: {option}")

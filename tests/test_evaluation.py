@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from gentool.testing import denoise_from_eps
+
 import gentool
 from gentool.config import EvalConfig
 from gentool.diffusion import Diffusion
@@ -263,7 +265,7 @@ def gaussian_case():
         x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x - a.sqrt() * MU)
         return (x - a.sqrt() * x0) / (1 - a).sqrt()
 
-    return diffusion, eps_fn, betas.numpy()
+    return diffusion, denoise_from_eps(eps_fn, diffusion), betas.numpy()
 
 
 def closed_form_bpd(b: np.ndarray, variance: str) -> dict[str, float]:

@@ -19,7 +19,7 @@ from gentool.engine.accel import prepare_for_speed
 from gentool.engine.data import device_batches, step_loader
 from gentool.engine.step import objective_loss
 from gentool.model import DiffusionModel
-from gentool.sampling import make_eps_fn, make_fast_eps_fn
+from gentool.sampling import make_denoise_fn, make_fast_denoise_fn
 from gentool_conditioners.class_embedding import class_embedding
 from gentool_data.common import TensorImages
 from gentool_objectives.ddpm import ddpm
@@ -99,41 +99,41 @@ def test_fast_training_path_gives_the_plain_loss_and_gradients():
     assert bf16_model.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_fast_eps_fn_matches_make_eps_fn_with_fused_guidance():
+def test_fast_denoise_fn_matches_make_denoise_fn_with_fused_guidance():
     model = make_model(1).eval()
     diff = diffusion()
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     t = torch.tensor([99, 60, 20, 0])
     labels = torch.tensor([0, 1, 2, 1])
     with torch.no_grad():
-        want = make_eps_fn(model, diff, labels, guidance=2.0)(x, t)
-        unguided = make_eps_fn(model, diff, labels, guidance=0.0)(x, t)
+        want = make_denoise_fn(model, diff, labels, guidance=2.0)(x, t).eps
+        unguided = make_denoise_fn(model, diff, labels, guidance=0.0)(x, t).eps
     assert (want - unguided).abs().max() > 1e-3  # guidance matters for this net, so the check below has teeth
-    fast = make_fast_eps_fn(model, diff, labels, 2.0, bf16=False, compile=True, backend="eager")
-    got = fast(x, t)
+    fast = make_fast_denoise_fn(model, diff, labels, 2.0, bf16=False, compile=True, backend="eager")
+    got = fast(x, t).eps
     # fp32 throughout; channels-last convolutions sum in another order, and guidance scales eps by 1 + w
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    again = fast(x, t)
+    again = fast(x, t).eps
     assert again.data_ptr() != got.data_ptr()  # a fresh tensor each call (multistep samplers keep old eps)
     got.mul_(2.0)  # a sampler may update eps in place
-    fast_bf16 = make_fast_eps_fn(model, diff, labels, 2.0, bf16=True, compile=False)
-    got = fast_bf16(x, t)
+    fast_bf16 = make_fast_denoise_fn(model, diff, labels, 2.0, bf16=True, compile=False)
+    got = fast_bf16(x, t).eps
     assert got.dtype == torch.float32
     assert (got - want).norm() <= 5 * BF16_RTOL * want.norm()
 
 
-def test_fast_eps_fn_refuses_a_model_in_training_mode():
+def test_fast_denoise_fn_refuses_a_model_in_training_mode():
     with pytest.raises(ValueError, match="eval mode"):
-        make_fast_eps_fn(make_model().train(), diffusion(), torch.tensor([0]), 1.0)
+        make_fast_denoise_fn(make_model().train(), diffusion(), torch.tensor([0]), 1.0)
 
 
-def test_fast_eps_fn_without_labels_uses_the_null_embedding():
+def test_fast_denoise_fn_without_labels_uses_the_null_embedding():
     model = make_model(2).eval()
     diff = diffusion()
     x, t = torch.randn(3, 3, 8, 8), torch.tensor([5, 50, 95])
     with torch.no_grad():
-        want = make_eps_fn(model, diff, None, guidance=2.0)(x, t)
-    got = make_fast_eps_fn(model, diff, None, 2.0, bf16=False, compile=False)(x, t)
+        want = make_denoise_fn(model, diff, None, guidance=2.0)(x, t).eps
+    got = make_fast_denoise_fn(model, diff, None, 2.0, bf16=False, compile=False)(x, t).eps
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -153,10 +153,10 @@ def test_the_compiled_parts_are_one_graph_each():
     assert len(graphs) == 1, [g.code[:200] for g in graphs]  # the whole denoiser, forward (and its backward)
 
     graphs.clear()
-    fn = make_fast_eps_fn(model.eval(), diffusion(), labels, 2.0, bf16=True, compile=True, backend=counting)
+    fn = make_fast_denoise_fn(model.eval(), diffusion(), labels, 2.0, bf16=True, compile=True, backend=counting)
     fn(x0, torch.arange(6) * 10)
     fn(x0, torch.arange(6) * 15)  # a second call reuses the graph
-    assert len(graphs) == 1  # cat, network, eps conversion and guidance mix together
+    assert len(graphs) == 1  # the parameterisation's inputs and the network on the guidance batch together
 
 
 def uint8_dataset(n: int = 10, **kwargs) -> TensorImages:
@@ -239,25 +239,25 @@ def test_cuda_inductor_fast_path_matches_the_eager_fp32_path():
 
 
 @cuda
-def test_cuda_graph_eps_fn_matches_make_eps_fn_on_every_replay():
+def test_cuda_graph_denoise_fn_matches_make_denoise_fn_on_every_replay():
     model = make_model(1).cuda().eval()
     diff = diffusion().cuda()
     labels = torch.tensor([0, 1, 2, 1], device="cuda")
-    plain = make_eps_fn(model, diff, labels, guidance=2.0)
-    fast = make_fast_eps_fn(model, diff, labels, 2.0, bf16=False, compile=True)  # reduce-overhead: CUDA graphs
+    plain = make_denoise_fn(model, diff, labels, guidance=2.0)
+    fast = make_fast_denoise_fn(model, diff, labels, 2.0, bf16=False, compile=True)  # reduce-overhead: CUDA graphs
     outs, wants = [], []
     for i, t in enumerate([99, 70, 40, 10, 0]):
         x = torch.randn(4, 3, 8, 8, device="cuda", generator=torch.Generator("cuda").manual_seed(i))
         tt = torch.full((4,), t, device="cuda")
         with torch.no_grad():
-            wants.append(plain(x, tt))
-        outs.append(fast(x, tt))
+            wants.append(plain(x, tt).eps)
+        outs.append(fast(x, tt).eps)
     for got, want in zip(outs, wants):  # earlier outputs survive later replays
         assert (got - want).norm() <= 1e-2 * want.norm()
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "dpmpp_2m"])
-def test_run_sample_through_the_fast_eps_fn_gives_the_plain_samples(tiny_recipe, sampler, monkeypatch):
+def test_run_sample_through_the_fast_denoise_fn_gives_the_plain_samples(tiny_recipe, sampler, monkeypatch):
     """Run.sample (gentool sample, the tasks, evaluation) takes the fast path on CUDA; on the CPU
     it is forced here, compiled (dynamo, eager backend) as ``[run] compile = true`` asks."""
     import gentool
@@ -293,6 +293,6 @@ def test_run_checks_requested_labels_on_the_host_on_either_path(tiny_recipe, fas
         with pytest.raises(ValueError, match=r"0\.\.1 \(or -1 for none\), got \[-?2\]"):
             run.sample(2, labels=bad, progress=False, fast=fast)
         with pytest.raises(ValueError, match=r"0\.\.1"):
-            run.eps_fn(torch.tensor(bad), 1.0, fast=fast)
-    eps = run.eps_fn([0, -1], 1.0, fast=fast)(torch.zeros(2, 1, 8, 8), torch.tensor([3, 40]))
+            run.denoise_fn(torch.tensor(bad), 1.0, fast=fast)
+    eps = run.denoise_fn([0, -1], 1.0, fast=fast)(torch.zeros(2, 1, 8, 8), torch.tensor([3, 40])).eps
     assert eps.shape == (2, 1, 8, 8) and eps.dtype == torch.float32

@@ -63,7 +63,24 @@ SAMPLERS = [
 ]
 
 #: key -> (why it may move, max abs difference)
-BOUNDED: dict[str, tuple[str, float]] = {}
+BOUNDED: dict[str, tuple[str, float]] = {
+    f"{name}:inpaint/repaint": ("RePaint's down steps are now the toolkit's ancestral step (gentool.reverse."
+                                "ancestral_step, the ancestral sampler's own), which takes x0 from the noise "
+                                "prediction in the samplers' scalar arithmetic; its private copy used the "
+                                "float32 coefficient tables (issue 24, defect 2): the same maths, rounded "
+                                "differently", 1e-6)
+    for name in ("eps", "x0")
+}
+BOUNDED["v_guided:inpaint/repaint"] = (BOUNDED["eps:inpaint/repaint"][0] + "; with guidance (1 + w = 3 times the "
+                                       "conditional prediction) over RePaint's 28 moves the one-ulp differences "
+                                       "grow to 2.1e-6", 5e-6)
+
+#: key -> why the old value was wrong and what now tests the new one (not compared)
+FIXED: dict[str, str] = {
+    "hybrid:inpaint/repaint": "RePaint ignored the learned variance that the ancestral sampler honours (issue 24, "
+                              "defect 2); tests/plugins/test_inpaint.py checks RePaint against the ancestral "
+                              "sampler's inpainting now",
+}
 
 
 def recipe_data(name: str, out: Path) -> dict:
@@ -125,8 +142,7 @@ def compute(name: str, tmp: Path) -> dict[str, torch.Tensor]:
         out["inpaint/repaint"] = inpaint_images(run, x0, known, labels=labels, steps=10, resamplings=2,
                                                 jump_length=2, generator=run.generator(7), progress=False)
     out["variations"] = vary(run, x0, 0.5, 2, labels=labels, steps=8, generator=run.generator(8), progress=False)
-    eps_fn = run.eps_fn(labels, 0.0)
-    latents = ddim_invert(eps_fn, run.diffusion, x0, steps=10)
+    latents = ddim_invert(run.denoise_fn(labels, 0.0), run.process, x0, steps=10)
     out["invert/latents"] = latents
     out["invert/recon"] = run.sample(x_T=latents, labels=labels, guidance=0.0, steps=10, sampler="ddim",
                                      sampler_options={"eta": 0.0, "clip_denoised": False, "spacing": "uniform"},
@@ -162,6 +178,8 @@ def test_golden(name, tmp_path):
     bad = []
     for key, value in want.items():
         full = f"{name}:{key}"
+        if full in FIXED:
+            continue
         if full in BOUNDED:
             diff = float((got[key].double() - value.double()).abs().max())
             if not diff <= BOUNDED[full][1]:

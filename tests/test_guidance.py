@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import gentool
-from gentool import Diffusion, DiffusionModel, guided_eps, make_eps_fn
+from gentool import Diffusion, DiffusionModel, guided_eps, make_denoise_fn
 from gentool_conditioners.class_embedding import class_embedding
 
 
@@ -46,7 +46,7 @@ def test_guided_eps_is_the_cfg_formula():
 def test_w0_is_the_conditional_prediction_with_one_pass():
     model, diff = probe_model(), diffusion()
     x, t, labels = torch.randn(3, 1, 2, 2), torch.tensor([5, 50, 99]), torch.tensor([0, 4, 2])
-    eps = make_eps_fn(model, diff, labels, 0.0)(x, t)
+    eps = make_denoise_fn(model, diff, labels, 0.0)(x, t).eps
     emb = model.conditioner.embedding.weight[labels]
     torch.testing.assert_close(eps, 0.3 * x + 0.001 * t.reshape(-1, 1, 1, 1) + emb.sum(1).reshape(-1, 1, 1, 1))
     assert model.denoiser.calls == [3]
@@ -56,7 +56,7 @@ def test_w0_is_the_conditional_prediction_with_one_pass():
 def test_guided_prediction_is_the_formula_in_one_fused_batch(w):
     model, diff = probe_model(), diffusion()
     x, t, labels = torch.randn(3, 1, 2, 2), torch.tensor([5, 50, 99]), torch.tensor([0, 4, 2])
-    eps = make_eps_fn(model, diff, labels, w)(x, t)
+    eps = make_denoise_fn(model, diff, labels, w)(x, t).eps
     assert model.denoiser.calls == [6]  # conditional and unconditional halves as one batch of 2B
     base = 0.3 * x + 0.001 * t.reshape(-1, 1, 1, 1)
     cond = base + model.conditioner.embedding.weight[labels].sum(1).reshape(-1, 1, 1, 1)
@@ -68,7 +68,7 @@ def test_guided_prediction_is_the_formula_in_one_fused_batch(w):
 def test_guidance_combines_noise_predictions_whatever_the_network_predicts(prediction):
     model, diff = probe_model(prediction), diffusion()
     x, t, labels, w = torch.randn(2, 1, 2, 2), torch.tensor([10, 80]), torch.tensor([1, 3]), 2.0
-    eps = make_eps_fn(model, diff, labels, w)(x, t)
+    eps = make_denoise_fn(model, diff, labels, w)(x, t).eps
     abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100, dtype=torch.float64), 0)[t].reshape(-1, 1, 1, 1).float()
 
     def to_eps(out):
@@ -85,7 +85,7 @@ def test_guidance_combines_noise_predictions_whatever_the_network_predicts(predi
 def test_no_labels_means_the_unconditional_prediction():
     model, diff = probe_model(), diffusion()
     x, t = torch.randn(2, 1, 2, 2), torch.tensor([1, 2])
-    eps = make_eps_fn(model, diff, None, 3.0)(x, t)
+    eps = make_denoise_fn(model, diff, None, 3.0)(x, t).eps
     torch.testing.assert_close(eps, 0.3 * x + 0.001 * t.reshape(-1, 1, 1, 1) + model.conditioner.null.sum())
 
 
@@ -124,7 +124,7 @@ def test_guided_sampling_with_exact_predictors_lands_on_the_asked_class(sampler,
     model = two_class_eps(diff)
     labels = torch.tensor([0, 1] * 16)
     fn = gentool.registry().get("sampler", sampler).factory
-    x = fn(make_eps_fn(model, diff, labels, w), diff, torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(0)),
+    x = fn(make_denoise_fn(model, diff, labels, w), diff, torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(0)),
            steps=20)
     target = (labels.float() - 0.5).reshape(-1, 1, 1, 1)
     assert (x - target).abs().max() < 0.02

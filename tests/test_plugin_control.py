@@ -8,6 +8,8 @@ importable module plus a ``*.dist-info`` with ``METADATA`` and
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import subprocess
@@ -276,8 +278,13 @@ def probe_state(hook: str, name: str, factory):
 
 
 def build_tiny(st, tmp_path, **tables):
+    """The tiny recipe with ``tables`` replaced (``None``: the table removed), built with ``st``'s registry."""
     data = tiny_recipe(tmp_path)
-    data.update(tables)
+    for key, table in tables.items():
+        if table is None:
+            data.pop(key, None)
+        else:
+            data[key] = table
     return build(load_recipe(data=data, registry=st.registry), registry=st.registry, device="cpu")
 
 
@@ -294,6 +301,35 @@ def test_hook_gentool_register_schedules(tmp_path):
     run = build_tiny(st, tmp_path, schedule={"name": "flat", "timesteps": 7})
     assert run.diffusion.num_timesteps == 7
     torch.testing.assert_close(run.diffusion.alphas_cumprod_64, 0.9 ** torch.arange(1, 8, dtype=torch.float64))
+
+
+def test_hook_gentool_register_processes(tmp_path):
+    class Cosine(gentool.ContinuousProcess):
+        """alpha = cos(pi t / 2), sigma = sin(pi t / 2) on t in [0, 1] (a continuous VP process)."""
+
+        def alpha_of(self, t):
+            return torch.cos(math.pi / 2 * t)
+
+        def sigma_of(self, t):
+            return torch.sin(math.pi / 2 * t)
+
+    def cosine_vp(*, t_max: float = 0.99) -> Cosine:
+        """The continuous cosine process.
+
+        Args:
+            t_max: where sampling starts.
+        """
+        process = Cosine()
+        process.t_max = t_max
+        return process
+
+    st = probe_state("gentool_register_processes", "cosine_vp", cosine_vp)
+    run = build_tiny(st, tmp_path, process={"name": "cosine_vp", "t_max": 0.98}, schedule=None,
+                     objective={"prediction": "v"})
+    assert isinstance(run.process, Cosine) and run.process.t_max == 0.98 and run.recipe.schedule is None
+    seen = []
+    x = run.sample(2, steps=4, progress=False, callback=lambda info: seen.append(info["t"]))
+    assert seen[0] == pytest.approx(0.98) and x.shape == (2, 1, 8, 8) and torch.isfinite(x).all()
 
 
 class Shift(torch.nn.Module):

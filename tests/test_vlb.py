@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from gentool.parameterisation import Denoised
+
 from gentool.diffusion import Diffusion
 from gentool.vlb import interpolate_log_variance, learned_log_variance, vlb_term
 
@@ -134,15 +136,14 @@ def test_bits_per_dim_uses_the_learned_variance(v):
     diffusion = Diffusion(torch.tensor(b))
     abar = diffusion.alphas_cumprod_64
 
-    def eps_fn(x, t):  # the optimal eps for Gaussian data, and a constant variance output v
+    def denoise(x, t):  # the optimal prediction for Gaussian data, and a constant variance output v
         a = abar[t].float().view(-1, 1, 1, 1)
         x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x - a.sqrt() * MU)
-        eps_fn.variance_v = torch.full_like(x, v)
-        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return Denoised(x0, (x - a.sqrt() * x0) / (1 - a).sqrt(), {"variance_v": torch.full_like(x, v)})
 
     g = torch.Generator().manual_seed(0)
     x0 = MU + S * torch.randn((256, 1, 16, 16), generator=g)
-    got = bits_per_dim(eps_fn, diffusion, x0, variance="beta", generator=g)["bpd"]
+    got = bits_per_dim(denoise, diffusion, x0, variance="beta", generator=g)["bpd"]
     frac = (v + 1) / 2
     want = closed_form_bpd(b, np.exp(frac * np.log(b) + (1 - frac) * numpy_tables(b)["log_beta_tilde_clipped"]))
     tol = 4 * float(got.std()) / math.sqrt(x0.shape[0]) + 1e-3 * want
@@ -150,7 +151,7 @@ def test_bits_per_dim_uses_the_learned_variance(v):
 
 
 def test_bits_per_dim_under_zero_terminal_snr_takes_x0_from_the_model():
-    """alpha-bar_{T-1} = 0: x0 = (x_t - eps) / 0 is undefined, so bits/dim uses eps_fn.eps_and_x0 (a v model's x0)."""
+    """alpha-bar_{T-1} = 0: x0 = (x_t - eps) / 0 is undefined, so bits/dim uses the record's x0 (a v model's own)."""
     from gentool.diffusion import rescale_zero_terminal_snr
     from gentool.evaluation.bpd import bits_per_dim
 
@@ -164,13 +165,13 @@ def test_bits_per_dim_under_zero_terminal_snr_takes_x0_from_the_model():
         x0 = MU + a.sqrt() * S**2 / (a * S**2 + 1 - a) * (x - a.sqrt() * MU)
         return (x - a.sqrt() * x0) / (1 - a).sqrt(), x0
 
-    def eps_fn(x, t):
-        return eps_and_x0(x, t)[0]
+    def denoise(x, t):
+        eps, x0 = eps_and_x0(x, t)
+        return Denoised(x0, eps)
 
-    eps_fn.eps_and_x0 = eps_and_x0
     g = torch.Generator().manual_seed(0)
     x0 = MU + S * torch.randn((256, 1, 16, 16), generator=g)
-    got = bits_per_dim(eps_fn, diffusion, x0, variance="beta_tilde", generator=g)["bpd"]
+    got = bits_per_dim(denoise, diffusion, x0, variance="beta_tilde", generator=g)["bpd"]
     assert torch.isfinite(got).all()
     want = closed_form_bpd(b, np.exp(numpy_tables(b)["log_beta_tilde_clipped"]))
     tol = 4 * float(got.std()) / math.sqrt(x0.shape[0]) + 1e-3 * want

@@ -31,8 +31,9 @@ def test_positions_are_even_distinct_and_include_both_ends():
 def test_forward_frames_match_the_closed_form(task_run):
     x0 = torch.rand(3, 1, 8, 8) * 2 - 1
     noise = torch.randn(3, 1, 8, 8)
-    frames, counts = forward_frames(task_run.diffusion, x0, 5, noise)
-    assert counts == [0, 5, 10, 15, 20]
+    frames, captions = forward_frames(task_run.diffusion, x0, 5, noise)
+    assert captions == ["t = 0/20", "t = 5/20", "t = 10/20", "t = 15/20", "t = 20/20"]
+    counts = [0, 5, 10, 15, 20]
     abar = torch.cumprod(1 - torch.linspace(1e-3, 0.3, 20, dtype=torch.float64), 0)  # the tiny schedule
     assert torch.equal(frames[0], x0)
     for frame, k in zip(frames[1:], counts[1:]):

@@ -119,7 +119,7 @@ def subspace_run(tmp_path_factory):
 
     run = tiny_run(tmp_path_factory.mktemp("subspace"), conditional=False, timesteps=1000)
     run.recipe.schedule.options.update(beta_start=1e-4, beta_end=0.02)
-    run.diffusion = type(run.diffusion)(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    run.process = type(run.process)(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
     # 28x28 images with 4 strong directions of standard deviation 5: pixels of standard deviation 0.36, inside [-1, 1]
     basis, _ = torch.linalg.qr(torch.randn(784, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     run.model, run.ema = DiffusionModel(Subspace(run.diffusion.alphas_cumprod_64, basis, sigma=SIGMA)), None

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from gentool import Diffusion
 from gentool.plugins import registry
 from gentool.reverse import ddim_invert
+from gentool.testing import denoise_from_eps
 from gentool.testing import check_task
 from _tiny import gaussian_eps as exact_gaussian_eps
 
@@ -29,9 +30,9 @@ def gaussian_eps(diffusion: Diffusion):
 def invert_and_reconstruct(steps: int):
     diffusion = Diffusion(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
     x0 = MU + S * torch.randn(64, 1, 2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x_T = ddim_invert(gaussian_eps(diffusion), diffusion, x0, steps=steps)
+    x_T = ddim_invert(denoise_from_eps(gaussian_eps(diffusion), diffusion), diffusion, x0, steps=steps)
     ddim = registry().get("sampler", "ddim").factory
-    recon = ddim(gaussian_eps(diffusion), diffusion, x_T, steps=steps, clip_denoised=False)
+    recon = ddim(denoise_from_eps(gaussian_eps(diffusion), diffusion), diffusion, x_T, steps=steps, clip_denoised=False)
     a_T = float(diffusion.alphas_cumprod_64[-1])
     sigma_T = ((1 - a_T) / a_T) ** 0.5
     exact = a_T**0.5 * (MU + (x0 - MU) * (S**2 + sigma_T**2) ** 0.5 / S)

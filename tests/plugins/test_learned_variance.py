@@ -1,4 +1,4 @@
-"""A learned variance (the hybrid objective) through eps_fn, the ancestral and DDIM samplers, and a whole run."""
+"""A learned variance (the hybrid objective) through the denoise record, the ancestral and DDIM samplers, and a run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 
 from gentool.diffusion import Diffusion
 from gentool.model import DiffusionModel
-from gentool.sampling import make_eps_fn
-from gentool.testing import gaussian_eps_fn
-from gentool.vlb import last_variance
+from gentool.parameterisation import Denoised
+from gentool.sampling import make_denoise_fn
+from gentool.testing import denoise_from_eps, gaussian_eps_fn
 from gentool_samplers.ancestral import ancestral
 from gentool_samplers.ddim import ddim
 
@@ -22,14 +22,19 @@ def diffusion() -> Diffusion:
     return Diffusion(torch.linspace(1e-3, 0.2, T, dtype=torch.float64))
 
 
-def with_variance(eps_fn, v: float):
-    """The exact Gaussian eps_fn of gentool.testing, exposing a constant learned v like make_eps_fn does."""
+def with_variance(denoise, v: float):
+    """``denoise`` whose records carry a constant learned v, as make_denoise_fn's do for a hybrid model."""
 
     def fn(x, t):
-        fn.variance_v = torch.full_like(x, v)
-        return eps_fn(x, t)
+        d = denoise(x, t)
+        return Denoised(d.x0, d.eps, {"variance_v": torch.full_like(x, v)})
 
     return fn
+
+
+def exact_denoise(d: Diffusion):
+    """The exact denoiser of gentool.testing's Gaussian data, through the eps parameterisation."""
+    return denoise_from_eps(gaussian_eps_fn(d), d)
 
 
 def run_sampler(sampler, eps_fn, d, seed=0, **options):
@@ -40,7 +45,7 @@ def run_sampler(sampler, eps_fn, d, seed=0, **options):
 @pytest.mark.parametrize("v, fixed", [(1.0, "beta"), (-1.0, "beta_tilde")])
 def test_ancestral_learned_variance_ends_are_the_fixed_variances(v, fixed):
     d = diffusion()
-    exact = gaussian_eps_fn(d)
+    exact = exact_denoise(d)
     learned = run_sampler(ancestral, with_variance(exact, v), d, clip_denoised=False)
     # the recipe's variance option is ignored by a learned-variance model: pass the other one
     other = "beta_tilde" if fixed == "beta" else "beta"
@@ -54,7 +59,7 @@ def test_ancestral_learned_variance_ends_are_the_fixed_variances(v, fixed):
 def test_ancestral_uses_the_geometric_mean_at_v_zero():
     """v = 0: sigma^2 = sqrt(beta beta-tilde) of each respaced step, checked through one step by hand."""
     d = diffusion()
-    exact = gaussian_eps_fn(d)
+    exact = exact_denoise(d)
     x_T = torch.randn((4096, 1, 1, 1), generator=torch.Generator().manual_seed(0))
     seen = []
     ancestral(with_variance(exact, 0.0), d, x_T, steps=2, t_start=T - 1, clip_denoised=False,
@@ -62,7 +67,7 @@ def test_ancestral_uses_the_geometric_mean_at_v_zero():
     a_t, a_s = float(d.alphas_cumprod_64[T - 1]), float(d.alphas_cumprod_64[0])
     beta = 1 - a_t / a_s
     sd = (beta * beta * (1 - a_s) / (1 - a_t)) ** 0.25  # sqrt of the geometric mean of beta and beta-tilde
-    eps = exact(x_T, torch.full((4096,), T - 1))
+    eps = gaussian_eps_fn(d)(x_T, torch.full((4096,), T - 1))
     x0 = (x_T - (1 - a_t) ** 0.5 * eps) / a_t**0.5
     mean = a_s**0.5 * beta / (1 - a_t) * x0 + (1 - beta) ** 0.5 * (1 - a_s) / (1 - a_t) * x_T
     z = (seen[0] - mean) / sd  # the step's noise, standardised: N(0, 1) if sigma is right
@@ -71,7 +76,7 @@ def test_ancestral_uses_the_geometric_mean_at_v_zero():
 
 def test_ddim_learned_variance():
     d = diffusion()
-    exact = gaussian_eps_fn(d)
+    exact = exact_denoise(d)
     # eta = 0 is deterministic: the learned variance plays no part
     assert torch.equal(run_sampler(ddim, with_variance(exact, 0.3), d), run_sampler(ddim, exact, d))
     # eta = 1 with v = -1 (beta-tilde) is eq. 16's DDPM-like sigma exactly
@@ -99,17 +104,16 @@ class Labels(torch.nn.Module):
         return torch.stack([labels.float() / 10, torch.zeros_like(labels, dtype=torch.float)], 1)
 
 
-def test_make_eps_fn_splits_the_output_and_exposes_v():
+def test_make_denoise_fn_splits_the_output_and_carries_v():
     model = DiffusionModel(TwoHeads(), Labels(), prediction="eps", learned_variance=True)
     d = diffusion()
     x, t = torch.randn(3, 2, 4, 4), torch.tensor([5, 6, 7])
-    eps_fn = make_eps_fn(model, d, torch.tensor([0, 1, 2]), guidance=2.0)
-    eps = eps_fn(x, t)
-    assert eps.shape == x.shape and torch.allclose(eps, 0.5 * x)  # guidance mixes two equal halves
-    v = last_variance(eps_fn)
+    rec = make_denoise_fn(model, d, torch.tensor([0, 1, 2]), guidance=2.0)(x, t)
+    assert rec.eps.shape == x.shape and torch.allclose(rec.eps, 0.5 * x)  # guidance mixes two equal halves
+    v = rec.extras["variance_v"]
     assert v.shape == x.shape and v[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.1, 0.2])  # the conditional half
-    plain = make_eps_fn(DiffusionModel(TwoHeads(), Labels(), prediction="eps"), d, torch.tensor([0, 1, 2]))
-    assert last_variance(plain) is None
+    plain = make_denoise_fn(DiffusionModel(TwoHeads(), Labels(), prediction="eps"), d, torch.tensor([0, 1, 2]))
+    assert "variance_v" not in plain(x[:, :1], t).extras
 
 
 def test_a_hybrid_run_trains_samples_and_scores_bpd_with_its_variance(tmp_path):
@@ -128,25 +132,27 @@ def test_a_hybrid_run_trains_samples_and_scores_bpd_with_its_variance(tmp_path):
     out = run.sample(2, steps=3, progress=False)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
     x0 = torch.rand(2, 1, 8, 8) * 2 - 1
-    eps_fn = run.eps_fn()
-    learned = bits_per_dim(eps_fn, run.diffusion, x0, timesteps=3, generator=torch.Generator().manual_seed(0))
-    assert last_variance(eps_fn) is not None
-    fixed = bits_per_dim(lambda x, t: eps_fn(x, t), run.diffusion, x0, timesteps=3,
-                         generator=torch.Generator().manual_seed(0))
+    denoise = run.denoise_fn()
+    assert "variance_v" in denoise(x0, torch.full((2,), 3)).extras
+    learned = bits_per_dim(denoise, run.diffusion, x0, timesteps=3, generator=torch.Generator().manual_seed(0))
+
+    def without_variance(x, t):
+        d = denoise(x, t)
+        return Denoised(d.x0, d.eps)
+
+    fixed = bits_per_dim(without_variance, run.diffusion, x0, timesteps=3, generator=torch.Generator().manual_seed(0))
     assert math.isfinite(float(learned["bpd"].mean())) and not torch.allclose(learned["bpd"], fixed["bpd"])
 
 
-def test_the_fast_eps_fn_exposes_the_same_variance():
-    from gentool.sampling import make_fast_eps_fn
+def test_the_fast_denoise_fn_carries_the_same_variance():
+    from gentool.sampling import make_fast_denoise_fn
 
     model = DiffusionModel(TwoHeads(), Labels(), prediction="v", learned_variance=True).eval()
     model.denoiser.register_parameter("w", torch.nn.Parameter(torch.zeros(1)))  # a device to find
     d = diffusion()
     x, t, labels = torch.randn(3, 2, 4, 4), torch.tensor([5, 6, 7]), torch.tensor([0, 1, 2])
-    plain = make_eps_fn(model, d, labels, guidance=1.0)
-    fast = make_fast_eps_fn(model, d, labels, guidance=1.0, bf16=False, compile=True, channels_last=False)
-    assert torch.allclose(fast(x, t), plain(x, t), atol=1e-6)
-    assert torch.equal(last_variance(fast), last_variance(plain))
-    top = torch.full((3,), T - 1)
-    fast.eps_and_x0(x, top)  # the zero-terminal-SNR path sets it too
-    assert last_variance(fast)[:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.1, 0.2])
+    plain = make_denoise_fn(model, d, labels, guidance=1.0)(x, t)
+    fast = make_fast_denoise_fn(model, d, labels, guidance=1.0, bf16=False, compile=False, channels_last=False)(x, t)
+    assert torch.allclose(fast.eps, plain.eps, atol=1e-6) and torch.allclose(fast.x0, plain.x0, atol=1e-6)
+    assert torch.equal(fast.extras["variance_v"], plain.extras["variance_v"])
+    assert fast.extras["variance_v"][:, 0, 0, 0].tolist() == pytest.approx([0.0, 0.1, 0.2])

@@ -15,6 +15,7 @@ import torch
 
 import gentool
 from gentool import Diffusion
+from gentool.testing import denoise_from_eps
 
 SAMPLERS = gentool.registry().names("sampler")
 #: network evaluations for the two-point test; samplers not named get FAST_STEPS
@@ -44,7 +45,14 @@ def scaled_linear(T: int) -> torch.Tensor:
 
 
 def sampler(name: str):
-    return gentool.registry().get("sampler", name).factory
+    """The registered sampler, called with a noise prediction ``eps_fn`` in place of ``denoise`` (converted as the
+    ``eps`` parameterisation does: :func:`gentool.testing.denoise_from_eps`)."""
+    factory = gentool.registry().get("sampler", name).factory
+
+    def call(eps_fn, process, x_T, **kwargs):
+        return factory(denoise_from_eps(eps_fn, process), process, x_T, **kwargs)
+
+    return call
 
 
 def two_point_eps(diffusion: Diffusion):

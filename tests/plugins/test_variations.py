@@ -9,6 +9,7 @@ from PIL import Image
 
 from gentool.testing import check_task
 
+from gentool import Diffusion
 from gentool_tasks.variations import noised_step, variations, vary
 
 
@@ -35,13 +36,14 @@ def test_task_with_t_zero_writes_the_input(task_run, tmp_path):
 def test_fraction_to_timestep():
     # round(t * T) forward steps; gentool's 0-based step is one less (-1: no noise)
     T = 20
-    assert noised_step(0.0, T) == -1
-    assert noised_step(0.02, T) == -1  # 0.4 steps round to none
-    assert noised_step(0.05, T) == 0  # one step: x_1 of the paper
-    assert noised_step(0.5, T) == 9
-    assert noised_step(1.0, T) == T - 1
+    chain = Diffusion(torch.linspace(1e-4, 0.02, T, dtype=torch.float64))
+    assert noised_step(0.0, chain) == -1
+    assert noised_step(0.02, chain) == -1  # 0.4 steps round to none
+    assert noised_step(0.05, chain) == 0  # one step: x_1 of the paper
+    assert noised_step(0.5, chain) == 9
+    assert noised_step(1.0, chain) == T - 1
     with pytest.raises(ValueError, match="fraction"):
-        noised_step(1.5, T)
+        noised_step(1.5, chain)
 
 
 def test_sampling_starts_at_the_noised_step(task_run, monkeypatch):

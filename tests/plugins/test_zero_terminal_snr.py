@@ -2,7 +2,7 @@
 
 Algorithm 1 is re-computed here in plain Python floats; the samplers are run
 on Gaussian data N(MU, S^2) per pixel with the exact v prediction of that data
-(an oracle model) through :func:`gentool.make_eps_fn`, exactly as a trained
+(an oracle model) through :func:`gentool.make_denoise_fn`, exactly as a trained
 v-prediction network is sampled, and must give the data's mean and variance.
 """
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gentool.plugins import registry
-from gentool import Diffusion, make_eps_fn
+from gentool import Diffusion, DiffusionModel, make_denoise_fn
 from gentool.diffusion import rescale_zero_terminal_snr
 
 SAMPLERS = registry().names("sampler")
@@ -96,11 +96,11 @@ class Oracle(torch.nn.Module):
 @pytest.mark.parametrize("name,options", [(name, {}) for name in SAMPLERS] + [("ddim", {"spacing": "trailing"})])
 def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, options, prediction):
     diffusion = Diffusion(schedule("linear", timesteps=1000, zero_terminal_snr=True))
-    eps_fn = make_eps_fn(Oracle(diffusion, prediction), diffusion)
+    denoise = make_denoise_fn(DiffusionModel(Oracle(diffusion, prediction), prediction=prediction), diffusion)
     seen = []
     x_T = torch.randn(2048, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     x = registry().get("sampler", name).factory(
-        eps_fn, diffusion, x_T, steps=FEW_STEPS.get(name, STEPS), generator=torch.Generator().manual_seed(1),
+        denoise, diffusion, x_T, steps=FEW_STEPS.get(name, STEPS), generator=torch.Generator().manual_seed(1),
         callback=lambda info: seen.append((info["t"], info["x0"])), **options)
     assert seen[0][0] == 999  # the first step is at alpha-bar = 0 ...
     assert torch.isfinite(seen[0][1]).all() and torch.isfinite(x).all()
@@ -112,7 +112,8 @@ def test_sampling_from_zero_snr_gives_the_data_s_mean_and_variance(name, options
 def test_a_noise_prediction_cannot_start_from_zero_snr():
     diffusion = Diffusion(schedule("linear", timesteps=100, zero_terminal_snr=True))
     with pytest.raises(ValueError, match="zero terminal SNR"):
-        registry().get("sampler", "ddim").factory(lambda x, t: x, diffusion, torch.zeros(1, 1, 2, 2))
+        denoise = make_denoise_fn(DiffusionModel(Net(Oracle(diffusion, "v")), prediction="eps"), diffusion)
+        registry().get("sampler", "ddim").factory(denoise, diffusion, torch.zeros(1, 1, 2, 2))
 
 
 class Net(torch.nn.Module):
@@ -128,16 +129,16 @@ class Net(torch.nn.Module):
         return self.scale * self.oracle(x, t)
 
 
-def test_the_fast_eps_function_gives_the_same_x0_at_zero_snr():
-    from gentool import DiffusionModel
-    from gentool.sampling import make_fast_eps_fn
+def test_the_fast_denoise_function_gives_the_same_x0_at_zero_snr():
+    from gentool.sampling import make_fast_denoise_fn
 
     diffusion = Diffusion(schedule("linear", timesteps=50, zero_terminal_snr=True))
     model = DiffusionModel(Net(Oracle(diffusion, "v")), prediction="v").eval()
-    x, t = torch.randn(3, 1, 2, 2), torch.full((3,), 49)
-    plain = make_eps_fn(model, diffusion).eps_and_x0(x, t)
-    fast = make_fast_eps_fn(model, diffusion, compile=False, bf16=False, channels_last=False).eps_and_x0(x, t)
-    for a, b in zip(plain, fast):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(fast[1], torch.full_like(x, MU))  # E[x0 | x_T] at SNR 0 is the data mean
-    torch.testing.assert_close(fast[0], x)  # and the noise is all of x_T
+    x = torch.randn(3, 1, 2, 2)
+    for t in (49, torch.full((3,), 49)):  # one time for the batch, or a time per image
+        plain = make_denoise_fn(model, diffusion)(x, t)
+        fast = make_fast_denoise_fn(model, diffusion, compile=False, bf16=False, channels_last=False)(x, t)
+        torch.testing.assert_close(plain.x0, fast.x0)
+        torch.testing.assert_close(plain.eps, fast.eps)
+        torch.testing.assert_close(fast.x0, torch.full_like(x, MU))  # E[x0 | x_T] at SNR 0 is the data mean
+        torch.testing.assert_close(fast.eps, x)  # and the noise is all of x_T
