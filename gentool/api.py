@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from gentool.diffusion import Diffusion
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed
 from gentool.engine.data import check_split_shape
@@ -19,6 +20,7 @@ from gentool.interfaces import TaskResult
 from gentool.plugins import registry as plugin_registry
 from gentool.recipe import Recipe, RecipeError, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
+from gentool.terminal_snr import terminal_signal, terminal_signal_warning
 
 
 @dataclass
@@ -34,12 +36,14 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     Refuses what ``gentool run`` would refuse before its first step: the
     factories' own checks (networks on the meta device), a data source
     refusing its options, and a train split that does not fit the denoiser
-    or one batch. Missing data is reported, not refused.
+    or one batch. Missing data is reported, not refused. What is allowed but
+    likely a mistake is listed under ``"warnings"`` (:func:`recipe_warnings`).
     """
     reg = plugin_registry()
     diffusion, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
-    out["schedule"] = f"{recipe.schedule.name}, T = {diffusion.num_timesteps}"
+    out["schedule"] = (f"{recipe.schedule.name}, T = {diffusion.num_timesteps}, "
+                       f"sqrt(alpha-bar_T) = {terminal_signal(diffusion.betas_64):.2g}")
     params = sum(p.numel() for p in model.denoiser.parameters())
     out["denoiser parameters"] = f"{params:,} ({params / 1e6:.1f}M)"
     if model.conditioner is not None:
@@ -49,7 +53,14 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps
     out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
+    out["warnings"] = recipe_warnings(recipe, diffusion)
     return out
+
+
+def recipe_warnings(recipe: Recipe, diffusion: Diffusion) -> list[str]:
+    """What ``gentool check`` and ``gentool run`` warn of (allowed, but likely a mistake), one line each."""
+    signal = terminal_signal_warning(diffusion.betas_64)
+    return [f"{recipe.source}: schedule ({recipe.schedule.name}): {signal}"] if signal else []
 
 
 def _train_split(meta: Run) -> str:
@@ -108,6 +119,8 @@ def run_recipe(
     run = build(recipe, device=distributed.local_device(device or recipe.run.device))
     result = RunResult(run)
     main = distributed.env().main  # rank 0 writes, so rank 0 holds the lock
+    for warning in recipe_warnings(recipe, run.diffusion) if main else ():
+        log(f"warning: {warning}")
     with RunLock(run.run_dir) if main else contextlib.nullcontext() as lock:  # through training and the tasks
         result.train = train(run, resume=resume, force=force, progress=progress, log=log, lock=lock)
         if result.train.interrupted or not run_tasks or not main:

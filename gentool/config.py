@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from gentool.eval_metrics import EVAL_METRICS
+
 
 @dataclass(kw_only=True)
 class RunConfig:
@@ -185,8 +187,8 @@ class TrainConfig:
                               f"({self.grad_accum})", self.grad_accum)
 
 
-#: Metric names ``[eval] metrics`` and ``gentool eval --metrics`` accept.
-EvalMetric = Literal["fid", "isc", "kid", "prc", "class_acc", "loss_t", "bpd"]
+#: Metric names ``[eval] metrics`` and ``gentool eval --metrics`` accept (the one list: gentool.eval_metrics).
+EvalMetric = Literal[EVAL_METRICS]
 
 
 @dataclass(kw_only=True)

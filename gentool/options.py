@@ -129,7 +129,10 @@ INT64 = (-(2**63), 2**63 - 1)  # TOML's integers are 64-bit; Python's parser tak
 def out_of_range(value: Any) -> str:
     """Why a TOML value can never be a sane option (a non-finite float, an int past 64 bits), or ``""``.
 
-    Lists and tables are searched; the first problem is described.
+    Lists and tables are searched; the first problem is described. An option
+    whose value equals its factory's own default is not asked
+    (:func:`check_options`): ``s_tmax = inf`` is how a factory says "no upper
+    limit", and the resolved recipe writes it back as TOML's ``inf``.
     """
     if isinstance(value, bool):
         return ""
@@ -139,6 +142,19 @@ def out_of_range(value: Any) -> str:
         return f"{value} is out of range: integers must fit in 64 bits (at most {INT64[1]:,})"
     items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
     return next((problem for problem in map(out_of_range, items) if problem), "")
+
+
+def is_default(value: Any, default: Any) -> bool:
+    """Whether ``value`` is the default the factory declared (the same type and value; lists as lists).
+
+    The resolved recipe holds every default, so what a signature declares must
+    load again (``Recipe.dumps`` -> ``load_recipe``), even a non-finite one.
+    """
+    if isinstance(default, tuple):
+        default = list(default)  # TOML has no tuples: a tuple default is written and read back as a list
+    if isinstance(value, tuple):
+        value = list(value)
+    return type(value) is type(default) and value == default
 
 
 def check_options(
@@ -151,7 +167,8 @@ def check_options(
 
     Returns the options with every default filled in (``None`` defaults
     included). Raises :class:`OptionError` for the first unknown key, wrong
-    type or missing required option. ``reserved`` names keyword parameters
+    type, value out of range (:func:`out_of_range`, unless it is the
+    factory's own default) or missing required option. ``reserved`` names keyword parameters
     the core supplies itself: they are neither accepted nor reported.
     """
     params = {k: v for k, v in recipe_parameters(factory).items() if k not in reserved}
@@ -174,7 +191,7 @@ def check_options(
             hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
             raise OptionError(key, f"{value!r} is not valid: {hint}expected {want}", value, choices)
         problem = out_of_range(value)
-        if problem:
+        if problem and not is_default(value, params[key].default):
             raise OptionError(key, problem, value)
     resolved: dict[str, Any] = {}
     for key, p in params.items():

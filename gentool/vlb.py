@@ -65,12 +65,38 @@ def learned_log_variance(diffusion: Diffusion, v: Tensor, t: Tensor) -> Tensor:
     return interpolate_log_variance(log_beta, log_beta_tilde, v.float())
 
 
+def log1mexp(d: Tensor) -> Tensor:
+    """log(1 - exp(d)) for d <= 0, accurate at both ends (Maechler 2012: expm1 above -log 2, log1p below).
+
+    Each branch sees only its own half of the inputs, so neither gives the
+    other's gradient an inf or a nan.
+    """
+    near = d > -LN2
+    return torch.where(near, torch.log(-torch.expm1(d.clamp(min=-LN2))), torch.log1p(-torch.exp(d.clamp(max=-LN2))))
+
+
+def log_normal_interval(a: Tensor, b: Tensor) -> Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, in log space: finite and accurate however far in either tail.
+
+    log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - Phi(a) / Phi(b)), taken in the
+    lower tail (an interval above 0 is mirrored: Phi(b) - Phi(a) = Phi(-a) -
+    Phi(-b)), where ``log_ndtr`` keeps its relative precision; a difference of
+    ``ndtr`` values underflows to 0 below about -8.3 sigma.
+    """
+    flip = a > 0
+    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_b = torch.special.log_ndtr(b)
+    d = (torch.special.log_ndtr(a) - log_b).clamp(max=-torch.finfo(log_b.dtype).tiny)  # < 0: a < b
+    return log_b + log1mexp(d)
+
+
 def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
     """log P(x) elementwise: N(mean, exp(log_scale)^2) integrated over x's bin (Ho et al. eq. 13).
 
     ``x`` lies on the 256-level grid of [-1, 1]; the end bins reach to -inf and
-    +inf. Computed in float64 with the exact normal CDF; the difference of CDFs
-    is taken in the lower tail to avoid cancellation.
+    +inf. Computed in float64 and in log space (:func:`log_normal_interval`),
+    so a pixel far from the model's mean costs what eq. 13 says (about 48 nats
+    at 10 sigma), with a finite gradient in ``mean`` and ``log_scale``.
     """
     x, mean, log_scale = x.double(), mean.double(), log_scale.double()
     inv_std = torch.exp(-log_scale)
@@ -78,9 +104,7 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     lower = (x - mean - HALF_BIN) * inv_std
     log_cdf_upper = torch.special.log_ndtr(upper)  # x = -1: P(X <= -1 + 1/255)
     log_sf_lower = torch.special.log_ndtr(-lower)  # x = +1: P(X >= 1 - 1/255)
-    flip = lower > 0  # Phi(u) - Phi(l) = Phi(-l) - Phi(-u)
-    a, b = torch.where(flip, -upper, lower), torch.where(flip, -lower, upper)
-    log_mid = torch.log((torch.special.ndtr(b) - torch.special.ndtr(a)).clamp(min=1e-300))
+    log_mid = log_normal_interval(lower, upper)
     return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mid))
 
 

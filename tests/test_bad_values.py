@@ -118,3 +118,32 @@ def test_training_labels_past_the_conditioners_classes_are_one_line(tmp_path):
                            catch_exceptions=False)
     text = error_line(result)
     assert "class labels must be in 0..1" in text, text
+
+
+def test_a_non_finite_default_is_accepted_and_nothing_else():
+    """Issue 24, defect 1: ``s_tmax = inf`` ("no upper limit") is a default; the finite check must let it load again."""
+    import math
+
+    def factory(*, s_tmax: float = math.inf, s_tmin: float = 0.0, sizes: list[float] = [1.0, math.inf]):  # noqa: B006
+        """Args: s_tmax: x. s_tmin: y. sizes: z."""
+
+    assert check_options(factory, {"s_tmax": math.inf, "sizes": [1.0, math.inf]})["s_tmax"] == math.inf
+    for options in ({"s_tmax": -math.inf}, {"s_tmax": math.nan}, {"s_tmin": math.inf}, {"sizes": [math.inf, 1.0]}):
+        with pytest.raises(OptionError, match="finite"):
+            check_options(factory, options)
+
+
+@pytest.mark.parametrize("sampler", ["heun", "euler"])
+def test_a_resolved_recipe_with_an_infinite_default_loads_again(tmp_path, sampler):
+    """What ``Recipe.dumps`` writes (``s_tmax = inf``, TOML's infinity) is accepted by ``load_recipe``."""
+    import math
+    import tomllib
+
+    from gentool.recipe import load_recipe
+    from gentool.testing import tiny_recipe
+
+    recipe = load_recipe(data={**tiny_recipe(tmp_path), "sampler": {"name": sampler}})
+    text = recipe.dumps()
+    assert "s_tmax = inf" in text.splitlines(), text
+    again = load_recipe(data=tomllib.loads(text))
+    assert again.sampler.options["s_tmax"] == math.inf and again.to_dict() == recipe.to_dict()

@@ -112,6 +112,22 @@ def test_an_unknown_metric_is_a_clear_error(trained):
     assert result.exit_code == 2 and "'bpd'" in result.output
 
 
+def test_the_metrics_help_names_every_metric_the_code_accepts():
+    """Issue 24, defect 5: the help listed fid,isc,kid,prc,loss_t,bpd but not class_acc, which docs/quality.md uses."""
+    import typing
+
+    import typer.main
+
+    from gentool.config import EvalMetric
+    from gentool.evaluation.evaluate import parse_metrics
+
+    option = next(p for p in typer.main.get_command(app).commands["eval"].params if p.name == "metrics")
+    listed = option.help.split("Comma-separated: ", 1)[1].split(" ", 1)[0].split(",")
+    accepted = list(typing.get_args(EvalMetric))  # what [eval] metrics accepts
+    assert listed == accepted and parse_metrics(",".join(listed)) == accepted, option.help
+    assert "class_acc" in listed
+
+
 def test_a_failed_weights_download_is_a_clear_error(trained, monkeypatch):
     from urllib.error import URLError
 

@@ -181,6 +181,45 @@ def test_maths_covers_every_builtin(kind):
     assert "0-based" in maths and "$t + 1$" in maths  # the timestep convention
 
 
+def close_to_shown(shown: str, value: float) -> bool:
+    """Does ``value`` round to the number as the docs print it (``-5.06``, ``24,778``, ``-inf``)?"""
+    import math
+
+    text = shown.replace(",", "")
+    if text in ("inf", "-inf"):
+        return value == float(text)
+    places = len(text.partition(".")[2])
+    return math.isfinite(value) and abs(float(text) - value) <= 0.5 * 10**-places + 1e-12
+
+
+def test_maths_log_snr_range_table_matches_the_code():
+    """Issue 24, defect 5: maths.md said the range is always clipped at lambda = -5.1; the code clips an outlying end only."""
+    import math
+    import tomllib
+
+    from gentool.diffusion import Diffusion
+    from gentool.reverse import LAMBDA_MIN, lambda_range, lambdas, outlying_end
+
+    maths = read("maths.md")
+    assert rf"$\lambda_\text{{min}} = {LAMBDA_MIN}$ only where" in maths
+    table = maths[maths.index(r"| schedule | $\lambda_{T-3}"):].split("\n\n")[0].splitlines()[2:]
+    assert len(table) >= 4, table
+    seen = set()
+    for row in table:
+        label, lams, outlier, start, sigma_max = [c.strip() for c in row.strip("|").split("|")]
+        name, *options = re.findall(r"`([^`]+)`", label)
+        schedule = gentool.registry().get("schedule", name).factory(**tomllib.loads("\n".join(options)))
+        diffusion = Diffusion(schedule)
+        t_start, lam = diffusion.num_timesteps - 1, lambdas(diffusion)
+        lo, _ = lambda_range(diffusion, t_start)
+        got = {"lambdas": all(close_to_shown(a, float(b)) for a, b in zip(lams.split(", "), lam[-3:], strict=True)),
+               "outlier": outlier == ("yes" if outlying_end(lam, t_start) else "no"),
+               "start": close_to_shown(start, lo), "sigma_max": close_to_shown(sigma_max, math.exp(-lo))}
+        assert all(got.values()), (row, got, lam[-3:].tolist(), lo, math.exp(-lo))
+        seen.add(outlier)
+    assert seen == {"yes", "no"}  # both sides of the rule are shown
+
+
 def test_architecture_names_every_kind_and_has_a_diagram():
     text = read("architecture.md")
     from gentool.interfaces import KINDS

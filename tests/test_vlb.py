@@ -1,7 +1,7 @@
 """The learned variance and the bound's terms (gentool/vlb.py), against independent computations.
 
 Independent means: numpy from the betas (not gentool's buffers), numerical
-integrals for the KL, and math.erf for the discretised Gaussian.
+integrals for the KL, and math.erf or mpmath (50 digits) for the discretised Gaussian.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from gentool.parameterisation import Denoised
 
 from gentool.diffusion import Diffusion
-from gentool.vlb import interpolate_log_variance, learned_log_variance, vlb_term
+from gentool.vlb import discretized_gaussian_log_likelihood, interpolate_log_variance, learned_log_variance, vlb_term
 
 T = 40
 BETAS = np.linspace(1e-3, 0.2, T)
@@ -94,6 +94,47 @@ def test_decoder_term_is_the_discretised_gaussian_nll():
         hi = 1.0 if x > 0.999 else cdf(x + 1 / 255, m, s)
         lo = 0.0 if x < -0.999 else cdf(x - 1 / 255, m, s)
         assert float(got[i]) == pytest.approx(-math.log(hi - lo), rel=1e-5)
+
+
+def eq13_mpmath(x: float, mean: float, scale: float) -> float:
+    """log P(x) of Ho et al. eq. 13 with mpmath's normal CDF at 50 digits (an interval above 0 mirrored below it)."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        lo = -mpmath.inf if x < -0.999 else (mpmath.mpf(x) - mean - mpmath.mpf(1) / 255) / scale
+        hi = mpmath.inf if x > 0.999 else (mpmath.mpf(x) - mean + mpmath.mpf(1) / 255) / scale
+        if lo > 0:  # Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi): no cancellation at 50 digits
+            lo, hi = -hi, -lo
+        return float(mpmath.log(mpmath.ncdf(hi) - mpmath.ncdf(lo)))
+
+
+# z: how many sigma the grid value x lies above the model's mean; interior and end bins, both tails
+TAILS = [(x, z, s) for x in (-1.0, -1.0 + 2 / 255, 128 / 127.5 - 1, 1.0 - 2 / 255, 1.0)
+         for z in (-95, -40, -12, -10, -8.5, -7, -3, 0, 0.4, 3, 7, 8.5, 10, 12, 40, 95) for s in (0.003, 0.02)]
+
+
+def test_discretised_gaussian_matches_eq13_deep_in_both_tails():
+    """Issue 24, defect 3: a difference of ndtr values underflowed below -8.3 sigma (log 1e-300 = -690.8 nats)."""
+    x = torch.tensor([c[0] for c in TAILS], dtype=torch.float64)
+    scale = torch.tensor([c[2] for c in TAILS], dtype=torch.float64)
+    mean = x - torch.tensor([c[1] for c in TAILS], dtype=torch.float64) * scale
+    got = discretized_gaussian_log_likelihood(x, mean, scale.log())
+    want = [eq13_mpmath(*c) for c in zip(x.tolist(), mean.tolist(), scale.tolist())]
+    assert got.tolist() == pytest.approx(want, rel=1e-12, abs=1e-14)
+    assert min(want) < -4000  # the test reaches as deep as it says (95 sigma: about -4,500 nats)
+
+
+@pytest.mark.parametrize("z", [-40, -20, -10, 10, 20, 40])
+def test_discretised_gaussian_has_a_finite_gradient_far_in_the_tail(z):
+    """The learned variance and the x0 prediction get a gradient from a pixel 10-40 sigma off (none from a clamp)."""
+    x = torch.tensor([-1.0 + 40 / 255, 0.0, 1.0 - 40 / 255], dtype=torch.float64)  # interior bins
+    mean = (x - z * 0.01).requires_grad_()
+    log_scale = torch.full_like(x, math.log(0.01), requires_grad=True)
+    discretized_gaussian_log_likelihood(x, mean, log_scale).sum().backward()
+    for grad in (mean.grad, log_scale.grad):
+        assert torch.isfinite(grad).all() and (grad.abs() > 1).all(), grad
+    # d/d mean of log P pulls the mean towards x: d log P / d mean has the sign of z
+    assert (mean.grad.sign() == math.copysign(1, z)).all() and (log_scale.grad > 0).all()
 
 
 def test_terms_have_gradients_in_the_variance_only_where_asked():

@@ -12,6 +12,7 @@ from rich.markup import escape
 from gentool.cli.app import app, console, err, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
 from gentool.cli.sources import SOURCE_HELP, default_out
+from gentool.eval_metrics import EVAL_METRICS
 
 
 @app.command("eval")
@@ -19,7 +20,7 @@ from gentool.cli.sources import SOURCE_HELP, default_out
 def eval_(
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     n: int = typer.Option(50000, "--n", help="Generated images for fid/isc/kid/prc (papers use 50000)."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help=escape("Comma-separated: fid,isc,kid,prc,loss_t,bpd [default: the recipe's [eval] metrics, else fid].")),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help=escape(f"Comma-separated: {','.join(EVAL_METRICS)} [default: the recipe's [eval] metrics, else fid].")),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler [default: [eval] sampler, else the recipe's [sampler]].")),
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Sampling steps [default: [eval] steps, else the recipe's].")),
     guidance: Optional[str] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w, or several (0,1,2: sample metrics for each) [default: the recipe's].")),

@@ -31,6 +31,8 @@ def check(
     summary = summarize(rec)  # the factories' own checks (networks on the meta device) and the data's, first
     for note in rec.notes:  # e.g. a key that moved to another table
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    for warning in summary.pop("warnings"):  # allowed, but likely a mistake: shown with --quiet too
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if quiet:
         return
     from rich.syntax import Syntax  # start-up: pygments, only when the recipe is printed
