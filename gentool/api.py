@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from gentool.diffusion import Diffusion
+from gentool.process import Process
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed
 from gentool.engine.data import check_split_shape
@@ -40,26 +40,42 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     likely a mistake is listed under ``"warnings"`` (:func:`recipe_warnings`).
     """
     reg = plugin_registry()
-    diffusion, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
+    process, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
-    out["schedule"] = (f"{recipe.schedule.name}, T = {diffusion.num_timesteps}, "
-                       f"sqrt(alpha-bar_T) = {terminal_signal(diffusion.betas_64):.2g}")
+    out["process"] = describe_process(recipe, process)
     params = sum(p.numel() for p in model.denoiser.parameters())
     out["denoiser parameters"] = f"{params:,} ({params / 1e6:.1f}M)"
     if model.conditioner is not None:
         out["conditioner parameters"] = f"{sum(p.numel() for p in model.conditioner.parameters()):,}"
     if recipe.data is not None:
-        out["dataset (train)"] = _train_split(Run(recipe, reg, torch.device("meta"), diffusion, model))
+        out["dataset (train)"] = _train_split(Run(recipe, reg, torch.device("meta"), process, model))
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps
     out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
-    out["warnings"] = recipe_warnings(recipe, diffusion)
+    out["warnings"] = recipe_warnings(recipe, process)
     return out
 
 
-def recipe_warnings(recipe: Recipe, diffusion: Diffusion) -> list[str]:
-    """What ``gentool check`` and ``gentool run`` warn of (allowed, but likely a mistake), one line each."""
-    signal = terminal_signal_warning(diffusion.betas_64)
+def describe_process(recipe: Recipe, process: Process) -> str:
+    """One line about the process for ``gentool check``: the chain's schedule and T, or a process's time range."""
+    betas = getattr(process, "betas_64", None)
+    if betas is not None and recipe.schedule is not None:
+        return (f"{recipe.process.name}: schedule {recipe.schedule.name}, T = {betas.numel()}, "
+                f"sqrt(alpha-bar_T) = {terminal_signal(betas):.2g}")
+    alpha = float(process.alpha(process.t_max))
+    sigma = float(process.sigma(process.t_max))
+    return (f"{recipe.process.name}: t from {process.t_max:g} to {process.t_data:g}, "
+            f"alpha = {alpha:.3g} and sigma = {sigma:.3g} at the noisiest")
+
+
+def recipe_warnings(recipe: Recipe, process: Process) -> list[str]:
+    """What ``gentool check`` and ``gentool run`` warn of (allowed, but likely a mistake), one line each.
+
+    The signal left at t = T is the discrete chain's (its schedule's betas); a
+    continuous process states its own noisiest time.
+    """
+    betas = getattr(process, "betas_64", None)
+    signal = terminal_signal_warning(betas) if betas is not None and recipe.schedule is not None else None
     return [f"{recipe.source}: schedule ({recipe.schedule.name}): {signal}"] if signal else []
 
 
@@ -119,7 +135,7 @@ def run_recipe(
     run = build(recipe, device=distributed.local_device(device or recipe.run.device))
     result = RunResult(run)
     main = distributed.env().main  # rank 0 writes, so rank 0 holds the lock
-    for warning in recipe_warnings(recipe, run.diffusion) if main else ():
+    for warning in recipe_warnings(recipe, run.process) if main else ():
         log(f"warning: {warning}")
     with RunLock(run.run_dir) if main else contextlib.nullcontext() as lock:  # through training and the tasks
         result.train = train(run, resume=resume, force=force, progress=progress, log=log, lock=lock)

@@ -38,7 +38,7 @@ from gentool.recipe import Recipe, load_recipe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: The kinds a recipe names and a run reads back (feature extractors: a name in [eval]; commands: no recipe).
-KINDS = ("schedule", "denoiser", "conditioner", "objective", "sampler", "task", "logger", "data_source")
+KINDS = ("schedule", "process", "denoiser", "conditioner", "objective", "sampler", "task", "logger", "data_source")
 NOT_IN_A_RUN = ("feature_extractor", "command")
 
 TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1], num_res_blocks=1,
@@ -95,7 +95,7 @@ def recipe_for(kind: str, name: str, tmp: Path, monkeypatch) -> dict:
         options = {**DATA_FILES[name](tmp / "files", monkeypatch), **options}
     factory = gentool.registry().get(kind, name).factory
     missing = [k for k, p in recipe_parameters(factory).items()
-               if p.default is inspect.Parameter.empty and k not in options and k not in BY_NAME[kind].reserved]
+               if p.default is inspect.Parameter.empty and k not in options and k not in BY_NAME[kind].reserved + BY_NAME[kind].supplied]
     if missing:
         pytest.fail(f"{kind} {name!r} has options without defaults ({', '.join(missing)}): give it tiny options "
                     "in TINY of tests/test_round_trip.py (or a data writer in tests/_data_files.py)")
