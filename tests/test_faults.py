@@ -273,6 +273,18 @@ def test_the_lock_names_the_holder_and_is_released(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
+
+def test_the_lock_never_follows_a_symbolic_link(run_dir, tmp_path):
+    """A planted ``.gentool.lock -> some file``: gentool neither truncates that file nor writes its PID there."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)  # the copied run has its own
+    (run_dir / LOCK_FILE).symlink_to(precious)
+    line = one_error_line(invoke("run", tmp_path / "toy.toml", "--set", "train.steps=4", "--no-tasks"))
+    assert f"{run_dir / LOCK_FILE}: is a symbolic link" in line, line
+    assert precious.read_text() == "keep me\n"
+    assert all_checkpoints_load(run_dir) == [2]  # nothing trained without the lock
+
 # -- results that survive ----------------------------------------------------------------------
 
 def test_a_run_without_a_loadable_checkpoint_is_an_error(run_dir, tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 from gentool.errors import RunLockedError
@@ -22,6 +23,9 @@ from gentool.errors import RunLockedError
 LOCK_FILE = ".gentool.lock"
 #: a lock file that cannot be created for these reasons means no process can write there either
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: the lock file is opened without following a symbolic link: a planted link must not make
+#: gentool truncate (and write its PID into) a file elsewhere
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 try:  # POSIX
     import fcntl
@@ -72,11 +76,17 @@ class RunLock:
         if self._fd is not None:
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno in _UNWRITABLE:  # a read-only run: nobody can write into it, so nothing to guard
                 return self
+            if exc.errno == errno.ELOOP or self.path.is_symlink():
+                raise RunLockedError(f"{self.path}: is a symbolic link, not gentool's lock file; "
+                                     "remove the link (gentool never writes through it)") from None
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted under the lock's name
+            os.close(fd)
+            raise RunLockedError(f"{self.path}: is not a regular file, not gentool's lock file; remove it")
         if not _try_lock(fd):
             holder = _read_pid(fd)
             os.close(fd)
