@@ -62,6 +62,32 @@ def test_torch_hubs_cached_inception_file_is_never_unpickled(tmp_path, monkeypat
     assert not marker.exists()
 
 
+
+def test_torch_hubs_cached_repository_code_never_runs(trained_toy, tmp_path, monkeypatch):
+    """dinov2-* is torch.hub.load: it would import $TORCH_HOME/hub/<repo>/hubconf.py; gentool refuses in one line."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "ran"
+    repo = pathlib.Path(torch.hub.get_dir()) / "facebookresearch_dinov2_main"
+    repo.mkdir(parents=True)
+    (repo / "hubconf.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+                                     "def dinov2_vits14(**kwargs):\n    raise SystemExit('hub code ran')\n")
+
+    def offline(*args, **kwargs):  # as without internet: torch hub falls back to its cache
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(GentoolError, match="'dinov2-vit-s-14': it needs torch hub to import and run"):
+        build_extractor(plugins.registry(), "dinov2-vit-s-14")
+    assert not marker.exists()
+    result = runner.invoke(app, ["eval", str(trained_toy.run_dir), "--metrics", "fid", "--n", "10",
+                                 "--feature-extractor", "dinov2-vit-s-14", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "never runs code from a download or a cache" in " ".join(result.output.split()), result.output
+    assert not marker.exists()
+    assert torch.hub.load.__module__ == "torch.hub"  # restored
+
 def test_feature_weights_file_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     weights = malicious(tmp_path / "inception.pth", marker)
