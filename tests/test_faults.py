@@ -291,7 +291,7 @@ def test_a_run_without_a_loadable_checkpoint_is_an_error(run_dir, tmp_path):
     for path in ckpt.list_checkpoints(run_dir):
         path.write_bytes(b"not a checkpoint")
     for command in (["sample", run_dir, "--n", 2, "--out", tmp_path / "s"], ["export", run_dir],
-                    ["inpaint", run_dir, "--out", tmp_path / "i"]):
+                    ["inpaint", run_dir, "--out", tmp_path / "i"], ["invert", run_dir, "--out", tmp_path / "v"]):
         line = one_error_line(invoke(*command))
         assert ("none of its 1 checkpoint file(s)" in line and "train.steps = 0" in line
                 or "no readable checkpoint" in line), (command, line)
