@@ -21,9 +21,11 @@ comparison. gentool writes no scheduler.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -90,19 +92,40 @@ def parse_axes(sets: list[str]) -> list[tuple[str, list[str]]]:
     return axes
 
 
+#: the longest variant folder name in bytes (a file name stops at 255); a longer one is cut and made unique
+MAX_NAME_BYTES = 200
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def _folder_name(pairs: list[tuple[str, str]]) -> str:
+    """``key=value,...`` with other characters as ``_``; past 200 bytes, cut and ended by ``~<hash of the whole>``."""
     name = ",".join(f"{k}={v}" for k, v in pairs)
-    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)[:200]
+    safe = "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
+    if len(safe.encode("utf-8")) <= MAX_NAME_BYTES:
+        return safe
+    cut = safe.encode("utf-8")[:MAX_NAME_BYTES - 13].decode("utf-8", "ignore")
+    return f"{cut}~{_digest(name)}"  # '~' is never in a plain name: no cut name equals another variant's
 
 
 def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
-    """The product of the axes' values, first axis slowest; a single value is an override of every variant."""
+    """The product of the axes' values, first axis slowest; a single value is an override of every variant.
+
+    Each variant has its own folder: names that the character replacement made
+    equal (``a b`` and ``a_b``) get ``~<hash of the overrides>`` appended.
+    """
     swept = [(k, vs) for k, vs in axes if len(vs) > 1]
     fixed = [f"{k}={vs[0]}" for k, vs in axes if len(vs) == 1]
     out = []
     for i, combo in enumerate(itertools.product(*(vs for _, vs in swept))):
         pairs = list(zip((k for k, _ in swept), combo))
         out.append(Variant(i, _folder_name(pairs) or "base", fixed + [f"{k}={v}" for k, v in pairs]))
+    counts = Counter(v.name for v in out)
+    for v in out:
+        if counts[v.name] > 1:
+            v.name += "~" + _digest("\n".join(v.overrides))
     return out
 
 

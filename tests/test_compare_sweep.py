@@ -58,6 +58,18 @@ def test_sweep_values_split_at_top_level_commas_only():
             parse_axes(bad)
 
 
+
+def test_every_variant_has_its_own_folder():
+    """Names that share their first 200 bytes, or differ only in replaced characters, stay distinct and short."""
+    long = "x" * 300
+    vs = variants(parse_axes([f'data.root="/d/{long}1","/d/{long}2"', 'run.device="a b","a_b"']))
+    names = [v.name for v in vs]
+    assert len(set(names)) == len(vs) == 4, names
+    assert all(len(n.encode()) <= 255 and "/" not in n for n in names), names
+    assert [v.overrides for v in vs] == [[f'data.root="/d/{long}{i}"', f"run.device={d}"]
+                                         for i in (1, 2) for d in ('"a b"', '"a_b"')]
+    assert variants(parse_axes(["schedule.name=linear,cosine"]))[1].name == "schedule.name=cosine"  # unchanged
+
 # -- compare -------------------------------------------------------------------
 def _fake_run(root: Path, name: str, schedule: str, losses: list[float], test: list[float]) -> Path:
     run_dir = root / name
