@@ -154,6 +154,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if head is None or metadata.get("format") != FORMAT or set(state) != {f"net.{k}" for k in weight_keys(head.shape[0])}:
         raise ValueError(f"{path}: not a {FORMAT} weights file (wrong keys or format {metadata.get('format')!r}); "
                          f"make one with `{train_command(metadata_data(path))}`")
+    if metadata.get("steps", "1").lstrip("-").isdigit() and int(metadata["steps"]) < 1:
+        raise ValueError(f"{path}: trained for {metadata['steps']} steps, so its weights are untrained; "
+                         f"make one with `{train_command(metadata_data(path))}`")
     return state, metadata
 
 
@@ -211,6 +214,9 @@ def train_classifier(
     Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps", "flip"}``;
     the test accuracy is computed through the saved extractor, as ``gentool eval`` does.
     """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps = {steps}, batch_size = {batch_size}: both must be at least 1 "
+                         "(the classifier would be saved untrained)")
     x_all, y_all = as_uint8(dataset)
     device = torch.device(device)
     g = torch.Generator().manual_seed(seed)

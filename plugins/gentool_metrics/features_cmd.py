@@ -26,9 +26,13 @@ def train_features(data: str = "fashion_mnist", *, root: str = "data", steps: in
     mirror images keep their class (its ``mirror_invariant``).
     """
     import gentool
-    from gentool.errors import GentoolError
+    from gentool.errors import GentoolError, UsageError
 
     from gentool_metrics.cnn28 import default_weights_path, train_classifier
+
+    for option, value in (("--steps", steps), ("--batch-size", batch_size)):
+        if value < 1:  # no training step: the saved classifier would be its random initial weights
+            raise UsageError(f"{option} {value}: must be at least 1 (the classifier would be saved untrained)")
 
     reg = gentool.registry()
     if ("data_source", data) not in reg:
