@@ -122,7 +122,8 @@ def _final(records: list[dict[str, Any]]) -> dict[str, float]:
 def metric_keys(runs: list[RunSummary]) -> list[str]:
     """The plotted metrics: the training loss, the test losses in order of t, the evaluation metrics."""
     keys = {k for r in runs for rec in r.records for k in rec}
-    tests = sorted((k for k in keys if k.startswith(TEST_PREFIX)), key=lambda k: int(k[len(TEST_PREFIX):]))
+    tests = sorted((k for k in keys if k.startswith(TEST_PREFIX) and k[len(TEST_PREFIX):].isdecimal()),
+                   key=lambda k: int(k[len(TEST_PREFIX):]))
     evals = sorted(k for k in keys if k.startswith(EVAL_PREFIX))
     return (["loss"] if "loss" in keys else []) + tests + evals
 

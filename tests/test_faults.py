@@ -12,6 +12,7 @@ loads.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -332,6 +333,22 @@ def test_a_damaged_reference_cache_is_rebuilt(tmp_path, monkeypatch):
     reference._MEMORY.clear()
     assert reference.reference_features(None, None, split="train", cache_dir=tmp_path)[1]["cached"] is True
 
+
+
+def test_a_damaged_metrics_file_stops_neither_compare_nor_a_resumed_run(run_dir, tmp_path):
+    """Lines that are not UTF-8, not JSON, nested too deep, or whose step is not an integer are skipped."""
+    metrics = run_dir / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b'\xff\xfe{"step": 3, "loss": 1.0}\n{"step": "3", "loss": 1.0}\n'
+                        b'{"step": 2.5, "loss": 1.0}\n{"step": null}\n' + b"[" * 100_000 + b"\n"
+                        + '{"step": 2, "test_loss/t=x": 1.0, "test_loss/t=\u00b2": 1.0}\n'.encode())
+    result = invoke("compare", run_dir, "--out", tmp_path / "c.png")
+    assert result.exit_code == 0 and (tmp_path / "c.png").is_file(), result.output
+    result = invoke("run", tmp_path / "toy.toml", "--set", "train.steps=4", "--no-tasks")  # resumes from 2
+    assert result.exit_code == 0 and "could not draw the plots" not in result.output, result.output
+    assert all_checkpoints_load(run_dir) == [2, 4]
+    steps = [json.loads(line)["step"] for line in metrics.read_text(encoding="utf-8").splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 4 and all(type(s) is int for s in steps)
 
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
