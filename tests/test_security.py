@@ -88,6 +88,29 @@ def test_torch_hubs_cached_repository_code_never_runs(trained_toy, tmp_path, mon
     assert not marker.exists()
     assert torch.hub.load.__module__ == "torch.hub"  # restored
 
+
+@pytest.mark.parametrize("damage", ["pickle", "truncated", "garbage"])
+def test_a_hostile_or_damaged_cnn28_cache_file_is_one_line(trained_toy, tmp_path, monkeypatch, damage):
+    """The file `gentool features train` caches, planted or damaged: eval refuses it in one line, never unpickles it."""
+    from gentool_metrics import default_weights_path
+
+    monkeypatch.setenv("GENTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    marker, path = tmp_path / "ran", default_weights_path(trained_toy.recipe.data.name)
+    malicious(path, marker)
+    if damage == "truncated":  # a real safetensors file cut short
+        from safetensors.torch import save_file
+
+        save_file({"net.0.weight": torch.zeros(32, 1, 3, 3)}, str(path))
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff" * 64)
+    result = runner.invoke(app, ["eval", str(trained_toy.run_dir), "--metrics", "fid", "--n", "10",
+                                 "--feature-extractor", "gentool-cnn28", "--out", str(tmp_path / "r.json")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output and text.count("error:") == 1, result.output
+    assert f"{path}: not a gentool-cnn28 weights file" in text and "gentool features train" in text, text
+    assert not marker.exists() and not (tmp_path / "r.json").exists()
+
 def test_feature_weights_file_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     weights = malicious(tmp_path / "inception.pth", marker)

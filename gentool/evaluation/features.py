@@ -128,7 +128,12 @@ def _from_registry(registry: Registry, name: str, weights: str, data: str = ""):
         if "weights_path" not in recipe_parameters(factory):
             raise FeatureExtractorError(f"feature extractor {name!r} takes no weights file (it has no weights_path option)")
         options["weights_path"] = weights
-    return factory(**check_options(factory, options))
+    try:
+        return factory(**check_options(factory, options))
+    except ValueError as exc:  # the plugin contract: a bad option or weights file (the default one included)
+        if isinstance(exc, GentoolError):
+            raise
+        raise FeatureExtractorError(f"feature extractor {name!r}: {exc}") from None
 
 
 def _from_torch_fidelity(name: str, weights: str, metrics: Iterable[str]):
