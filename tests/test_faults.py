@@ -170,6 +170,41 @@ def test_eval_prints_its_report_before_writing_it(run_dir, tmp_path):
     assert '"loss_t' in result.output, result.output  # the numbers were shown before the write failed
 
 
+
+# -- gentool features train -------------------------------------------------------------------
+
+def features_train(out: Path, *extra):
+    return invoke("features", "train", "toy", "--steps", 2, "--batch-size", 8, "-o", out, *extra)
+
+
+@pytest.mark.parametrize("extra, expected", [(["--lr", "nan"], "--lr nan: must be a finite number above 0"),
+                                             (["--lr", "-1"], "--lr -1.0: must be a finite number above 0"),
+                                             (["--device", "gpu7"], "--device: 'gpu7' is not a device")])
+def test_features_train_refuses_a_bad_value_in_one_line(tmp_path, extra, expected):
+    out = tmp_path / "w.safetensors"
+    line = one_error_line(features_train(out, *extra))
+    assert line.startswith(f"error: {expected}"), line
+    assert not out.exists()
+
+
+def test_features_train_checks_the_output_before_it_trains(tmp_path, monkeypatch, disk_full):
+    """A full disk and a read-only folder fail before the first step, and leave no file (0-byte or temporary)."""
+    out = tmp_path / "full" / "w.safetensors"
+    result = features_train(out)
+    line = one_error_line(result)
+    assert line.startswith(f"error: {out}: disk full"), line
+    assert "step 1/2" not in result.output and list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    read_only(monkeypatch, tmp_path / "ro")
+    out = tmp_path / "ro" / "w.safetensors"
+    result = features_train(out)
+    line = one_error_line(result)
+    assert "read-only file system" in line and str(tmp_path / "ro") in line, line
+    assert "step 1/2" not in result.output
+    monkeypatch.undo()
+    result = features_train(out)  # the same command where it can write: trains, then saves
+    assert result.exit_code == 0 and "step 1/2" in result.output and out.is_file(), result.output
+
 # -- one writer per run directory -------------------------------------------------------------
 
 def gentool_process(*args, script: str = "") -> subprocess.Popen:
