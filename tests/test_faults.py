@@ -138,6 +138,33 @@ def test_atomic_write_reports_enospc_from_torch_save(tmp_path, disk_full):
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_disk_full_while_inverting_leaves_no_latents_file(run_dir, tmp_path, disk_full):
+    out = tmp_path / "inv"
+    line = one_error_line(invoke("invert", run_dir, "--indices", "0,1", "--steps", 2, "--out", out))
+    assert line.startswith(f"error: {out / 'latents.pt'}: disk full"), line
+    assert not (out / "latents.pt").exists() and not list(out.glob(".*"))  # no 0-byte latents, no temporary file
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
+def test_a_damaged_latents_file_is_one_line(run_dir, tmp_path, damage):
+    """``interpolate --latents``: a cut, foreign or planted file is refused in one line; a pickle never runs."""
+    from test_security import malicious
+
+    good, marker = tmp_path / "good.pt", tmp_path / "ran"
+    torch.save({"latents": torch.zeros(2, 1, 8, 8), "labels": torch.full((2,), -1)}, good)
+    bad = tmp_path / "latents.pt"
+    if damage == "truncated":
+        bad.write_bytes(good.read_bytes()[:200])
+    elif damage == "garbage":
+        bad.write_bytes(b"\x00not a torch file" * 10)
+    else:
+        malicious(bad, marker)
+    line = one_error_line(invoke("interpolate", run_dir, "--mode", "slerp", "--latents", bad,
+                                 "--out", tmp_path / "i"))
+    assert f"{bad}: not a latents file of `gentool invert`" in line, line
+    assert not marker.exists()
+
 # -- a read-only file system --------------------------------------------------------------------
 
 def test_read_only_run_directory(run_dir, tmp_path, monkeypatch):
