@@ -412,6 +412,39 @@ def test_a_damaged_metrics_file_stops_neither_compare_nor_a_resumed_run(run_dir,
     steps = [json.loads(line)["step"] for line in metrics.read_text(encoding="utf-8").splitlines()]
     assert steps == sorted(steps) and steps[-1] == 4 and all(type(s) is int for s in steps)
 
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_a_logger_raising_systemexit_or_keyboardinterrupt_does_not_stop_training(tmp_path, monkeypatch, raised):
+    """The logger is switched off with a warning; the run trains to the end and saves its checkpoint."""
+    from _tiny import build, quiet_train, write_recipe
+    from gentool_loggers.jsonl import JsonlLogger
+
+    def log_scalars(self, step, scalars):
+        if step >= 2:
+            raise raised
+
+    monkeypatch.setattr(JsonlLogger, "log_scalars", log_scalars)
+    run = build(write_recipe(tmp_path, steps=6, checkpoint_every=6, log_every=2))
+    result, messages = quiet_train(run)
+    assert result.step == 6 and not result.interrupted
+    assert any(f"logger 'jsonl' failed in log_scalars ({type(raised).__name__}" in m for m in messages), messages
+    assert all_checkpoints_load(run.run_dir) == [6]
+
+
+def test_a_real_ctrl_c_twice_still_stops_inside_a_logger(tmp_path, monkeypatch):
+    """The second Ctrl-C while training stops at once (StopNow), even when it arrives inside a logger call."""
+    from _tiny import build, quiet_train, write_recipe
+    from gentool_loggers.jsonl import JsonlLogger
+
+    def log_scalars(self, step, scalars):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks to save and stop; the second stops now
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(JsonlLogger, "log_scalars", log_scalars)
+    run = build(write_recipe(tmp_path, steps=6, checkpoint_every=6, log_every=2))
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(run)
+
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
 def test_ctrl_c_while_starting_exits_130_without_a_traceback():
