@@ -24,12 +24,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gentool.atomic import atomic_write_text
+from gentool.engine.lock import exclusive
 from gentool.errors import UsageError
 
 SWEEP_FILE = "sweep.json"
@@ -136,10 +137,15 @@ def _read_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+def _record_done(path: Path, name: str, key: list[str], header: dict[str, Any]) -> None:
+    """Add ``name: key`` to the ``done`` of ``path``, keeping every other process's entries.
+
+    ``--variant I`` processes share the file: each re-reads it and writes it
+    back under an exclusive lock (``.sweep.json.lock``), atomically.
+    """
+    with exclusive(path.with_name(f".{path.name}.lock")):
+        done = {**_read_state(path).get("done", {}), name: key}
+        atomic_write_text(path, json.dumps({**header, "done": done}, indent=1))
 
 
 def sweep(
@@ -197,10 +203,8 @@ def sweep(
             for spec in rec.tasks:
                 log(f"task {spec.name}")
                 run.run_task(spec)
-        done = {**_read_state(state_path).get("done", {}), v.name: key}
-        _write_state(state_path, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
-                                  "variants": [{"name": x.name, "overrides": x.overrides} for x in vs],
-                                  "done": done})
+        _record_done(state_path, v.name, key, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
+                                               "variants": [{"name": x.name, "overrides": x.overrides} for x in vs]})
     if only is not None:  # the other variants may still be training (a job array): compare when all are done
         log(f"variant {only} done; once every variant has finished: gentool compare {folder}/*/")
         return result

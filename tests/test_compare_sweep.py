@@ -181,3 +181,41 @@ def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_pat
     assert more.trained == ["schedule.name=cosine"] and more.comparison is None
     assert any("step 4 of 5" in m for m in messages)
     assert not (linear / "checkpoints" / "step_00000005.pt").exists()
+
+
+
+SEEDS = "run.seed=0,1,2,3,4,5"
+
+
+def _one_variant(recipe: str, index: int) -> None:
+    """A ``--variant I`` process whose file system is slow: 0.3 s between reading sweep.json and writing it."""
+    import time
+
+    import gentool.sweep as module
+
+    read = module._read_state
+
+    def slow(path):
+        state = read(path)
+        time.sleep(0.3)
+        return state
+
+    module._read_state = slow
+    sweep(recipe, [SEEDS, "train.steps=0"], only=index, run_tasks=False, progress=False, log=lambda m: None)
+
+
+def test_variant_processes_writing_sweep_json_at_once_lose_no_entry(tmp_path):
+    import multiprocessing
+
+    recipe = _sweep_recipe(tmp_path)
+    sweep(recipe, [SEEDS, "train.steps=0"], only=0, run_tasks=False, progress=False, log=lambda m: None)  # warm
+    procs = [multiprocessing.get_context("fork").Process(target=_one_variant, args=(str(recipe), i))
+             for i in range(1, 6)]  # five job-array processes at once
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * 5
+    state = json.loads((tmp_path / "runs" / "sw" / "sweep.json").read_text())
+    assert sorted(state["done"]) == [f"run.seed={i}" for i in range(6)]
+    assert not list((tmp_path / "runs" / "sw").glob(".sweep.json.*.tmp"))

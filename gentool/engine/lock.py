@@ -13,10 +13,13 @@ take no lock: checkpoints are written atomically, so a reader sees whole files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import time
 from pathlib import Path
+from typing import Iterator
 
 from gentool.errors import RunLockedError
 
@@ -121,3 +124,23 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, *, poll: float = 0.02) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created; never through a link) while inside, waiting for it.
+
+    For a short read-modify-write of a file that several processes share
+    (``sweep.json`` of a ``--variant I`` job array); released when the block
+    ends or the process dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
+    try:
+        while not _try_lock(fd):
+            time.sleep(poll)
+        try:
+            yield
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
