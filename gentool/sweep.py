@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,9 @@ def parse_axes(sets: list[str]) -> list[tuple[str, list[str]]]:
     return axes
 
 
+#: the most variants a sweep takes: each is a whole training run (split a larger grid into several sweeps)
+MAX_VARIANTS = 10_000
+
 #: the longest variant folder name in bytes (a file name stops at 255); a longer one is cut and made unique
 MAX_NAME_BYTES = 200
 
@@ -109,6 +113,19 @@ def _folder_name(pairs: list[tuple[str, str]]) -> str:
         return safe
     cut = safe.encode("utf-8")[:MAX_NAME_BYTES - 13].decode("utf-8", "ignore")
     return f"{cut}~{_digest(name)}"  # '~' is never in a plain name: no cut name equals another variant's
+
+
+def count_variants(axes: list[tuple[str, list[str]]]) -> int:
+    """How many variants the axes give (the product of their numbers of values), without listing them.
+
+    Raises UsageError past :data:`MAX_VARIANTS`, naming each axis's count.
+    """
+    n = math.prod(len(values) for _, values in axes)
+    if n > MAX_VARIANTS:
+        sizes = " x ".join(f"{len(values)} ({key})" for key, values in axes if len(values) > 1)
+        raise UsageError(f"--set gives {n:,} variants ({sizes}); a sweep trains each variant in full, one after "
+                         f"another, so it takes at most {MAX_VARIANTS:,}: use fewer values or split the grid")
+    return n
 
 
 def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
@@ -167,6 +184,9 @@ def sweep(
     from gentool.run import build
 
     axes = parse_axes(list(sets))
+    n = count_variants(axes)  # an absurd grid is refused before anything is listed or checked
+    log(f"sweep of {n:,} variant{'s' if n != 1 else ''}; checking "
+        f"{'their recipes' if only is None else f'the recipe of variant {only}'}")
     vs = variants(axes)
     fixed = [f"{k}={values[0]}" for k, values in axes if len(values) == 1]  # in every variant
     if only is not None and not 0 <= only < len(vs):

@@ -219,3 +219,26 @@ def test_variant_processes_writing_sweep_json_at_once_lose_no_entry(tmp_path):
     state = json.loads((tmp_path / "runs" / "sw" / "sweep.json").read_text())
     assert sorted(state["done"]) == [f"run.seed={i}" for i in range(6)]
     assert not list((tmp_path / "runs" / "sw").glob(".sweep.json.*.tmp"))
+
+
+
+def test_an_absurd_grid_is_refused_at_once_and_a_sweep_says_how_many_variants(tmp_path, monkeypatch):
+    import gentool.recipe
+
+    recipe = _sweep_recipe(tmp_path)
+    checked = []
+    real = gentool.recipe.load_recipe
+
+    def load_recipe(*args, **kwargs):
+        checked.append(1)
+        assert len(checked) < 50, "validating the variants of a grid it should refuse"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gentool.recipe, "load_recipe", load_recipe)
+    seeds, lrs = ",".join(map(str, range(1000))), ",".join(f"{i}e-5" for i in range(1, 1002))
+    with pytest.raises(UsageError, match=r"gives 1,001,000 variants \(1000 \(run.seed\) x 1001 \(train.lr\)\)"):
+        sweep(recipe, [f"run.seed={seeds}", f"train.lr={lrs}"])
+    assert checked == [] and not (tmp_path / "runs").exists()
+    messages: list[str] = []
+    sweep(recipe, ["schedule.name=linear,cosine", "train.steps=0"], log=messages.append)
+    assert messages[0] == "sweep of 2 variants; checking their recipes"
