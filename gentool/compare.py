@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gentool.atomic import atomic_write
 from gentool.engine.metrics import METRICS, read_metrics
 from gentool.errors import GentoolError
 
@@ -212,10 +212,7 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for path in [out] + ([out.with_suffix(".svg")] if svg else []):
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix[1:])))
     return written
 
 

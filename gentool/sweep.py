@@ -237,5 +237,5 @@ def sweep(
         except CompareError as exc:  # e.g. train.steps = 0: nothing logged to compare
             log(f"no comparison: {exc}")
             return result
-        (folder / "compare.json").write_text(json.dumps(result.comparison.to_json(), indent=1), encoding="utf-8")
+        atomic_write_text(folder / "compare.json", json.dumps(result.comparison.to_json(), indent=1))
     return result

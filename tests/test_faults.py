@@ -165,6 +165,13 @@ def test_a_damaged_latents_file_is_one_line(run_dir, tmp_path, damage):
     assert f"{bad}: not a latents file of `gentool invert`" in line, line
     assert not marker.exists()
 
+
+def test_disk_full_while_comparing_leaves_no_partial_figure(run_dir, tmp_path, disk_full):
+    out = tmp_path / "c.png"
+    line = one_error_line(invoke("compare", run_dir, "--out", out, "--svg"))
+    assert line.startswith(f"error: {out}: disk full"), line
+    assert list(tmp_path.glob("c.*")) == [] and list(tmp_path.glob(".c.*")) == []
+
 # -- a read-only file system --------------------------------------------------------------------
 
 def test_read_only_run_directory(run_dir, tmp_path, monkeypatch):
