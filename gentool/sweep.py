@@ -3,8 +3,11 @@
 ``--set schedule.name=linear,cosine --set train.lr=1e-3,2e-4`` gives four
 variants; each is the recipe with those overrides and trains into
 ``<output_dir>/<name>/<variant>`` (``runs/fashion_mnist/schedule.name=cosine,train.lr=0.001``),
-a run directory like any other. ``<output_dir>/<name>/sweep.json`` records
-the variants and which finished with their tasks. Every variant trains like
+a run directory like any other (a name past 200 bytes is cut and ended by
+``~<hash>``, so every variant has its own folder; a grid of more than
+:data:`MAX_VARIANTS` is refused before anything is checked).
+``<output_dir>/<name>/sweep.json`` records the variants and which finished
+with their tasks; ``--variant I`` processes update it under a file lock. Every variant trains like
 ``gentool run`` (resuming its run directory), so a sweep that is stopped
 (Ctrl-C, a killed job) and started again trains nothing twice: finished
 variants resume to a no-op (and their tasks are not run again), the
