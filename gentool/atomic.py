@@ -70,6 +70,36 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     return path
 
 
+def check_writable(path: str | Path, size: int) -> None:
+    """Raise the OSError (naming ``path``) that writing ``size`` bytes beside ``path`` meets; leave nothing behind.
+
+    For a command that computes for long before it writes (``gentool features
+    train``): a read-only folder, a full disk or a file on the way fails at
+    once, not after the work. The bytes are written and fsynced to a
+    temporary file, which is then removed; ``path`` itself is not touched.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".{os.getpid()}.tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            for start in range(0, size, 1 << 20):
+                f.write(bytes(min(1 << 20, size - start)))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno), str(exc.filename or path)) from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically (temporary file, fsync, rename)."""
     return atomic_write(path, lambda f: torch.save(obj, f))

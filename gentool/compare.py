@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gentool.atomic import atomic_write
 from gentool.engine.metrics import METRICS, read_metrics
 from gentool.errors import GentoolError
 
@@ -122,7 +122,8 @@ def _final(records: list[dict[str, Any]]) -> dict[str, float]:
 def metric_keys(runs: list[RunSummary]) -> list[str]:
     """The plotted metrics: the training loss, the test losses in order of t, the evaluation metrics."""
     keys = {k for r in runs for rec in r.records for k in rec}
-    tests = sorted((k for k in keys if k.startswith(TEST_PREFIX)), key=lambda k: int(k[len(TEST_PREFIX):]))
+    tests = sorted((k for k in keys if k.startswith(TEST_PREFIX) and k[len(TEST_PREFIX):].isdecimal()),
+                   key=lambda k: int(k[len(TEST_PREFIX):]))
     evals = sorted(k for k in keys if k.startswith(EVAL_PREFIX))
     return (["loss"] if "loss" in keys else []) + tests + evals
 
@@ -211,10 +212,7 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
     out.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for path in [out] + ([out.with_suffix(".svg")] if svg else []):
-        tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(atomic_write(path, lambda f: fig.savefig(f, dpi=110, format=path.suffix[1:])))
     return written
 
 

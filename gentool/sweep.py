@@ -3,8 +3,11 @@
 ``--set schedule.name=linear,cosine --set train.lr=1e-3,2e-4`` gives four
 variants; each is the recipe with those overrides and trains into
 ``<output_dir>/<name>/<variant>`` (``runs/fashion_mnist/schedule.name=cosine,train.lr=0.001``),
-a run directory like any other. ``<output_dir>/<name>/sweep.json`` records
-the variants and which finished with their tasks. Every variant trains like
+a run directory like any other (a name past 200 bytes is cut and ended by
+``~<hash>``, so every variant has its own folder; a grid of more than
+:data:`MAX_VARIANTS` is refused before anything is checked).
+``<output_dir>/<name>/sweep.json`` records the variants and which finished
+with their tasks; ``--variant I`` processes update it under a file lock. Every variant trains like
 ``gentool run`` (resuming its run directory), so a sweep that is stopped
 (Ctrl-C, a killed job) and started again trains nothing twice: finished
 variants resume to a no-op (and their tasks are not run again), the
@@ -21,13 +24,17 @@ comparison. gentool writes no scheduler.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-import os
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gentool.atomic import atomic_write_text
+from gentool.engine.lock import exclusive
 from gentool.errors import UsageError
 
 SWEEP_FILE = "sweep.json"
@@ -90,19 +97,56 @@ def parse_axes(sets: list[str]) -> list[tuple[str, list[str]]]:
     return axes
 
 
+#: the most variants a sweep takes: each is a whole training run (split a larger grid into several sweeps)
+MAX_VARIANTS = 10_000
+
+#: the longest variant folder name in bytes (a file name stops at 255); a longer one is cut and made unique
+MAX_NAME_BYTES = 200
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def _folder_name(pairs: list[tuple[str, str]]) -> str:
+    """``key=value,...`` with other characters as ``_``; past 200 bytes, cut and ended by ``~<hash of the whole>``."""
     name = ",".join(f"{k}={v}" for k, v in pairs)
-    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)[:200]
+    safe = "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
+    if len(safe.encode("utf-8")) <= MAX_NAME_BYTES:
+        return safe
+    cut = safe.encode("utf-8")[:MAX_NAME_BYTES - 13].decode("utf-8", "ignore")
+    return f"{cut}~{_digest(name)}"  # '~' is never in a plain name: no cut name equals another variant's
+
+
+def count_variants(axes: list[tuple[str, list[str]]]) -> int:
+    """How many variants the axes give (the product of their numbers of values), without listing them.
+
+    Raises UsageError past :data:`MAX_VARIANTS`, naming each axis's count.
+    """
+    n = math.prod(len(values) for _, values in axes)
+    if n > MAX_VARIANTS:
+        sizes = " x ".join(f"{len(values)} ({key})" for key, values in axes if len(values) > 1)
+        raise UsageError(f"--set gives {n:,} variants ({sizes}); a sweep trains each variant in full, one after "
+                         f"another, so it takes at most {MAX_VARIANTS:,}: use fewer values or split the grid")
+    return n
 
 
 def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
-    """The product of the axes' values, first axis slowest; a single value is an override of every variant."""
+    """The product of the axes' values, first axis slowest; a single value is an override of every variant.
+
+    Each variant has its own folder: names that the character replacement made
+    equal (``a b`` and ``a_b``) get ``~<hash of the overrides>`` appended.
+    """
     swept = [(k, vs) for k, vs in axes if len(vs) > 1]
     fixed = [f"{k}={vs[0]}" for k, vs in axes if len(vs) == 1]
     out = []
     for i, combo in enumerate(itertools.product(*(vs for _, vs in swept))):
         pairs = list(zip((k for k, _ in swept), combo))
         out.append(Variant(i, _folder_name(pairs) or "base", fixed + [f"{k}={v}" for k, v in pairs]))
+    counts = Counter(v.name for v in out)
+    for v in out:
+        if counts[v.name] > 1:
+            v.name += "~" + _digest("\n".join(v.overrides))
     return out
 
 
@@ -113,10 +157,15 @@ def _read_state(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+def _record_done(path: Path, name: str, key: list[str], header: dict[str, Any]) -> None:
+    """Add ``name: key`` to the ``done`` of ``path``, keeping every other process's entries.
+
+    ``--variant I`` processes share the file: each re-reads it and writes it
+    back under an exclusive lock (``.sweep.json.lock``), atomically.
+    """
+    with exclusive(path.with_name(f".{path.name}.lock")):
+        done = {**_read_state(path).get("done", {}), name: key}
+        atomic_write_text(path, json.dumps({**header, "done": done}, indent=1))
 
 
 def sweep(
@@ -138,6 +187,9 @@ def sweep(
     from gentool.run import build
 
     axes = parse_axes(list(sets))
+    n = count_variants(axes)  # an absurd grid is refused before anything is listed or checked
+    log(f"sweep of {n:,} variant{'s' if n != 1 else ''}; checking "
+        f"{'their recipes' if only is None else f'the recipe of variant {only}'}")
     vs = variants(axes)
     fixed = [f"{k}={values[0]}" for k, values in axes if len(values) == 1]  # in every variant
     if only is not None and not 0 <= only < len(vs):
@@ -174,10 +226,8 @@ def sweep(
             for spec in rec.tasks:
                 log(f"task {spec.name}")
                 run.run_task(spec)
-        done = {**_read_state(state_path).get("done", {}), v.name: key}
-        _write_state(state_path, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
-                                  "variants": [{"name": x.name, "overrides": x.overrides} for x in vs],
-                                  "done": done})
+        _record_done(state_path, v.name, key, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
+                                               "variants": [{"name": x.name, "overrides": x.overrides} for x in vs]})
     if only is not None:  # the other variants may still be training (a job array): compare when all are done
         log(f"variant {only} done; once every variant has finished: gentool compare {folder}/*/")
         return result
@@ -190,5 +240,5 @@ def sweep(
         except CompareError as exc:  # e.g. train.steps = 0: nothing logged to compare
             log(f"no comparison: {exc}")
             return result
-        (folder / "compare.json").write_text(json.dumps(result.comparison.to_json(), indent=1), encoding="utf-8")
+        atomic_write_text(folder / "compare.json", json.dumps(result.comparison.to_json(), indent=1))
     return result

@@ -58,6 +58,18 @@ def test_sweep_values_split_at_top_level_commas_only():
             parse_axes(bad)
 
 
+
+def test_every_variant_has_its_own_folder():
+    """Names that share their first 200 bytes, or differ only in replaced characters, stay distinct and short."""
+    long = "x" * 300
+    vs = variants(parse_axes([f'data.root="/d/{long}1","/d/{long}2"', 'run.device="a b","a_b"']))
+    names = [v.name for v in vs]
+    assert len(set(names)) == len(vs) == 4, names
+    assert all(len(n.encode()) <= 255 and "/" not in n for n in names), names
+    assert [v.overrides for v in vs] == [[f'data.root="/d/{long}{i}"', f"run.device={d}"]
+                                         for i in (1, 2) for d in ('"a b"', '"a_b"')]
+    assert variants(parse_axes(["schedule.name=linear,cosine"]))[1].name == "schedule.name=cosine"  # unchanged
+
 # -- compare -------------------------------------------------------------------
 def _fake_run(root: Path, name: str, schedule: str, losses: list[float], test: list[float]) -> Path:
     run_dir = root / name
@@ -169,3 +181,64 @@ def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_pat
     assert more.trained == ["schedule.name=cosine"] and more.comparison is None
     assert any("step 4 of 5" in m for m in messages)
     assert not (linear / "checkpoints" / "step_00000005.pt").exists()
+
+
+
+SEEDS = "run.seed=0,1,2,3,4,5"
+
+
+def _one_variant(recipe: str, index: int) -> None:
+    """A ``--variant I`` process whose file system is slow: 0.3 s between reading sweep.json and writing it."""
+    import time
+
+    import gentool.sweep as module
+
+    read = module._read_state
+
+    def slow(path):
+        state = read(path)
+        time.sleep(0.3)
+        return state
+
+    module._read_state = slow
+    sweep(recipe, [SEEDS, "train.steps=0"], only=index, run_tasks=False, progress=False, log=lambda m: None)
+
+
+def test_variant_processes_writing_sweep_json_at_once_lose_no_entry(tmp_path):
+    import multiprocessing
+
+    recipe = _sweep_recipe(tmp_path)
+    sweep(recipe, [SEEDS, "train.steps=0"], only=0, run_tasks=False, progress=False, log=lambda m: None)  # warm
+    procs = [multiprocessing.get_context("fork").Process(target=_one_variant, args=(str(recipe), i))
+             for i in range(1, 6)]  # five job-array processes at once
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    assert [proc.exitcode for proc in procs] == [0] * 5
+    state = json.loads((tmp_path / "runs" / "sw" / "sweep.json").read_text())
+    assert sorted(state["done"]) == [f"run.seed={i}" for i in range(6)]
+    assert not list((tmp_path / "runs" / "sw").glob(".sweep.json.*.tmp"))
+
+
+
+def test_an_absurd_grid_is_refused_at_once_and_a_sweep_says_how_many_variants(tmp_path, monkeypatch):
+    import gentool.recipe
+
+    recipe = _sweep_recipe(tmp_path)
+    checked = []
+    real = gentool.recipe.load_recipe
+
+    def load_recipe(*args, **kwargs):
+        checked.append(1)
+        assert len(checked) < 50, "validating the variants of a grid it should refuse"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gentool.recipe, "load_recipe", load_recipe)
+    seeds, lrs = ",".join(map(str, range(1000))), ",".join(f"{i}e-5" for i in range(1, 1002))
+    with pytest.raises(UsageError, match=r"gives 1,001,000 variants \(1000 \(run.seed\) x 1001 \(train.lr\)\)"):
+        sweep(recipe, [f"run.seed={seeds}", f"train.lr={lrs}"])
+    assert checked == [] and not (tmp_path / "runs").exists()
+    messages: list[str] = []
+    sweep(recipe, ["schedule.name=linear,cosine", "train.steps=0"], log=messages.append)
+    assert messages[0] == "sweep of 2 variants; checking their recipes"

@@ -12,6 +12,7 @@ loads.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -137,6 +138,40 @@ def test_atomic_write_reports_enospc_from_torch_save(tmp_path, disk_full):
     assert list(tmp_path.iterdir()) == []
 
 
+
+def test_disk_full_while_inverting_leaves_no_latents_file(run_dir, tmp_path, disk_full):
+    out = tmp_path / "inv"
+    line = one_error_line(invoke("invert", run_dir, "--indices", "0,1", "--steps", 2, "--out", out))
+    assert line.startswith(f"error: {out / 'latents.pt'}: disk full"), line
+    assert not (out / "latents.pt").exists() and not list(out.glob(".*"))  # no 0-byte latents, no temporary file
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle"])
+def test_a_damaged_latents_file_is_one_line(run_dir, tmp_path, damage):
+    """``interpolate --latents``: a cut, foreign or planted file is refused in one line; a pickle never runs."""
+    from test_security import malicious
+
+    good, marker = tmp_path / "good.pt", tmp_path / "ran"
+    torch.save({"latents": torch.zeros(2, 1, 8, 8), "labels": torch.full((2,), -1)}, good)
+    bad = tmp_path / "latents.pt"
+    if damage == "truncated":
+        bad.write_bytes(good.read_bytes()[:200])
+    elif damage == "garbage":
+        bad.write_bytes(b"\x00not a torch file" * 10)
+    else:
+        malicious(bad, marker)
+    line = one_error_line(invoke("interpolate", run_dir, "--mode", "slerp", "--latents", bad,
+                                 "--out", tmp_path / "i"))
+    assert f"{bad}: not a latents file of `gentool invert`" in line, line
+    assert not marker.exists()
+
+
+def test_disk_full_while_comparing_leaves_no_partial_figure(run_dir, tmp_path, disk_full):
+    out = tmp_path / "c.png"
+    line = one_error_line(invoke("compare", run_dir, "--out", out, "--svg"))
+    assert line.startswith(f"error: {out}: disk full"), line
+    assert list(tmp_path.glob("c.*")) == [] and list(tmp_path.glob(".c.*")) == []
+
 # -- a read-only file system --------------------------------------------------------------------
 
 def test_read_only_run_directory(run_dir, tmp_path, monkeypatch):
@@ -168,6 +203,41 @@ def test_eval_prints_its_report_before_writing_it(run_dir, tmp_path):
     assert result.exit_code == 2 and f"{blocker}: is a file, not a directory" in result.output, result.output
     assert '"loss_t' in result.output, result.output  # the numbers were shown before the write failed
 
+
+
+# -- gentool features train -------------------------------------------------------------------
+
+def features_train(out: Path, *extra):
+    return invoke("features", "train", "toy", "--steps", 2, "--batch-size", 8, "-o", out, *extra)
+
+
+@pytest.mark.parametrize("extra, expected", [(["--lr", "nan"], "--lr nan: must be a finite number above 0"),
+                                             (["--lr", "-1"], "--lr -1.0: must be a finite number above 0"),
+                                             (["--device", "gpu7"], "--device: 'gpu7' is not a device")])
+def test_features_train_refuses_a_bad_value_in_one_line(tmp_path, extra, expected):
+    out = tmp_path / "w.safetensors"
+    line = one_error_line(features_train(out, *extra))
+    assert line.startswith(f"error: {expected}"), line
+    assert not out.exists()
+
+
+def test_features_train_checks_the_output_before_it_trains(tmp_path, monkeypatch, disk_full):
+    """A full disk and a read-only folder fail before the first step, and leave no file (0-byte or temporary)."""
+    out = tmp_path / "full" / "w.safetensors"
+    result = features_train(out)
+    line = one_error_line(result)
+    assert line.startswith(f"error: {out}: disk full"), line
+    assert "step 1/2" not in result.output and list(out.parent.iterdir()) == []
+    monkeypatch.undo()
+    read_only(monkeypatch, tmp_path / "ro")
+    out = tmp_path / "ro" / "w.safetensors"
+    result = features_train(out)
+    line = one_error_line(result)
+    assert "read-only file system" in line and str(tmp_path / "ro") in line, line
+    assert "step 1/2" not in result.output
+    monkeypatch.undo()
+    result = features_train(out)  # the same command where it can write: trains, then saves
+    assert result.exit_code == 0 and "step 1/2" in result.output and out.is_file(), result.output
 
 # -- one writer per run directory -------------------------------------------------------------
 
@@ -273,13 +343,25 @@ def test_the_lock_names_the_holder_and_is_released(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
+
+def test_the_lock_never_follows_a_symbolic_link(run_dir, tmp_path):
+    """A planted ``.gentool.lock -> some file``: gentool neither truncates that file nor writes its PID there."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)  # the copied run has its own
+    (run_dir / LOCK_FILE).symlink_to(precious)
+    line = one_error_line(invoke("run", tmp_path / "toy.toml", "--set", "train.steps=4", "--no-tasks"))
+    assert f"{run_dir / LOCK_FILE}: is a symbolic link" in line, line
+    assert precious.read_text() == "keep me\n"
+    assert all_checkpoints_load(run_dir) == [2]  # nothing trained without the lock
+
 # -- results that survive ----------------------------------------------------------------------
 
 def test_a_run_without_a_loadable_checkpoint_is_an_error(run_dir, tmp_path):
     for path in ckpt.list_checkpoints(run_dir):
         path.write_bytes(b"not a checkpoint")
     for command in (["sample", run_dir, "--n", 2, "--out", tmp_path / "s"], ["export", run_dir],
-                    ["inpaint", run_dir, "--out", tmp_path / "i"]):
+                    ["inpaint", run_dir, "--out", tmp_path / "i"], ["invert", run_dir, "--out", tmp_path / "v"]):
         line = one_error_line(invoke(*command))
         assert ("none of its 1 checkpoint file(s)" in line and "train.steps = 0" in line
                 or "no readable checkpoint" in line), (command, line)
@@ -320,6 +402,55 @@ def test_a_damaged_reference_cache_is_rebuilt(tmp_path, monkeypatch):
     reference._MEMORY.clear()
     assert reference.reference_features(None, None, split="train", cache_dir=tmp_path)[1]["cached"] is True
 
+
+
+def test_a_damaged_metrics_file_stops_neither_compare_nor_a_resumed_run(run_dir, tmp_path):
+    """Lines that are not UTF-8, not JSON, nested too deep, or whose step is not an integer are skipped."""
+    metrics = run_dir / "metrics.jsonl"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good + b'\xff\xfe{"step": 3, "loss": 1.0}\n{"step": "3", "loss": 1.0}\n'
+                        b'{"step": 2.5, "loss": 1.0}\n{"step": null}\n' + b"[" * 100_000 + b"\n"
+                        + '{"step": 2, "test_loss/t=x": 1.0, "test_loss/t=\u00b2": 1.0}\n'.encode())
+    result = invoke("compare", run_dir, "--out", tmp_path / "c.png")
+    assert result.exit_code == 0 and (tmp_path / "c.png").is_file(), result.output
+    result = invoke("run", tmp_path / "toy.toml", "--set", "train.steps=4", "--no-tasks")  # resumes from 2
+    assert result.exit_code == 0 and "could not draw the plots" not in result.output, result.output
+    assert all_checkpoints_load(run_dir) == [2, 4]
+    steps = [json.loads(line)["step"] for line in metrics.read_text(encoding="utf-8").splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 4 and all(type(s) is int for s in steps)
+
+
+@pytest.mark.parametrize("raised", [SystemExit(3), KeyboardInterrupt()])
+def test_a_logger_raising_systemexit_or_keyboardinterrupt_does_not_stop_training(tmp_path, monkeypatch, raised):
+    """The logger is switched off with a warning; the run trains to the end and saves its checkpoint."""
+    from _tiny import build, quiet_train, write_recipe
+    from gentool_loggers.jsonl import JsonlLogger
+
+    def log_scalars(self, step, scalars):
+        if step >= 2:
+            raise raised
+
+    monkeypatch.setattr(JsonlLogger, "log_scalars", log_scalars)
+    run = build(write_recipe(tmp_path, steps=6, checkpoint_every=6, log_every=2))
+    result, messages = quiet_train(run)
+    assert result.step == 6 and not result.interrupted
+    assert any(f"logger 'jsonl' failed in log_scalars ({type(raised).__name__}" in m for m in messages), messages
+    assert all_checkpoints_load(run.run_dir) == [6]
+
+
+def test_a_real_ctrl_c_twice_still_stops_inside_a_logger(tmp_path, monkeypatch):
+    """The second Ctrl-C while training stops at once (StopNow), even when it arrives inside a logger call."""
+    from _tiny import build, quiet_train, write_recipe
+    from gentool_loggers.jsonl import JsonlLogger
+
+    def log_scalars(self, step, scalars):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks to save and stop; the second stops now
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(JsonlLogger, "log_scalars", log_scalars)
+    run = build(write_recipe(tmp_path, steps=6, checkpoint_every=6, log_every=2))
+    with pytest.raises(KeyboardInterrupt):
+        quiet_train(run)
 
 # -- Ctrl-C -------------------------------------------------------------------------------------
 

@@ -62,6 +62,55 @@ def test_torch_hubs_cached_inception_file_is_never_unpickled(tmp_path, monkeypat
     assert not marker.exists()
 
 
+
+def test_torch_hubs_cached_repository_code_never_runs(trained_toy, tmp_path, monkeypatch):
+    """dinov2-* is torch.hub.load: it would import $TORCH_HOME/hub/<repo>/hubconf.py; gentool refuses in one line."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    marker = tmp_path / "ran"
+    repo = pathlib.Path(torch.hub.get_dir()) / "facebookresearch_dinov2_main"
+    repo.mkdir(parents=True)
+    (repo / "hubconf.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n"
+                                     "def dinov2_vits14(**kwargs):\n    raise SystemExit('hub code ran')\n")
+
+    def offline(*args, **kwargs):  # as without internet: torch hub falls back to its cache
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(GentoolError, match="'dinov2-vit-s-14': it needs torch hub to import and run"):
+        build_extractor(plugins.registry(), "dinov2-vit-s-14")
+    assert not marker.exists()
+    result = runner.invoke(app, ["eval", str(trained_toy.run_dir), "--metrics", "fid", "--n", "10",
+                                 "--feature-extractor", "dinov2-vit-s-14", "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "never runs code from a download or a cache" in " ".join(result.output.split()), result.output
+    assert not marker.exists()
+    assert torch.hub.load.__module__ == "torch.hub"  # restored
+
+
+@pytest.mark.parametrize("damage", ["pickle", "truncated", "garbage"])
+def test_a_hostile_or_damaged_cnn28_cache_file_is_one_line(trained_toy, tmp_path, monkeypatch, damage):
+    """The file `gentool features train` caches, planted or damaged: eval refuses it in one line, never unpickles it."""
+    from gentool_metrics import default_weights_path
+
+    monkeypatch.setenv("GENTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    marker, path = tmp_path / "ran", default_weights_path(trained_toy.recipe.data.name)
+    malicious(path, marker)
+    if damage == "truncated":  # a real safetensors file cut short
+        from safetensors.torch import save_file
+
+        save_file({"net.0.weight": torch.zeros(32, 1, 3, 3)}, str(path))
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"\xff" * 64)
+    result = runner.invoke(app, ["eval", str(trained_toy.run_dir), "--metrics", "fid", "--n", "10",
+                                 "--feature-extractor", "gentool-cnn28", "--out", str(tmp_path / "r.json")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output and text.count("error:") == 1, result.output
+    assert f"{path}: not a gentool-cnn28 weights file" in text and "gentool features train" in text, text
+    assert not marker.exists() and not (tmp_path / "r.json").exists()
+
 def test_feature_weights_file_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     weights = malicious(tmp_path / "inception.pth", marker)

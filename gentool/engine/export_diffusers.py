@@ -35,6 +35,7 @@ between timesteps (``timestep_spacing = "leading"``), gentool's DDIM spaces
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -262,28 +263,83 @@ def scheduler_config(run) -> dict[str, Any]:
 
 
 # -- the folder ----------------------------------------------------------------
-def export_run(run, out: str | Path) -> Path:
-    """Write a built run's sampling network and schedule as a diffusers ``DDPMPipeline`` folder."""
-    diffusers = _diffusers()
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not (out / "model_index.json").exists():
-            raise DiffusersExportError(f"{out}: exists and is not an exported diffusers folder; name a new folder")
-    unet = build_unet(run)
-    check_unet(run, unet)
-    scheduler = diffusers.DDPMScheduler(**scheduler_config(run))
-    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+#: what marks a folder as one gentool exported (diffusers' own folders have model_index.json too)
+MARKER = "gentool.json"
+#: the prefix of the temporary folder inside an existing ``out`` (one a killed export left is not a foreign file)
+_TMP_PREFIX = ".gentool-export."
+
+
+def _entries(folder: Path) -> dict[Path, str]:
+    """Every entry under ``folder`` (relative path -> "dir", "file" or "other"); links are "other", never followed."""
+    found: dict[Path, str] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.relative_to(folder).parts[0].startswith(_TMP_PREFIX):
+            continue
+        kind = "other" if path.is_symlink() else "dir" if path.is_dir() else "file" if path.is_file() else "other"
+        found[path.relative_to(folder)] = kind
+    return found
+
+
+def _check_reusable(out: Path) -> None:
+    """``out`` is a new or empty folder or one gentool exported; anything else is refused before any work."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DiffusersExportError(f"{out}: exists and is not a folder; name a new or empty folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise DiffusersExportError(f"{out}: holds files that gentool did not export (it has no {MARKER}); "
+                                   "name a new or empty folder")
+
+
+def write_folder(out: str | Path, write) -> Path:
+    """Call ``write(folder)`` on a temporary folder, then make it ``out``; nothing gentool did not write is deleted.
+
+    A new ``out`` is the temporary folder renamed (atomic). An existing one
+    (empty, or an earlier export) gets each written file renamed into it, one
+    atomic ``os.replace`` a file; an earlier export is updated only when every
+    entry in it is one this export writes too, so no other file is touched.
+    """
+    out = Path(os.path.abspath(out))  # "-o ." is the current folder by its name, not "."
+    _check_reusable(out)
+    new = not out.exists()
+    if new:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=out))  # same file system, found by name
     try:
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "gentool.json").write_text(json.dumps({
-            "step": run.step, "null_class_label": run.sampling_model.num_classes or None,
-            "recipe": run.recipe.dumps()}, indent=1), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        write(tmp)
+        if new:
+            tmp.rename(out)
+            return out
+        ours, theirs = _entries(tmp), _entries(out)
+        foreign = sorted(str(rel) for rel, kind in theirs.items() if ours.get(rel) != kind)
+        if foreign:
+            raise DiffusersExportError(f"{out}: holds {', '.join(foreign[:3])}"
+                                       f"{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}, which this "
+                                       "export does not write; name a new or empty folder (nothing was changed)")
+        for rel, kind in ours.items():
+            if kind == "dir":
+                (out / rel).mkdir(exist_ok=True)
+            else:
+                os.replace(tmp / rel, out / rel)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def export_run(run, out: str | Path) -> Path:
+    """Write a built run's sampling network and schedule as a diffusers ``DDPMPipeline`` folder."""
+    diffusers = _diffusers()
+    _check_reusable(Path(os.path.abspath(out)))
+    unet = build_unet(run)
+    check_unet(run, unet)
+    scheduler = diffusers.DDPMScheduler(**scheduler_config(run))
+    pipe = diffusers.DDPMPipeline(unet=unet, scheduler=scheduler)
+
+    def write(folder: Path) -> None:
+        pipe.save_pretrained(folder, safe_serialization=True)
+        (folder / MARKER).write_text(json.dumps({
+            "step": run.step, "null_class_label": run.sampling_model.num_classes or None,
+            "recipe": run.recipe.dumps()}, indent=1), encoding="utf-8")
+
+    return write_folder(out, write)

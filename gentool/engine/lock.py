@@ -13,15 +13,22 @@ take no lock: checkpoints are written atomically, so a reader sees whole files.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import stat
+import time
 from pathlib import Path
+from typing import Iterator
 
 from gentool.errors import RunLockedError
 
 LOCK_FILE = ".gentool.lock"
 #: a lock file that cannot be created for these reasons means no process can write there either
 _UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: the lock file is opened without following a symbolic link: a planted link must not make
+#: gentool truncate (and write its PID into) a file elsewhere
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 try:  # POSIX
     import fcntl
@@ -72,11 +79,17 @@ class RunLock:
         if self._fd is not None:
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno in _UNWRITABLE:  # a read-only run: nobody can write into it, so nothing to guard
                 return self
+            if exc.errno == errno.ELOOP or self.path.is_symlink():
+                raise RunLockedError(f"{self.path}: is a symbolic link, not gentool's lock file; "
+                                     "remove the link (gentool never writes through it)") from None
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device planted under the lock's name
+            os.close(fd)
+            raise RunLockedError(f"{self.path}: is not a regular file, not gentool's lock file; remove it")
         if not _try_lock(fd):
             holder = _read_pid(fd)
             os.close(fd)
@@ -111,3 +124,23 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, *, poll: float = 0.02) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created; never through a link) while inside, waiting for it.
+
+    For a short read-modify-write of a file that several processes share
+    (``sweep.json`` of a ``--variant I`` job array); released when the block
+    ends or the process dies.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
+    try:
+        while not _try_lock(fd):
+            time.sleep(poll)
+        try:
+            yield
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)

@@ -3,7 +3,9 @@
 Every logger (:class:`gentool.Logger`, registered through
 ``gentool_register_loggers``) receives the same calls on rank 0. A logger
 that raises, when built or at any call, is reported once as a warning and
-switched off: a metrics sink never stops training.
+switched off: a metrics sink never stops training, not even by raising
+``SystemExit`` or ``KeyboardInterrupt`` itself; only a real Ctrl-C does
+(:func:`gentool.engine.signals.is_real_interrupt`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Callable
 from torch import Tensor
 
 from gentool.engine.metrics import METRICS, truncate_metrics
+from gentool.engine.signals import is_real_interrupt
 
 
 class Loggers:
@@ -28,7 +31,9 @@ class Loggers:
             try:
                 options = run.recipe.logger_options.get(name, {})
                 logger = run.registry.get("logger", name).factory(run.run_dir, **options)
-            except Exception as exc:  # noqa: BLE001 - a logger must never stop training
+            except BaseException as exc:  # noqa: BLE001 - a logger must never stop training (SystemExit included)
+                if is_real_interrupt(exc):
+                    raise
                 self._warn(name, "could not be started", exc)
                 continue
             self._active.append((name, logger))
@@ -46,13 +51,16 @@ class Loggers:
             name, logger = entry
             try:
                 getattr(logger, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - reported once, then the logger is off
+            except BaseException as exc:  # noqa: BLE001 - reported once, then the logger is off
+                if is_real_interrupt(exc):
+                    raise
                 self._active.remove(entry)
                 self._warn(name, f"failed in {method}", exc)
                 try:
                     logger.close()
-                except Exception:  # noqa: BLE001
-                    pass
+                except BaseException as again:  # noqa: BLE001
+                    if is_real_interrupt(again):
+                        raise
 
     def scalars(self, step: int, scalars: dict[str, float]) -> None:
         self._call("log_scalars", step, scalars)

@@ -24,15 +24,20 @@ METRICS = "metrics.jsonl"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics file; a line cut short by a crash is ignored."""
+    """The records of a metrics file: JSON objects with an integer ``step``, one a line.
+
+    A damaged line is skipped, so a damaged file stops neither ``gentool
+    compare`` nor a resumed run: one cut short by a crash, one that is not
+    UTF-8 or not JSON, one whose ``step`` is not an integer.
+    """
     out = []
     if Path(path).exists():
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
+        for line in Path(path).read_bytes().splitlines():
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = json.loads(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # not UTF-8 (UnicodeDecodeError), not JSON, nested too deep
                 continue
-            if isinstance(record, dict) and "step" in record:
+            if isinstance(record, dict) and type(record.get("step")) is int:
                 out.append(record)
     return out
 

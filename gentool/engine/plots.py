@@ -69,7 +69,8 @@ def plot_metrics(run_dir: Path) -> list[Path]:
     records = read_metrics(run_dir / METRICS)
     out_dir = run_dir / PLOTS
     keys = sorted({k for r in records for k in r})
-    test_keys = sorted((k for k in keys if k.startswith(TEST_PREFIX)), key=lambda k: int(k[len(TEST_PREFIX):]))
+    test_keys = sorted((k for k in keys if k.startswith(TEST_PREFIX) and k[len(TEST_PREFIX):].isdecimal()),
+                       key=lambda k: int(k[len(TEST_PREFIX):]))
     eval_keys = [k for k in keys if k.startswith(EVAL_PREFIX)]
     written = [
         _plot_keys(records, ["loss"], ["train loss"], "training loss (L_simple)", "loss", out_dir / "loss.png", True),

@@ -12,6 +12,21 @@ import signal
 from typing import Any
 
 
+class StopNow(KeyboardInterrupt):
+    """The same signal twice while training: stop at once, without saving (a real Ctrl-C, not one code raised)."""
+
+
+def is_real_interrupt(exc: BaseException) -> bool:
+    """Is ``exc`` a Ctrl-C of the user (to obey), rather than a KeyboardInterrupt some code raised (to contain)?
+
+    Inside :class:`StopRequest` a signal raises only :class:`StopNow`; outside
+    it, Python's default handler raises KeyboardInterrupt, and any is taken as real.
+    """
+    if isinstance(exc, StopNow):
+        return True
+    return isinstance(exc, KeyboardInterrupt) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 class StopRequest:
     """A context manager turning SIGINT/SIGTERM into a flag; the same signal again stops at once."""
 
@@ -35,7 +50,7 @@ class StopRequest:
         # the same signal twice (Ctrl-C, Ctrl-C) stops now, without saving; a different one does not,
         # since torchrun answers a Ctrl-C by sending SIGTERM to workers that are already saving
         if self.signum == signum:
-            raise KeyboardInterrupt
+            raise StopNow
         self.signum = self.signum or signum
 
     def __exit__(self, *exc) -> None:

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
-from gentool.evaluation.weights import safe_torch_load
+from gentool.evaluation.weights import HubCodeRefused, safe_torch_load
 from gentool.registry import Registry, closest
 
 METRIC_LAYERS = ("fid", "isc", "kid", "prc")
@@ -101,6 +101,10 @@ def build_extractor(registry: Registry, name: str, weights: str | Path = "", met
                 return _from_registry(registry, name, weights, data)
             if name in torch_fidelity_extractors():
                 return _from_torch_fidelity(name, weights, metrics)
+    except HubCodeRefused as exc:
+        known = ", ".join(sorted(registry.names("feature_extractor")))
+        raise FeatureExtractorError(f"feature extractor {name!r}: {exc}; use one whose network gentool or "
+                                    f"torch-fidelity ships: {known} or vgg16") from None
     except (GentoolError, FileNotFoundError):
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the extractor's loader raised
@@ -124,7 +128,12 @@ def _from_registry(registry: Registry, name: str, weights: str, data: str = ""):
         if "weights_path" not in recipe_parameters(factory):
             raise FeatureExtractorError(f"feature extractor {name!r} takes no weights file (it has no weights_path option)")
         options["weights_path"] = weights
-    return factory(**check_options(factory, options))
+    try:
+        return factory(**check_options(factory, options))
+    except ValueError as exc:  # the plugin contract: a bad option or weights file (the default one included)
+        if isinstance(exc, GentoolError):
+            raise
+        raise FeatureExtractorError(f"feature extractor {name!r}: {exc}") from None
 
 
 def _from_torch_fidelity(name: str, weights: str, metrics: Iterable[str]):

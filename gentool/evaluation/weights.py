@@ -9,6 +9,11 @@ only), and a file that gentool has already read and checked is served from
 memory, so the bytes checked are the bytes used (a file swapped in between is
 never read). Every feature extractor is built inside it
 (:func:`gentool.evaluation.features.build_extractor`).
+
+torch hub can also run code: ``torch.hub.load`` imports a repository's
+``hubconf.py``, from a download or from the cache ``$TORCH_HOME/hub/<owner>_<repo>_<branch>``
+(torch-fidelity's ``dinov2-*`` extractors do). Inside :func:`safe_torch_load`
+it raises :class:`HubCodeRefused` before anything is imported.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+import torch.hub
 
 from gentool.errors import GentoolError
 
@@ -30,12 +36,26 @@ class WeightsFileError(GentoolError, ValueError):
     """A weights file that cannot be used: unreadable, not a state dict, or holding more than tensors (never unpickled)."""
 
 
+class HubCodeRefused(GentoolError, ValueError):
+    """torch hub was asked to import a repository's Python code (``hubconf.py``), which gentool never runs."""
+
+
+def _refuse_hub_code(repo_or_dir: Any, *args: Any, **kwargs: Any) -> Any:
+    raise HubCodeRefused(
+        f"it needs torch hub to import and run the Python code of {str(repo_or_dir)!r} (its hubconf.py, "
+        f"downloaded or cached under {torch.hub.get_dir()}); gentool never runs code from a download or a cache, "
+        "and no packaged copy is installed")
+
+
 @contextlib.contextmanager
 def safe_torch_load(preloaded: dict[str | Path, Any] | None = None) -> Iterator[None]:
-    """Within: ``torch.load`` is ``weights_only=True``; a path in ``preloaded`` returns its already-read contents."""
+    """Within: ``torch.load`` is ``weights_only=True``; a path in ``preloaded`` returns its already-read contents.
+
+    ``torch.hub.load``, ``list`` and ``help`` (which import a repository's code) raise :class:`HubCodeRefused`.
+    """
     served = {os.path.realpath(path): state for path, state in (preloaded or {}).items()}
     with _PATCH:
-        original = torch.load
+        original, hub = torch.load, (torch.hub.load, torch.hub.list, torch.hub.help)
 
         def load(f, *args: Any, **kwargs: Any) -> Any:
             if isinstance(f, (str, os.PathLike)) and os.path.realpath(f) in served:
@@ -44,10 +64,12 @@ def safe_torch_load(preloaded: dict[str | Path, Any] | None = None) -> Iterator[
             return original(f, *args, **kwargs)
 
         torch.load = load
+        torch.hub.load = torch.hub.list = torch.hub.help = _refuse_hub_code
         try:
             yield
         finally:
             torch.load = original
+            torch.hub.load, torch.hub.list, torch.hub.help = hub
 
 
 def read_state_dict(path: str | Path, *, what: str = "weights") -> dict[str, Any]:

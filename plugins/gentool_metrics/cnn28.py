@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from gentool.atomic import atomic_write_bytes, check_writable
+
 NAME = "gentool-cnn28"
 SIZE = 28
 FEATURES = ("pool", "logits")
@@ -154,6 +156,9 @@ def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if head is None or metadata.get("format") != FORMAT or set(state) != {f"net.{k}" for k in weight_keys(head.shape[0])}:
         raise ValueError(f"{path}: not a {FORMAT} weights file (wrong keys or format {metadata.get('format')!r}); "
                          f"make one with `{train_command(metadata_data(path))}`")
+    if metadata.get("steps", "1").lstrip("-").isdigit() and int(metadata["steps"]) < 1:
+        raise ValueError(f"{path}: trained for {metadata['steps']} steps, so its weights are untrained; "
+                         f"make one with `{train_command(metadata_data(path))}`")
     return state, metadata
 
 
@@ -211,6 +216,10 @@ def train_classifier(
     Returns ``{"path", "train_accuracy", "test_accuracy" (if ``test``), "steps", "flip"}``;
     the test accuracy is computed through the saved extractor, as ``gentool eval`` does.
     """
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps = {steps}, batch_size = {batch_size}: both must be at least 1 "
+                         "(the classifier would be saved untrained)")
+    check_writable(path, _file_size(num_classes))  # a read-only folder or a full disk fails now, not after training
     x_all, y_all = as_uint8(dataset)
     device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
@@ -246,17 +255,18 @@ def train_classifier(
     return result
 
 
-def save_weights(fx: CNN28, path: str | Path, metadata: dict[str, str]) -> Path:
-    """Write the extractor's state as safetensors (atomically: a temporary file, then a rename)."""
-    from safetensors.torch import save_file
+def _file_size(num_classes: int) -> int:
+    """The bytes of a weights file's tensors (its header adds a few kilobytes)."""
+    return sum(t.numel() * t.element_size() for t in _net(num_classes).state_dict().values())
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+
+def save_weights(fx: CNN28, path: str | Path, metadata: dict[str, str]) -> Path:
+    """Write the extractor's state as safetensors, atomically (:func:`gentool.atomic.atomic_write_bytes`)."""
+    from safetensors.torch import save
+
     state = {k: v.contiguous() for k, v in fx.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": FORMAT, **{k: str(v) for k, v in metadata.items()}})
-    tmp.replace(path)
-    return path
+    header = {"format": FORMAT, **{k: str(v) for k, v in metadata.items()}}
+    return atomic_write_bytes(path, save(state, metadata=header))
 
 
 __all__ = ["CNN28", "accuracy", "as_uint8", "default_weights_path", "load_weights", "train_classifier"]

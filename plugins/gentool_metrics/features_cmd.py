@@ -8,6 +8,7 @@ The weights go to ``~/.cache/gentool/features/gentool-cnn28-DATA.safetensors``
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -26,9 +27,20 @@ def train_features(data: str = "fashion_mnist", *, root: str = "data", steps: in
     mirror images keep their class (its ``mirror_invariant``).
     """
     import gentool
-    from gentool.errors import GentoolError
+    from gentool.devices import resolve_device
+    from gentool.errors import GentoolError, UsageError
 
     from gentool_metrics.cnn28 import default_weights_path, train_classifier
+
+    for option, value in (("--steps", steps), ("--batch-size", batch_size)):
+        if value < 1:  # no training step: the saved classifier would be its random initial weights
+            raise UsageError(f"{option} {value}: must be at least 1 (the classifier would be saved untrained)")
+    if not math.isfinite(lr) or lr <= 0:
+        raise UsageError(f"--lr {lr}: must be a finite number above 0, e.g. 2e-3")
+    try:
+        device = str(resolve_device(device))
+    except UsageError as exc:
+        raise UsageError(f"--device: {exc}") from None
 
     reg = gentool.registry()
     if ("data_source", data) not in reg:

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 
 from gentool import TaskResult
+from gentool.atomic import atomic_save
+from gentool.errors import brief
 from gentool.images import save_grid
 from gentool.progress import progress_callback
 from gentool.reverse import ddim_invert
@@ -65,7 +67,7 @@ def invert(
     labels = y if y is not None else torch.full((x.shape[0],), -1, dtype=torch.long)
     out_dir = Path(out_dir)
     latents_file = out_dir / "latents.pt"
-    torch.save({"latents": latents.float().cpu().contiguous(), "labels": labels.cpu()}, latents_file)
+    atomic_save({"latents": latents.float().cpu().contiguous(), "labels": labels.cpu()}, latents_file)  # never 0 bytes
     grid = save_grid(torch.cat([x, recon.to(x.device)]), out_dir / "reconstruction.png", nrow=x.shape[0])
     err = (recon.to(x.device).double() - x.double())
     metrics = {"reconstruction_rmse": float(err.square().mean().sqrt()), "reconstruction_max_error": float(err.abs().max()),
@@ -78,7 +80,13 @@ def load_latents(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such latents file (write one with `gentool invert`)")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # a fault of the machine (one line already)
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, or objects other than tensors (never unpickled)
+        raise ValueError(f"{path}: not a latents file of `gentool invert` ({brief(exc, 200)}); "
+                         "write one with `gentool invert`") from None
     if not isinstance(data, dict) or not isinstance(data.get("latents"), torch.Tensor) or data["latents"].ndim != 4:
         raise ValueError(f"{path}: not a latents file of `gentool invert` (a dict with a [N, C, H, W] 'latents' tensor)")
     return data["latents"]

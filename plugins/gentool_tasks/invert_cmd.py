@@ -28,7 +28,7 @@ def invert(
 
     The latents feed `gentool interpolate RUN --mode slerp --latents .../latents.pt`.
     """
-    from gentool.api import load_run
+    from gentool.cli.app import load_run_or_warn  # refuses a run without a readable checkpoint, as sample does
     from gentool.errors import UsageError
     from gentool.recipe import ComponentSpec
 
@@ -38,7 +38,7 @@ def invert(
         raise UsageError(f"--indices: expected comma-separated integers such as 0,1,2,3, got {indices!r}") from None
     if split not in ("train", "test"):
         raise UsageError(f"--split: expected train or test, got {split!r}")
-    run = load_run(source, device=device, overrides=set_)
+    run = load_run_or_warn(source, device=device, overrides=set_)
     options = {"indices": positions, "split": split, "images": list(images or []), "label": label, "steps": steps}
     result = run.run_task(ComponentSpec("invert", options), out if out is not None else default_out(source, run, "invert"))
     for f in result.files:

@@ -166,3 +166,40 @@ def test_a_learned_variance_exports_as_learned_range(tmp_path):
         theirs_log = pipe.scheduler._get_variance(step, predicted_variance=v[i:i + 1])  # learned_range: a log
         ours_log = learned_log_variance(run.diffusion, v[i:i + 1], t[i:i + 1])
         assert torch.allclose(theirs_log.double(), ours_log.double(), atol=1e-4), step
+
+
+def export_cli(run_dir, *out):
+    return CliRunner().invoke(app, ["export", str(run_dir), "--format", "diffusers", *map(str, out)])
+
+
+def test_export_never_deletes_what_it_did_not_write(trained_toy, tmp_path, monkeypatch):
+    """A folder holding a model_index.json and other files, and ``-o .``, keep every file gentool did not write."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "model_index.json").write_text("{}")  # diffusers' own folder, say, or a user's
+    (theirs / "notes.txt").write_text("mine")
+    result = export_cli(trained_toy.run_dir, "-o", theirs)
+    assert result.exit_code == 2 and "holds files that gentool did not export" in result.output, result.output
+    assert (theirs / "notes.txt").read_text() == "mine" and (theirs / "model_index.json").read_text() == "{}"
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "thesis.tex").write_text("years")
+    monkeypatch.chdir(here)
+    result = export_cli(trained_toy.run_dir, "-o", ".")
+    assert result.exit_code == 2 and f"{here}: holds files" in result.output, result.output
+    assert sorted(p.name for p in here.iterdir()) == ["thesis.tex"]
+    # an empty current folder takes the export; an earlier export is updated in place
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    for _ in range(2):
+        result = export_cli(trained_toy.run_dir, "-o", ".")
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in empty.iterdir()) == ["gentool.json", "model_index.json", "scheduler", "unet"]
+    assert diffusers.DDPMPipeline.from_pretrained(empty).unet.config.num_class_embeds == 3
+    # an earlier export with a file added: refused after the work, nothing changed, no temporary folder left
+    (empty / "unet" / "extra.bin").write_bytes(b"x")
+    before = {p: p.read_bytes() for p in empty.rglob("*") if p.is_file()}
+    result = export_cli(trained_toy.run_dir, "-o", empty)
+    assert result.exit_code == 2 and "unet/extra.bin" in result.output, result.output
+    assert {p: p.read_bytes() for p in empty.rglob("*") if p.is_file()} == before

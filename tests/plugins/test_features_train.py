@@ -133,3 +133,29 @@ def test_the_command_flips_only_data_whose_mirror_images_keep_their_class(monkey
     for data, flip in [("stripes", None), ("garments", None), ("garments", False), ("stripes", True)]:
         features_cmd.train_features(data, flip=flip, out=tmp_path / "w.safetensors")
     assert calls == [False, True, False, True]
+
+
+@pytest.mark.parametrize("option", [["--steps", "0"], ["--steps", "-5"], ["--batch-size", "0"]])
+def test_a_classifier_that_trains_no_step_is_refused(option, tmp_path):
+    """--steps 0 (or less, or --batch-size 0) saved the random initial weights, which eval then used as trained."""
+    from typer.testing import CliRunner
+
+    from gentool.cli import app
+
+    out = tmp_path / "w.safetensors"
+    result = CliRunner().invoke(app, ["features", "train", "toy", *option, "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"error: {option[0]} {option[1]}: must be at least 1" in " ".join(result.output.split()), result.output
+    assert not out.exists()
+
+
+def test_a_weights_file_trained_for_no_step_is_not_used_as_trained(tmp_path):
+    """A file that an earlier gentool saved after 0 steps: refused, never taken for a trained classifier."""
+    fx = cnn28()  # seeded random weights, as a 0-step training saved them
+    path = cnn28_module().save_weights(fx, tmp_path / "gentool-cnn28-toy.safetensors", {"data": "toy", "steps": "0"})
+    with pytest.raises(ValueError, match="trained for 0 steps, so its weights are untrained"):
+        cnn28(weights_path=str(path))
+
+
+def cnn28_module():
+    return importlib.import_module("gentool_metrics.cnn28")
