@@ -96,6 +96,16 @@ def _metadata(path: Path) -> dict[str, str]:
     return meta
 
 
+def load_snapshot_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A snapshot's tensors: the averaged parameters and the buffers (a state dict of the model)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - truncated, not safetensors
+        raise CheckpointError(f"{path}: unreadable post-hoc EMA snapshot ({exc})") from None
+
+
 def list_snapshots(run_dir: Path) -> list[Snapshot]:
     """The run's snapshots, by step and then sigma_rel (sigma_rel and step read from each file)."""
     folder = snapshot_dir(run_dir)
@@ -160,16 +170,11 @@ def reconstruct(run_dir: str | Path, sigma_rel: float, *, step: int | None = Non
 
 def _combine(inputs: list[Snapshot], coefficients, step: int) -> dict[str, torch.Tensor]:
     """sum_i x_i theta_hat_i over the averaged parameters (in float64), buffers from a snapshot at ``step``."""
-    from safetensors.torch import load_file
-
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     buffers: set[str] = set()
     for snap, x in zip(inputs, coefficients):
-        try:
-            tensors = load_file(str(snap.path))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"{snap.path}: unreadable post-hoc EMA snapshot ({exc})") from None
+        tensors = load_snapshot_weights(snap.path)
         if total and tensors.keys() != total.keys():
             raise CheckpointError(f"{snap.path}: holds other tensors than {inputs[0].path.name}; are both of one run?")
         buffers = set(json.loads(_metadata(snap.path).get("buffers", "[]")))
