@@ -44,5 +44,6 @@ def ema(
                   f"{len(result.inputs)} snapshots of sigma_rel {', '.join(f'{s:g}' for s in tracked)}",
                   highlight=False)
     console.print(f"profile fit: relative L2 error {result.solution.fit_error:.3g}", highlight=False)
-    console.print(f"[green]wrote[/] {escape(str(result.path))} (gentool sample {escape(str(result.path))})",
-                  highlight=False)
+    console.print(f"[green]wrote[/] {escape(str(result.path))}", highlight=False)
+    # --out: in its run directory, the samples would go where the run's own go under the same settings
+    console.print(f"sample it with: gentool sample {escape(str(result.path))} --out FOLDER", highlight=False)
