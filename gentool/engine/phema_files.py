@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from gentool.atomic import atomic_write
+from gentool.atomic import atomic_write_bytes
 from gentool.engine.checkpoint import CHECKPOINT_DIR, CheckpointError, save_checkpoint
 from gentool.engine.phema import PowerEMA, Solution, gamma_of, solve_coefficients
 from gentool.engine.state import FORMAT as CHECKPOINT_FORMAT
@@ -58,11 +58,11 @@ def snapshot_dir(run_dir: Path) -> Path:
 
 
 def snapshot_path(run_dir: Path, sigma_rel: float, step: int) -> Path:
-    return snapshot_dir(run_dir) / f"phema-{sigma_rel:g}-step_{step:08d}.safetensors"
+    return snapshot_dir(run_dir) / f"phema-{float(sigma_rel)!r}-step_{step:08d}.safetensors"  # repr: exact, short
 
 
 def reconstruction_path(run_dir: Path, sigma_rel: float, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / f"phema-{sigma_rel:g}-step_{step:08d}.pt"
+    return Path(run_dir) / CHECKPOINT_DIR / f"phema-{float(sigma_rel)!r}-step_{step:08d}.pt"
 
 
 def write_snapshots(tracker: PowerEMA, run_dir: Path) -> list[Path]:
@@ -73,7 +73,7 @@ def write_snapshots(tracker: PowerEMA, run_dir: Path) -> list[Path]:
         metadata = {"format": FORMAT, "sigma_rel": repr(sigma_rel), "gamma": repr(gamma),
                     "step": str(tracker.step), "buffers": json.dumps(buffers)}
         data = _serialise(tracker.snapshot(i), metadata)
-        paths.append(atomic_write(snapshot_path(run_dir, sigma_rel, tracker.step), lambda f: f.write(data)))
+        paths.append(atomic_write_bytes(snapshot_path(run_dir, sigma_rel, tracker.step), data))
     return paths
 
 
