@@ -15,6 +15,9 @@ import torch
 
 from gentool.eval_metrics import EVAL_METRICS
 
+#: the largest sigma_rel of a power-function EMA with gamma >= 0: sqrt(1/12), every step weighted alike (EDM2 eq. 3)
+PHEMA_SIGMA_REL_MAX = (1 / 12) ** 0.5
+
 
 @dataclass(kw_only=True)
 class RunConfig:
@@ -105,6 +108,12 @@ class TrainConfig:
             the optimiser still sees the global batch (less memory, same maths).
         ema_decay: decay of the exponential moving average of the weights (0 turns EMA off).
         ema_warmup: ramp the EMA decay as min(decay, (1 + n) / (10 + n)) early in training.
+        phema_sigma_rels: post-hoc EMA (Karras et al. 2024, EDM2): the relative widths sigma_rel of
+            the power-function EMAs tracked beside ``ema_decay``'s, each in (0, 0.2887], e.g.
+            ``[0.05, 0.1]`` as the paper (empty: off). Their snapshots (``checkpoints/phema/``)
+            reconstruct the EMA of any other sigma_rel after training: ``gentool ema RUN --sigma-rel S``.
+        phema_every: steps between post-hoc EMA snapshots (0: every ``checkpoint_every`` steps);
+            the last step always writes one.
         precision: autocast of the training forward pass: ``"auto"`` (bf16 on CUDA GPUs of compute
             capability 8.0 or higher, fp16 with loss scaling on older ones such as T4 and V100, fp32
             elsewhere), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (float16 with dynamic loss scaling:
@@ -137,6 +146,8 @@ class TrainConfig:
     grad_accum: int = 1
     ema_decay: float = 0.9999
     ema_warmup: bool = True
+    phema_sigma_rels: list[float] = field(default_factory=list)
+    phema_every: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     checkpoint_every: int = 1000
     keep_last: int = 3
@@ -182,6 +193,12 @@ class TrainConfig:
         if any(t < 0 for t in self.test_loss_timesteps):
             raise OptionError("test_loss_timesteps", f"timesteps are 0-based and must not be negative, got "
                               f"{self.test_loss_timesteps}", self.test_loss_timesteps)
+        bad = [s for s in self.phema_sigma_rels if not 0 < s <= PHEMA_SIGMA_REL_MAX]
+        if bad or len(set(self.phema_sigma_rels)) < len(self.phema_sigma_rels):
+            raise OptionError("phema_sigma_rels", f"{self.phema_sigma_rels}: each sigma_rel must be in (0, "
+                              f"{PHEMA_SIGMA_REL_MAX:.4f}] and appear once (e.g. [0.05, 0.1])", self.phema_sigma_rels)
+        if self.phema_every < 0:
+            raise OptionError("phema_every", f"must not be negative, got {self.phema_every}", self.phema_every)
         if self.grad_accum >= 1 and self.batch_size % self.grad_accum:
             raise OptionError("grad_accum", f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
                               f"({self.grad_accum})", self.grad_accum)

@@ -113,15 +113,16 @@ def atomic_copy(src: Path, dst: Path) -> Path:
 
 
 def clean_partial(run_dir: Path) -> list[Path]:
-    """Delete temporary files left by a write that a crash interrupted.
+    """Delete temporary files left by a write that a crash interrupted (in ``checkpoints/`` and its subfolders).
 
     A temporary file names the PID that writes it (``.<name>.<random>.<pid>.tmp``);
     one whose process is still alive is another writer's file in flight and is
     left alone (the run lock already keeps a second writer out; this is the
     second guard).
     """
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    stale = [p for p in folder.glob(".*.tmp") if not _in_flight(p)] if folder.is_dir() else []
+    folder = Path(run_dir) / CHECKPOINT_DIR  # and its subfolders: the post-hoc EMA snapshots of phema/
+    found = [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")] if folder.is_dir() else []
+    stale = [p for p in found if not _in_flight(p)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

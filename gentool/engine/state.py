@@ -28,6 +28,7 @@ BOOKKEEPING = frozenset({
     "steps", "checkpoint_every", "keep_last", "milestone_every", "sample_every", "sample_n", "log_every",
     "test_loss_every", "test_loss_timesteps", "test_loss_batches", "num_workers", "on_nan", "grad_accum",
     "data_on_device",  # where batches are gathered: the same order and the same flip distribution
+    "phema_every",  # when post-hoc EMA snapshots are written, not what is tracked
 })
 # [data] keys that say where the data lives, not what it is
 DATA_LOCATION = frozenset({"root", "download"})
@@ -43,6 +44,10 @@ def recipe_key(recipe: Recipe) -> dict[str, Any]:
     if "data" in key:
         key["data"] = {k: v for k, v in key["data"].items() if k not in DATA_LOCATION}
     key["train"] = {k: v for k, v in d["train"].items() if k not in BOOKKEEPING}
+    # post-hoc EMA on is part of the key (its profiles start at step 0, so it cannot be switched on by resuming);
+    # off, the key is that of the runs trained before it existed, which resume as they did
+    if not key["train"].get("phema_sigma_rels"):
+        key["train"].pop("phema_sigma_rels", None)
     return json.loads(json.dumps(key, default=str))
 
 

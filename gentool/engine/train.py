@@ -8,7 +8,8 @@ One optimiser step:
    ``train.grad_accum`` micro-batches, each's mean loss / k is backpropagated;
 2. gradients all-reduced by DDP (on the last micro-batch), clipped;
 3. a non-finite loss or gradient stops the run or skips the step (nonfinite.py);
-4. AdamW with the warm-up learning rate, then the EMA update.
+4. AdamW with the warm-up learning rate, then the EMA update (and, with ``[train]
+   phema_sigma_rels``, the power-function EMAs of post-hoc EMA, :mod:`gentool.engine.phema`).
 
 Around it: metrics every ``log_every`` steps (sent to the ``[run] loggers``), checkpoints every
 ``checkpoint_every`` (and at the end), sample grids, the test loss,
@@ -38,6 +39,8 @@ from gentool.engine.metrics import METRICS, StepStats  # noqa: F401 - METRICS re
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
 from gentool.engine.optim import align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, set_lr
 from gentool.engine.periodic import Periodic
+from gentool.engine.phema import PowerEMA
+from gentool.engine.phema_files import write_snapshots
 from gentool.engine.progress_bar import TrainProgress
 from gentool.engine.signals import StopRequest
 from gentool.engine.step import objective_loss
@@ -115,6 +118,9 @@ class Trainer:
         self.loggers: Loggers | None = None
         self._check_labels = False  # loader batches' labels are checked on the host, each step
         self._found: tuple[Path, dict[str, Any]] | None = None
+        # post-hoc EMA: rank 0 tracks it (every rank holds the same weights)
+        self.phema = PowerEMA(run.model, self.tr.phema_sigma_rels) if self.tr.phema_sigma_rels and dist_info.main \
+            else None
         self.lock: RunLock | None = None  # the run directory's lock (rank 0), set by train()
 
     # -- resuming -----------------------------------------------------------
@@ -143,9 +149,22 @@ class Trainer:
                                               self.dist.rank, self.dist.world, source=path):
             self.log(f"note: {note}")
         self.scaler.load_state_dict(st.get("grad_scaler") or {})
+        self._restore_phema(st.get("phema"))
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
         self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {self._where()})")
+
+    def _restore_phema(self, saved: dict[str, Any] | None) -> None:
+        if self.phema is None:
+            return
+        try:
+            if saved is None:
+                raise ValueError("the checkpoint holds no post-hoc EMA")
+            self.phema.load_state_dict(saved)
+        except ValueError as exc:  # only with --force: the recipe key includes phema_sigma_rels
+            self.phema = PowerEMA(self.run.model, self.tr.phema_sigma_rels)
+            self.log(f"warning: {exc}: the post-hoc EMA starts from the weights of step {self.run.step}, so its "
+                     "snapshots are not power-function averages from step 0 and reconstructions from them are off")
 
     def _where(self) -> str:
         """``cpu, 1 CPU thread (default for 2 cores)``: the first line says what the speed depends on."""
@@ -228,6 +247,8 @@ class Trainer:
         overflow = self.scaler.overflow(self.optimizer, loss) & torch.isfinite(loss)  # fp16: the scaler's to skip
         bad = distributed.any_device_(~is_finite(loss, grad_norm) & ~overflow)  # the same verdict on every rank
         self._update(bad, guard, loss)
+        if self.phema is not None:  # a skipped step left the weights as they were: taking them in keeps eq. 1 exact
+            self.phema.update(run.step + 1)
         stats.add(loss, grad_norm, bad | overflow, extras)
         run.step += 1
 
@@ -291,6 +312,8 @@ class Trainer:
         if log_due:
             self._log_line(stats, bar)
         improved = periodic.after_step(step, self._write, self._image) if self.dist.main else False
+        if self.phema is not None and (step % (tr.phema_every or tr.checkpoint_every) == 0 or last):
+            write_snapshots(self.phema, run.run_dir)
         if save_due:
             path = self.save(periodic.best.record)
             if improved and path is not None:
@@ -333,6 +356,8 @@ class Trainer:
         st = state.training_state(run, self.optimizer, rngs, self.key, best)
         if self.scaler.enabled:
             st["grad_scaler"] = self.scaler.state_dict()
+        if self.phema is not None:
+            st["phema"] = self.phema.state_dict()
         path = ckpt.save_checkpoint(st, ckpt.checkpoint_path(run.run_dir, run.step))
         ckpt.prune(run.run_dir, tr.keep_last, tr.milestone_every)
         run.checkpoint = path

@@ -123,3 +123,21 @@ def test_deferred_skip_is_exact(tmp_path, gpu_style_checks):
 def run_uses_fused(run) -> bool:
     state = checkpoint(run.run_dir, 8)
     return all(group.get("fused") for group in state["optimizer"]["param_groups"])
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["host-checked", "gated-on-device"])
+def test_skipped_steps_keep_the_post_hoc_emas_profile_exact(tmp_path, monkeypatch, gated):
+    """Steps 6-8 are skipped, so theta_6 = theta_7 = theta_8 = theta_5; eq. 1 then gives the power EMA at 8 as
+    (5/8)^(gamma+1) of its value at 5 plus the rest of the profile's mass on theta_5 (EDM2 eq. 1 split at tau = 5)."""
+    if gated:
+        monkeypatch.setattr(optim, "use_fused", lambda device: True)
+        monkeypatch.setattr(train_module, "deferred_checks", lambda device: True)
+    run = build(nan_recipe(tmp_path, steps=8, checkpoint_every=1,
+                           train='on_nan = "skip"\nkeep_last = 10\nphema_sigma_rels = [0.1]'))
+    quiet_train(run)
+    five, eight = checkpoint(run.run_dir, 5), checkpoint(run.run_dir, 8)
+    gamma = 6.937203937601809  # sigma_rel 0.1 by eq. 3
+    share = (5 / 8) ** (gamma + 1)
+    for key, average in eight["phema"]["averages"][0].items():
+        expected = share * five["phema"]["averages"][0][key].double() + (1 - share) * five["model"][key].double()
+        assert torch.allclose(average.double(), expected, rtol=1e-5, atol=1e-6), key
