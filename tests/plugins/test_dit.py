@@ -329,3 +329,20 @@ checkpoint_every = 40
     lines = (tmp_path / "runs" / "dit" / "metrics.jsonl").read_text().splitlines()
     losses = [r["loss"] for r in map(json.loads, lines) if "loss" in r]
     assert len(losses) == 4 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_the_fashion_mnist_recipe_swaps_only_the_network():
+    # recipes/fashion_mnist_dit.toml: the U-Net recipe with a DiT of about its parameter count (within 10%).
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    unet_recipe = gentool.load_recipe(root / "fashion_mnist.toml")
+    dit_recipe = gentool.load_recipe(root / "fashion_mnist_dit.toml")
+    counts = []
+    for recipe in (unet_recipe, dit_recipe):
+        factory = gentool.registry().get("denoiser", recipe.denoiser.name).factory
+        with torch.device("meta"):
+            counts.append(n_params(factory(**recipe.denoiser.options)))
+    assert dit_recipe.denoiser.name == "dit" and abs(counts[1] - counts[0]) / counts[0] < 0.10, counts
+    for table in ("schedule", "objective", "sampler", "train", "data", "conditioner", "tasks"):
+        assert getattr(dit_recipe, table) == getattr(unet_recipe, table), table
