@@ -55,8 +55,8 @@ def sincos_2d(dim: int, grid: int) -> Tensor:
 
     The frequency-based sine-cosine embedding of ViT and MAE that DiT uses:
     the first half of the channels encodes a token's column, the second half
-    its row (the order of MAE's ``get_2d_sincos_pos_embed``, kept so ported
-    weights line up). ``dim`` must divide by 4.
+    its row, in the order of MAE's ``get_2d_sincos_pos_embed``. ``dim`` must
+    divide by 4.
     """
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
     emb = torch.cat([sincos_1d(dim // 2, cols.flatten()), sincos_1d(dim // 2, rows.flatten())], dim=1)
@@ -87,14 +87,19 @@ class TimestepEmbedder(nn.Module):
         freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
         # float32 even under autocast: bf16 cannot hold t * f_0 = t exactly for t > 256.
         args = t.to(torch.float32)[:, None] * freqs[None, :]
-        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # cos first, as DiT's TimestepEmbedder
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(self.frequency_embedding(t).to(self.mlp[0].weight.dtype))
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the tokens, through ``F.scaled_dot_product_attention``."""
+    """Multi-head self-attention over the tokens, through ``F.scaled_dot_product_attention``.
+
+    Args:
+        hidden_size: token width; must divide by ``num_heads``.
+        num_heads: attention heads, each of width ``hidden_size / num_heads``.
+    """
 
     def __init__(self, hidden_size: int, num_heads: int) -> None:
         super().__init__()
@@ -139,7 +144,13 @@ class DiTBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """adaLN (shift and scale from ``c``, no gate), then a linear decoder of each token to a ``p x p`` patch."""
+    """adaLN (shift and scale from ``c``, no gate), then a linear decoder of each token to a ``p x p`` patch.
+
+    Args:
+        hidden_size: token width.
+        patch_size: side p of the patch each token decodes to.
+        out_channels: channels of the decoded patch.
+    """
 
     def __init__(self, hidden_size: int, patch_size: int, out_channels: int) -> None:
         super().__init__()
