@@ -23,9 +23,11 @@ from gentool.plugins import registry, state
 
 TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1, 2], num_res_blocks=1,
                  attention_resolutions=[4], dropout=0.0)
+TINY_DIT = dict(in_channels=1, image_size=8, patch_size=2, depth=2, hidden_size=32, num_heads=2)
 #: (kind, name) -> recipe options replacing too-big defaults.
 OPTIONS: dict[tuple[str, str], dict] = {
     ("denoiser", "unet"): TINY_UNET,
+    ("denoiser", "dit"): TINY_DIT,
     ("task", "sample"): {"n": 4},
 }
 #: Keyword arguments of the check itself (not recipe options).
