@@ -198,7 +198,7 @@ class Trainer:
         fused = bool(self.optimizer.defaults.get("fused"))
         deferred = deferred_checks(run.device) and fused and not self.scaler.enabled  # fp16: the scaler checks
         guard = NonFiniteGuard(tr.on_nan, deferred, run.device)
-        periodic = Periodic(run, self.log, self.best)
+        periodic = Periodic(run, self.log, self.best, plot=self._plot)
         run.model.train()
         self._plotted = time.monotonic()
         with StopRequest() as stop, TrainProgress(tr.steps, run.step, enabled=progress, log=self.log) as bar:
