@@ -96,10 +96,13 @@ def run_recipe(
     run_tasks: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_task: Callable[[str, TaskResult], None] | None = None,
 ) -> RunResult:
     """``gentool run``: validate, build, train (resuming), then run every task.
 
-    Under ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
+    ``on_task(name, result)`` is called as each task finishes (``gentool run``
+    prints its files then, not all of them after the last task). Under
+    ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
     and only rank 0 runs the tasks.
     """
     from gentool.engine.train import train  # the training stack loads only when training starts
@@ -115,6 +118,8 @@ def run_recipe(
         for spec in recipe.tasks:
             log(f"task {spec.name}")
             result.tasks.append((spec.name, run.run_task(spec)))
+            if on_task is not None:
+                on_task(*result.tasks[-1])
     return result
 
 

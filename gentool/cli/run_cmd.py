@@ -64,16 +64,20 @@ def run(
     from gentool.engine.distributed import env
 
     result = run_recipe(recipe, overrides=[*set_, *threads_override(threads)], resume=resume, force=force, device=device,
-                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
+                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False),
+                        on_task=print_task)
     if not env().main:
         return
     if result.train.interrupted:
         raise typer.Exit(128 + result.train.signal)  # the shell's convention for "stopped by a signal"
-    for name, task_result in result.tasks:
-        for f in task_result.files[:5]:
-            console.print(f"[green]wrote[/] {escape(str(f))}")
-        if len(task_result.files) > 5:
-            console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}")
-        for k, v in task_result.metrics.items():
-            console.print(f"{name}: {k} = {v:.4g}", markup=False)
     console.print(f"run directory: {result.run.run_dir}", markup=False)
+
+
+def print_task(name: str, task_result) -> None:
+    """A task's files (the first five) and metrics, printed as the task finishes."""
+    for f in task_result.files[:5]:
+        console.print(f"[green]wrote[/] {escape(str(f))}", highlight=False, soft_wrap=True)
+    if len(task_result.files) > 5:
+        console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}", highlight=False)
+    for k, v in task_result.metrics.items():
+        console.print(f"{name}: {k} = {v:.4g}", markup=False)
