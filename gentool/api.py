@@ -16,6 +16,7 @@ from gentool.engine.data import check_split_shape
 from gentool.engine.lock import RunLock
 from gentool.errors import GentoolError, UsageError
 from gentool.interfaces import TaskResult
+from gentool.paths import require_run
 from gentool.plugins import registry as plugin_registry
 from gentool.recipe import Recipe, RecipeError, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
@@ -136,11 +137,7 @@ def load_run(
     (the run directory's resolved recipe is preferred when the checkpoint is
     still in its run directory).
     """
-    path = Path(path)
-    if not path.exists():
-        from gentool.paths import did_you_mean
-
-        raise FileNotFoundError(f"{path}: no such run directory or checkpoint{did_you_mean(path)}")
+    path = require_run(path)
     if path.suffix == ".safetensors":
         return ckpt.load_exported(path, device=device, overrides=list(overrides))
     if path.suffix == ".toml":

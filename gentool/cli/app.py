@@ -83,7 +83,10 @@ def load_run_or_warn(source, *, device: str | None, overrides: list[str]):
     Only a recipe with ``train.steps = 0`` samples untrained weights, on purpose
     (with a warning): a run whose checkpoints are all unreadable must not.
     """
-    from gentool.api import load_run
+    from gentool.paths import require_run
+
+    require_run(source)  # a typo is reported before torch's import
+    from gentool.api import load_run  # start-up: torch, once the arguments are checked
     from gentool.engine.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints
 
     with err.status(f"loading {escape(str(source))}"):

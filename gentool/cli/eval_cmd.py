@@ -12,6 +12,7 @@ from rich.markup import escape
 from gentool.cli.app import app, console, err, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
 from gentool.cli.sources import SOURCE_HELP, default_out
+from gentool.paths import require_run
 
 
 @app.command("eval")
@@ -40,9 +41,11 @@ def eval_(
     floor: bool = typer.Option(False, "--floor", help="Also score n real test images against the train split: the real-data floor of each sample metric."),
 ) -> None:
     """Evaluate a trained run; print the JSON report and save it."""
+    require_run(source)  # before torch's import
+    overrides = [*set_, *threads_override(threads)]
     from gentool.evaluation import default_report_path, evaluate, write_report  # start-up: torch-fidelity etc.
     from gentool.evaluation.evaluate import eval_config, parse_guidance
-    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
+    run = load_run_or_warn(source, device=device, overrides=overrides)
     config = eval_config(run, metrics=metrics, sampler=sampler, steps=steps, split=split,
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,

@@ -93,5 +93,10 @@ THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two 
 
 
 def threads_override(threads: int | None) -> list[str]:
-    """``--threads N`` as the recipe override it stands for (``[]`` when not given)."""
+    """``--threads N`` as the recipe override it stands for (``[]`` when not given); a negative N is refused
+    here, before torch's import."""
+    if threads is not None and threads < 0:
+        from gentool.errors import UsageError
+
+        raise UsageError(f"--threads {threads}: use 0 (gentool's default) or a count of threads")
     return [] if threads is None else [f"run.threads={threads}"]

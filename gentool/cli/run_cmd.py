@@ -12,6 +12,7 @@ from rich.text import Text
 
 from gentool.cli.app import app, console, err, friendly
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.paths import require_recipe
 
 SET_HELP = "Override a recipe value, e.g. --set train.steps=100 (TOML value syntax)."
 
@@ -24,6 +25,7 @@ def check(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
 ) -> None:
     """Validate a recipe and print it resolved, with a summary. Exit 0 when valid."""
+    require_recipe(recipe)  # before torch's import
     from gentool.api import summarize
     from gentool.recipe import load_recipe
 
@@ -60,10 +62,12 @@ def run(
     Ctrl-C or SIGTERM saves a checkpoint and stops; the same command resumes.
     For several GPUs: torchrun --nproc-per-node N -m gentool run RECIPE.
     """
+    require_recipe(recipe)  # the arguments first: torch's import takes seconds on a busy machine
+    overrides = [*set_, *threads_override(threads)]
     from gentool.api import run_recipe
     from gentool.engine.distributed import env
 
-    result = run_recipe(recipe, overrides=[*set_, *threads_override(threads)], resume=resume, force=force, device=device,
+    result = run_recipe(recipe, overrides=overrides, resume=resume, force=force, device=device,
                         run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False),
                         on_task=print_task)
     if not env().main:
