@@ -51,7 +51,8 @@ def eval_(
                          feature_weights=str(feature_weights) if feature_weights is not None else None,
                          batch_size=batch_size, reference_n=ref_n, bpd_timesteps=bpd_timesteps, data_batches=data_batches)
     report = evaluate(run, config, n=n, guidance=parse_guidance(guidance), seed=seed, cache_dir=cache_dir,
-                      save_samples=save_samples, floor=floor)
+                      save_samples=save_samples, floor=floor,
+                      warn=lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}", highlight=False))
     console.print_json(json.dumps(report))  # first: a report that cannot be written is not lost
     for warning in report.get("warnings", []):  # last, where it is seen: numbers that look like FIDs but are not
         err.print(f"[bold yellow]warning:[/] [bold]{escape(warning)}[/]", highlight=False)
