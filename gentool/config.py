@@ -96,7 +96,8 @@ class TrainConfig:
         lr_schedule: the learning rate after warm-up: ``"constant"``, or decayed towards 0 at
             ``steps`` along a half cosine (``"cosine"``) or a straight line (``"linear"``). A
             decaying rate depends on ``steps``: training a finished run on to more steps
-            (``--set train.steps=N``) raises the rate again to where the longer curve is.
+            (``--set train.steps=N``) raises the rate again to where the longer curve is
+            (a line of the run's log says so).
         grad_clip: clip the global gradient norm to this value (0 turns clipping off).
         grad_accum: micro-batches per optimiser step: each process's share of
             ``batch_size`` is split into this many and their gradients summed, so

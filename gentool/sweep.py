@@ -132,6 +132,7 @@ def sweep(
     log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all."""
+    from gentool.api import run_tasks_of
     from gentool.engine import distributed
     from gentool.engine.train import train
     from gentool.recipe import load_recipe
@@ -171,9 +172,7 @@ def sweep(
         if not fresh:
             log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
         if run_tasks and (fresh or done.get(v.name) != key):  # tasks again only after new training
-            for spec in rec.tasks:
-                log(f"task {spec.name}")
-                run.run_task(spec)
+            run_tasks_of(run, rec.tasks, out, log=log)  # an earlier step's outputs kept in <task>/step_<N>/
         done = {**_read_state(state_path).get("done", {}), v.name: key}
         _write_state(state_path, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
                                   "variants": [{"name": x.name, "overrides": x.overrides} for x in vs],
