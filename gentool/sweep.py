@@ -30,7 +30,6 @@ from typing import Any, Callable
 
 from gentool.errors import UsageError
 
-SWEEP_FILE = "sweep.json"
 
 
 @dataclass
@@ -133,6 +132,7 @@ def sweep(
 ) -> SweepResult:
     """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all."""
     from gentool.api import run_tasks_of
+    from gentool.compare import SWEEP_FILE  # compare reads it too (the sweep's variant order)
     from gentool.engine import distributed
     from gentool.engine.train import train
     from gentool.recipe import load_recipe
