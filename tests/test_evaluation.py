@@ -176,7 +176,8 @@ def test_an_extractor_with_random_weights_is_reported_before_any_work(tmp_path, 
 
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("gentool.evaluation.evaluate"), "reference_features", reference_features)
+    module = importlib.import_module("gentool.evaluation.evaluate")
+    monkeypatch.setattr(module, "reference_features", reference_features)
     with pytest.raises(Stop):
         evaluate(run, config(), progress=False, warn=warned.append)
     assert len(warned) == 1 and "gentool features train toy" in warned[0] and "random weights" in warned[0]

@@ -1,4 +1,5 @@
-"""Training a run on to more steps: the earlier task outputs are kept by step, and the learning rate's course is said."""
+"""Training a run on to more steps: the earlier task outputs are kept by step, and the learning rate's course
+is said."""
 
 from __future__ import annotations
 

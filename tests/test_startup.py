@@ -122,7 +122,8 @@ USAGE_PROBE = textwrap.dedent("""
 
 @pytest.mark.parametrize("args, named", [
     (["run", "{tmp}/missing.toml"], "missing.toml"), (["check", "{tmp}/missing.toml"], "missing.toml"),
-    (["bench", "{tmp}/missing.toml"], "missing.toml"), (["run", "{tmp}/recipe.toml", "--threads", "-1"], "--threads -1"),
+    (["bench", "{tmp}/missing.toml"], "missing.toml"),
+    (["run", "{tmp}/recipe.toml", "--threads", "-1"], "--threads -1"),
     (["sample", "{tmp}/runs/missing"], "runs/missing"), (["sample", "{tmp}/runs", "--n", "0"], "'--n'"),
     (["sample", "{tmp}/runs", "--threads", "-1"], "--threads -1"), (["eval", "{tmp}/runs/missing"], "runs/missing"),
     (["export", "{tmp}/runs/missing"], "runs/missing"),

@@ -47,7 +47,8 @@ def resume_note(step: int, trained_for: int, total: int, lr: float, warmup: int,
         return None
     last, next_ = lr_at(max(step - 1, 0), lr, warmup, schedule, trained_for), lr_at(step, lr, warmup, schedule, total)
     return (f"lr_schedule = \"{schedule}\" now decays to 0 at train.steps = {total}, not {trained_for}: the learning "
-            f"rate goes from {last:.3g} (step {step}) to {next_:.3g} (step {step + 1}), where the {total}-step curve is")
+            f"rate goes from {last:.3g} (step {step}) to {next_:.3g} (step {step + 1}), where the {total}-step "
+            "curve is")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,4 +1,5 @@
-"""Preview grids while training runs ([train] preview_every, preview_steps): when, what, and that they change nothing."""
+"""Preview grids while training runs ([train] preview_every, preview_steps): when, what, and that they change
+nothing."""
 
 from __future__ import annotations
 
