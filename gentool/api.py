@@ -17,6 +17,8 @@ from gentool.engine.data import check_split_shape
 from gentool.engine.lock import RunLock
 from gentool.errors import GentoolError, UsageError
 from gentool.interfaces import TaskResult
+from gentool.outputs import keep_earlier, note_step
+from gentool.paths import require_run
 from gentool.plugins import registry as plugin_registry
 from gentool.recipe import Recipe, RecipeError, load_recipe
 from gentool.run import RESOLVED_RECIPE, Run, build, validate
@@ -123,10 +125,13 @@ def run_recipe(
     run_tasks: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_task: Callable[[str, TaskResult], None] | None = None,
 ) -> RunResult:
     """``gentool run``: validate, build, train (resuming), then run every task.
 
-    Under ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
+    ``on_task(name, result)`` is called as each task finishes (``gentool run``
+    prints its files then, not all of them after the last task). Under
+    ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
     and only rank 0 runs the tasks.
     """
     from gentool.engine.train import train  # the training stack loads only when training starts
@@ -141,10 +146,31 @@ def run_recipe(
         result.train = train(run, resume=resume, force=force, progress=progress, log=log, lock=lock)
         if result.train.interrupted or not run_tasks or not main:
             return result
-        for spec in recipe.tasks:
-            log(f"task {spec.name}")
-            result.tasks.append((spec.name, run.run_task(spec)))
+        result.tasks = run_tasks_of(run, recipe.tasks, result.train, log=log, on_task=on_task)
     return result
+
+
+def run_tasks_of(run: Run, specs, trained, *, log: Callable[[str], None] = print,
+                 on_task: Callable[[str, TaskResult], None] | None = None) -> list[tuple[str, TaskResult]]:
+    """Run a recipe's tasks into ``RUN_DIR/<task>/``, keeping the outputs of an earlier step there.
+
+    Outputs made at another step than ``run.step`` are first moved into
+    ``RUN_DIR/<task>/step_<N>/`` (:func:`gentool.outputs.keep_earlier`);
+    ``trained`` is the :class:`~gentool.engine.train.TrainResult` of this call.
+    """
+    resumed = trained.resumed_from if trained is not None and trained.step > trained.resumed_from else 0
+    done = []
+    for spec in specs:
+        log(f"task {spec.name}")
+        folder = run.run_dir / spec.name
+        kept = keep_earlier(folder, run.step, made_at=resumed or None)
+        if kept is not None:
+            log(f"kept the earlier outputs of {spec.name} in {kept}")
+        done.append((spec.name, run.run_task(spec, folder)))
+        note_step(folder, run.step)
+        if on_task is not None:
+            on_task(*done[-1])
+    return done
 
 
 def load_run(
@@ -160,11 +186,7 @@ def load_run(
     (the run directory's resolved recipe is preferred when the checkpoint is
     still in its run directory).
     """
-    path = Path(path)
-    if not path.exists():
-        from gentool.paths import did_you_mean
-
-        raise FileNotFoundError(f"{path}: no such run directory or checkpoint{did_you_mean(path)}")
+    path = require_run(path)
     if path.suffix == ".safetensors":
         return ckpt.load_exported(path, device=device, overrides=list(overrides))
     if path.suffix == ".toml":

@@ -7,6 +7,10 @@ test losses at fixed timesteps, the evaluation metrics) and its
 differ between the runs (``schedule.name=cosine``), leaving out the run's own
 name and folder and, where a component's ``name`` differs, that component's
 other options (a cosine schedule's ``s`` is implied by ``schedule.name``).
+
+Runs of one sweep (folders of a folder holding ``sweep.json``) are drawn in
+the sweep's variant order, whatever order the shell's ``*`` gave them, so
+each keeps the colour it has in the sweep's own figure.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from gentool.engine.metrics import METRICS, read_metrics
 from gentool.errors import GentoolError
 
 RESOLVED_RECIPE = "recipe.resolved.toml"
+SWEEP_FILE = "sweep.json"  # written by gentool.sweep into the folder of its variants' run directories
 #: keys that differ between any two runs without saying anything about them
 IGNORED = ("run.name", "run.output_dir")
 TEST_PREFIX, EVAL_PREFIX = "test_loss/t=", "eval/"
@@ -128,6 +133,20 @@ def metric_keys(runs: list[RunSummary]) -> list[str]:
     return (["loss"] if "loss" in keys else []) + tests + evals
 
 
+def in_sweep_order(dirs: list[Path]) -> list[Path]:
+    """``dirs`` in their sweep's variant order when they share a folder with a ``sweep.json`` (the others
+    after them), else as given."""
+    parents = {d.resolve().parent for d in dirs}
+    if len(parents) != 1:
+        return dirs
+    try:
+        state = json.loads((parents.pop() / SWEEP_FILE).read_text(encoding="utf-8"))
+        order = {v["name"]: i for i, v in enumerate(state["variants"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return dirs
+    return sorted(dirs, key=lambda d: order.get(d.resolve().name, len(order)))  # stable: the rest keep theirs
+
+
 def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
     """Read each run directory's metrics and recipe; label each run by what differs."""
     dirs = [Path(d) for d in run_dirs]
@@ -138,6 +157,7 @@ def load_runs(run_dirs: list[str | Path]) -> list[RunSummary]:
             raise CompareError(f"{d}: not a run directory (no such folder)")
         if not (d / METRICS).exists() and not (d / RESOLVED_RECIPE).exists():
             raise CompareError(f"{d}: not a gentool run directory (no {METRICS} or {RESOLVED_RECIPE})")
+    dirs = in_sweep_order(dirs)
     diffs = differences([_read_recipe(d) for d in dirs])
     names = [d.name for d in dirs]
     if len(set(names)) < len(names):  # runs/a/x and runs/b/x
@@ -217,9 +237,16 @@ def plot(runs: list[RunSummary], metrics: list[str], out: Path, *, svg: bool = F
 
 
 def default_output(run_dirs: list[Path]) -> Path:
-    """``<common parent>/compare.png`` when the runs share a parent folder, else ``./compare.png``."""
-    parents = {Path(d).resolve().parent for d in run_dirs}
-    return (parents.pop() if len(parents) == 1 else Path.cwd()) / "compare.png"
+    """``<common parent>/compare.png`` when the runs share a parent folder, else ``compare.png``; relative
+    to the current folder when the runs were named so (as every command prints its paths)."""
+    parents = {Path(d).parent for d in run_dirs}
+    if len(parents) == 1:
+        return parents.pop() / "compare.png"
+    resolved = {Path(d).resolve().parent for d in run_dirs}  # runs/a and ./runs/b
+    if len(resolved) == 1:
+        parent = resolved.pop()
+        return (parent.relative_to(Path.cwd()) if parent.is_relative_to(Path.cwd()) else parent) / "compare.png"
+    return Path("compare.png")
 
 
 def compare(run_dirs: list[str | Path], out: str | Path | None = None, *, svg: bool = False,

@@ -101,7 +101,8 @@ class TrainConfig:
         lr_schedule: the learning rate after warm-up: ``"constant"``, or decayed towards 0 at
             ``steps`` along a half cosine (``"cosine"``) or a straight line (``"linear"``). A
             decaying rate depends on ``steps``: training a finished run on to more steps
-            (``--set train.steps=N``) raises the rate again to where the longer curve is.
+            (``--set train.steps=N``) raises the rate again to where the longer curve is
+            (a line of the run's log says so).
         grad_clip: clip the global gradient norm to this value (0 turns clipping off).
         grad_accum: micro-batches per optimiser step: each process's share of
             ``batch_size`` is split into this many and their gradients summed, so
@@ -122,7 +123,16 @@ class TrainConfig:
         keep_last: how many recent checkpoints to keep.
         milestone_every: also keep every checkpoint whose step is a multiple of this (0: none).
         sample_every: steps between sample grids written to ``samples/`` (0: none).
-        sample_n: images in each of those grids (the EMA model, the recipe's sampler, a fixed seed).
+        sample_n: images in each of those grids and of the preview grids (the EMA model, a fixed
+            noise and, for a conditional model, the classes in turn; the same every time, so the
+            grids form a sequence).
+        preview_every: seconds of training between preview grids (0: none): ``sample_n`` images
+            with ``preview_steps`` steps of the recipe's sampler, written to
+            ``samples/step_<step>.png`` and ``samples/latest.png`` (the newest grid), with the
+            plots redrawn; the first comes this long after training starts. A preview draws from
+            its own generator: the trained weights are the same with or without previews.
+        preview_steps: sampler steps of each preview grid (few, so that a preview costs about
+            as much as two or three training steps; ``sample_every`` grids use the recipe's).
         log_every: steps between metric lines in ``metrics.jsonl``.
         test_loss_every: steps between test-split losses at fixed timesteps (0: none).
         test_loss_timesteps: the fixed 0-based timesteps of the test loss (values >= T use T - 1).
@@ -154,6 +164,8 @@ class TrainConfig:
     milestone_every: int = 0
     sample_every: int = 0
     sample_n: int = 16
+    preview_every: float = 60.0
+    preview_steps: int = 20
     log_every: int = 50
     test_loss_every: int = 0
     test_loss_timesteps: list[int] = field(default_factory=lambda: [10, 100, 500, 900])
@@ -187,7 +199,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from gentool.options import OptionError  # a recipe error naming train.<key>
 
-        for key in ("sample_n", "test_loss_batches"):
+        if not self.preview_every >= 0:  # NaN too
+            raise OptionError("preview_every", f"must be 0 (no previews) or a number of seconds, got "
+                              f"{self.preview_every}", self.preview_every)
+        for key in ("sample_n", "test_loss_batches", "preview_steps"):
             if getattr(self, key) < 1:
                 raise OptionError(key, f"must be at least 1, got {getattr(self, key)}", getattr(self, key))
         if any(t < 0 for t in self.test_loss_timesteps):

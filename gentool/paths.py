@@ -1,4 +1,6 @@
-"""Suggestions for a mistyped path: ``runs/fashion-mnist`` when ``runs/fashion_mnist`` exists."""
+"""Suggestions for a mistyped path (``runs/fashion-mnist`` when ``runs/fashion_mnist`` exists), and the one
+message for a missing recipe file or run: checked by the command line before it imports torch, so that a
+typo is reported at once, not after torch's import (seconds on a busy machine)."""
 
 from __future__ import annotations
 
@@ -34,3 +36,17 @@ def did_you_mean(path: str | Path) -> str:
     if not near:
         return ""
     return "; did you mean " + " or ".join(str(p) for p in near) + "?"
+
+
+def require_recipe(path: str | Path) -> Path:
+    """``path`` when it exists; else FileNotFoundError ``PATH: no such recipe file`` (with a suggestion)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such recipe file{did_you_mean(path)}")
+    return Path(path)
+
+
+def require_run(path: str | Path) -> Path:
+    """``path`` when it exists; else FileNotFoundError ``PATH: no such run directory or checkpoint``."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint{did_you_mean(path)}")
+    return Path(path)

@@ -37,7 +37,6 @@ from gentool.atomic import atomic_write_text
 from gentool.engine.lock import exclusive
 from gentool.errors import UsageError
 
-SWEEP_FILE = "sweep.json"
 
 
 @dataclass
@@ -181,6 +180,8 @@ def sweep(
     log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all."""
+    from gentool.api import run_tasks_of
+    from gentool.compare import SWEEP_FILE  # compare reads it too (the sweep's variant order)
     from gentool.engine import distributed
     from gentool.engine.train import train
     from gentool.recipe import load_recipe
@@ -223,9 +224,7 @@ def sweep(
         if not fresh:
             log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
         if run_tasks and (fresh or done.get(v.name) != key):  # tasks again only after new training
-            for spec in rec.tasks:
-                log(f"task {spec.name}")
-                run.run_task(spec)
+            run_tasks_of(run, rec.tasks, out, log=log)  # an earlier step's outputs kept in <task>/step_<N>/
         _record_done(state_path, v.name, key, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
                                                "variants": [{"name": x.name, "overrides": x.overrides} for x in vs]})
     if only is not None:  # the other variants may still be training (a job array): compare when all are done

@@ -101,3 +101,15 @@ def test_python_api_mirrors_the_cli(tiny_recipe):
     x = run.sample(3, steps=5, progress=False)
     assert x.shape == (3, 1, 8, 8) and bool(x.isfinite().all())
     assert float(x.abs().max()) <= 1.0 + 1e-6
+
+
+def test_run_prints_each_tasks_files_as_the_task_finishes(tiny_recipe):
+    """In a log the lines of a task's files follow that task, not all of them after the last task."""
+    tiny_recipe.write_text(tiny_recipe.read_text() + '\n[[tasks]]\nname = "animate"\nn = 1\nframes = 2\nsteps = 2\n'
+                           'forward = false\n', encoding="utf-8")
+    result = invoke("run", tiny_recipe, "--set", "train.steps=2")  # stdout and stderr in the order written
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = {key: next(i for i, line in enumerate(lines) if key in line)
+          for key in ("task sample", "sample/grid.png", "task animate", "animate/reverse.gif")}
+    assert at["task sample"] < at["sample/grid.png"] < at["task animate"] < at["animate/reverse.gif"], lines

@@ -105,6 +105,26 @@ def test_compare_overlays_the_runs_and_tabulates_their_final_values(tmp_path):
     assert "0.4" in table.output and "12.5" in table.output
 
 
+def test_compare_keeps_a_sweeps_variant_order_and_prints_paths_as_given(tmp_path, monkeypatch):
+    """The shell's * sorts the variants by name; the sweep's figure has them in its own order (and colours)."""
+    folder = tmp_path / "runs" / "sw"
+    for name in ("schedule.name=linear", "schedule.name=cosine", "schedule.name=sigmoid"):
+        _fake_run(folder, name, name.split("=")[1], [1.0, 0.5], [0.9])
+    (folder / "sweep.json").write_text(json.dumps({"variants": [{"name": "schedule.name=linear"},
+                                                               {"name": "schedule.name=cosine"},
+                                                               {"name": "schedule.name=sigmoid"}]}))
+    monkeypatch.chdir(tmp_path)
+    globbed = sorted(str(p) + "/" for p in Path("runs/sw").glob("schedule.name=*"))  # cosine, linear, sigmoid
+    result = invoke("compare", *globbed, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert [r["label"] for r in data["runs"]] == ["schedule.name=linear", "schedule.name=cosine",
+                                                  "schedule.name=sigmoid"]
+    assert data["figures"] == [str(Path("runs/sw/compare.png"))]
+    table = invoke("compare", *globbed)
+    assert f"wrote {Path('runs/sw/compare.png')}" in table.output and str(tmp_path) not in table.output
+
+
 def test_compare_refuses_what_is_not_a_run(tmp_path):
     with pytest.raises(CompareError, match="not a gentool run directory"):
         compare([tmp_path])

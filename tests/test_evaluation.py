@@ -163,6 +163,28 @@ def test_a_broken_weights_file_fails_first_and_names_the_file(tmp_path, monkeypa
         evaluate(run, config(feature_extractor=extractor, feature_weights=str(wrong)), progress=False)
 
 
+def test_an_extractor_with_random_weights_is_reported_before_any_work(tmp_path, monkeypatch):
+    """gentool-cnn28 untrained: the warning (naming `gentool features train`) comes before the reference features."""
+    run = make_run(tmp_path)
+    monkeypatch.setattr(run, "sample", no_sampling)
+    warned: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def reference_features(*args, **kwargs):  # the first minutes of work: the warning must be out by now
+        assert warned, "the warning came after the reference features started"
+        raise Stop
+
+    import importlib
+
+    module = importlib.import_module("gentool.evaluation.evaluate")
+    monkeypatch.setattr(module, "reference_features", reference_features)
+    with pytest.raises(Stop):
+        evaluate(run, config(), progress=False, warn=warned.append)
+    assert len(warned) == 1 and "gentool features train toy" in warned[0] and "random weights" in warned[0]
+
+
 def test_an_unknown_extractor_lists_the_closest_names(tmp_path):
     run = make_run(tmp_path)
     with pytest.raises(FeatureExtractorError, match="gentool-cnn28"):

@@ -94,3 +94,16 @@ def test_the_extracted_script_is_the_shell_blocks_in_order_and_parses():
     assert "block 2" not in readme.script(text("README.md"), source="README.md", skip={2})
     if shutil.which("bash"):
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # syntax only: nothing runs
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_the_install_picks_the_torch_build_for_the_machine_and_pastes_as_it_is(page):
+    """No 6 GB CUDA build on a machine without a GPU, and nothing to fill in (a <placeholder> cannot be pasted)."""
+    import re
+
+    blocks = readme.shell_blocks(text(page))
+    for number in (0, 1):  # train, and run the tests: both install torch
+        install = "\n".join(blocks[number].lines)
+        assert "uv pip install --python .venv/bin/python --torch-backend auto" in install.replace(" -q", ""), install
+    placeholders = [line for b in blocks for line in b.lines if re.search(r"<[A-Za-z][^<>]*>", line)]
+    assert not placeholders, placeholders

@@ -106,3 +106,35 @@ def test_check_imports_no_torchvision_dynamo_or_fidelity(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "3 images" in out.stdout and "sample, inpaint, interpolate, animate" in out.stdout, out.stdout[-2000:]
     assert "HEAVY []" in out.stdout, out.stdout[-2000:]
+
+
+USAGE_PROBE = textwrap.dedent("""
+    import sys
+    from gentool.cli import main
+    sys.argv = ["gentool", *{args!r}]
+    try:
+        main()
+    except SystemExit as exc:
+        print("EXIT", exc.code)
+    print("TORCH", "torch" in sys.modules)
+""")
+
+
+@pytest.mark.parametrize("args, named", [
+    (["run", "{tmp}/missing.toml"], "missing.toml"), (["check", "{tmp}/missing.toml"], "missing.toml"),
+    (["bench", "{tmp}/missing.toml"], "missing.toml"),
+    (["run", "{tmp}/recipe.toml", "--threads", "-1"], "--threads -1"),
+    (["sample", "{tmp}/runs/missing"], "runs/missing"), (["sample", "{tmp}/runs", "--n", "0"], "'--n'"),
+    (["sample", "{tmp}/runs", "--threads", "-1"], "--threads -1"), (["eval", "{tmp}/runs/missing"], "runs/missing"),
+    (["export", "{tmp}/runs/missing"], "runs/missing"),
+], ids=lambda x: " ".join(a.replace("{tmp}/", "") for a in x) if isinstance(x, list) else "")
+def test_a_usage_error_is_reported_before_torch_is_imported(tmp_path, args, named):
+    """torch's import takes 11-21 s on a busy machine: a missing file or a bad value must not wait for it."""
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "recipe.toml").write_text("", encoding="utf-8")
+    args = [a.replace("{tmp}", tmp_path.as_posix()) for a in args]
+    out = subprocess.run([sys.executable, "-c", USAGE_PROBE.format(args=args)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert "EXIT 2" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "TORCH False" in out.stdout, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and named in out.stderr, out.stderr  # the message names what is wrong

@@ -10,7 +10,7 @@ from typing import Callable
 import typer
 from rich.markup import escape
 
-from gentool.cli.output import make_console, patch_typer_help
+from gentool.cli.output import make_console, patch_typer_help, stderr_console
 from gentool.cli.plugin_commands import PluginCommandsGroup
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     cls=PluginCommandsGroup,  # adds the commands plugins register (gentool_register_commands)
 )
 console = make_console()  # never hard-wraps; wide tables when not a terminal (gentool/cli/output.py)
-err = make_console(stderr=True)
+err = stderr_console()  # the progress bars' console: a message during a live bar prints above it
 patch_typer_help()
 
 
@@ -83,7 +83,10 @@ def load_run_or_warn(source, *, device: str | None, overrides: list[str]):
     Only a recipe with ``train.steps = 0`` samples untrained weights, on purpose
     (with a warning): a run whose checkpoints are all unreadable must not.
     """
-    from gentool.api import load_run
+    from gentool.paths import require_run
+
+    require_run(source)  # a typo is reported before torch's import
+    from gentool.api import load_run  # start-up: torch, once the arguments are checked
     from gentool.engine.checkpoint import CHECKPOINT_DIR, CheckpointError, list_checkpoints
 
     with err.status(f"loading {escape(str(source))}"):

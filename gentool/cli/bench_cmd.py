@@ -42,13 +42,17 @@ def bench(
 ) -> None:
     """Time training steps and sampling denoiser calls after warm-up; print images/s, evaluations/s,
     peak memory, parameters, FLOPs and, on CUDA, the fraction of the bf16 peak."""
+    from gentool.paths import require_recipe
+
+    require_recipe(recipe)  # before torch's import
+    overrides = [*set_, *threads_override(threads)]
     from gentool.bench import BenchSettings, bench_recipe
 
     settings = BenchSettings(batch=batch, steps=steps, warmup=warmup, compile=compile_, compile_mode=compile_mode,
                              channels_last=channels_last,
                              sample_batch=sample_batch, sample_steps=sample_steps, peak_tflops=peak_tflops)
     with err.status("benchmarking") as status:
-        result = bench_recipe(recipe, overrides=[*set_, *threads_override(threads)], device=device, settings=settings, compare=compare,
+        result = bench_recipe(recipe, overrides=overrides, device=device, settings=settings, compare=compare,
                               log=lambda m: status.update(m))
     if json_:
         print(json.dumps(result, indent=2, default=str))

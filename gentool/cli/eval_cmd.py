@@ -13,6 +13,7 @@ from gentool.cli.app import app, console, err, friendly, load_run_or_warn
 from gentool.cli.output import THREADS_HELP, threads_override
 from gentool.cli.sources import SOURCE_HELP, default_out
 from gentool.eval_metrics import EVAL_METRICS
+from gentool.paths import require_run
 
 
 @app.command("eval")
@@ -41,15 +42,18 @@ def eval_(
     floor: bool = typer.Option(False, "--floor", help="Also score n real test images against the train split: the real-data floor of each sample metric."),
 ) -> None:
     """Evaluate a trained run; print the JSON report and save it."""
+    require_run(source)  # before torch's import
+    overrides = [*set_, *threads_override(threads)]
     from gentool.evaluation import default_report_path, evaluate, write_report  # start-up: torch-fidelity etc.
     from gentool.evaluation.evaluate import eval_config, parse_guidance
-    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
+    run = load_run_or_warn(source, device=device, overrides=overrides)
     config = eval_config(run, metrics=metrics, sampler=sampler, steps=steps, split=split,
                          feature_extractor=feature_extractor,
                          feature_weights=str(feature_weights) if feature_weights is not None else None,
                          batch_size=batch_size, reference_n=ref_n, bpd_timesteps=bpd_timesteps, data_batches=data_batches)
     report = evaluate(run, config, n=n, guidance=parse_guidance(guidance), seed=seed, cache_dir=cache_dir,
-                      save_samples=save_samples, floor=floor)
+                      save_samples=save_samples, floor=floor,
+                      warn=lambda m: err.print(f"[bold yellow]warning:[/] {escape(m)}", highlight=False))
     console.print_json(json.dumps(report))  # first: a report that cannot be written is not lost
     for warning in report.get("warnings", []):  # last, where it is seen: numbers that look like FIDs but are not
         err.print(f"[bold yellow]warning:[/] [bold]{escape(warning)}[/]", highlight=False)

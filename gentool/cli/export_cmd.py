@@ -27,7 +27,9 @@ def export(
 ) -> None:
     """Write the EMA weights as .safetensors (gentool) or as a diffusers DDPMPipeline folder."""
     from gentool.errors import UsageError
+    from gentool.paths import require_run
 
+    require_run(source)  # before torch's import
     if dest is not None and out is not None and dest != out:
         raise UsageError(f"two outputs given: {dest} and --out {out}; give one")
     out = out if out is not None else dest

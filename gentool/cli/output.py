@@ -36,6 +36,22 @@ def make_console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=True, width=_width(sys.stderr if stderr else sys.stdout))
 
 
+def stderr_console() -> Console:
+    """The console of standard error: the one progress bars draw on (:data:`gentool.progress.console`).
+
+    One console, so that a message printed while a live bar runs (a log line
+    of training, the Ctrl-C message) is put above the bar by rich, on a line of
+    its own, not glued to the end of the bar's line. Off a terminal, as wide as
+    :func:`make_console` makes its consoles.
+    """
+    from gentool.progress import console
+
+    width = _width(sys.stderr)
+    if width is not None:
+        console.width = width
+    return console
+
+
 def is_terminal(console: Console) -> bool:
     return console.is_terminal
 
@@ -77,5 +93,10 @@ THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two 
 
 
 def threads_override(threads: int | None) -> list[str]:
-    """``--threads N`` as the recipe override it stands for (``[]`` when not given)."""
+    """``--threads N`` as the recipe override it stands for (``[]`` when not given); a negative N is refused
+    here, before torch's import."""
+    if threads is not None and threads < 0:
+        from gentool.errors import UsageError
+
+        raise UsageError(f"--threads {threads}: use 0 (gentool's default) or a count of threads")
     return [] if threads is None else [f"run.threads={threads}"]

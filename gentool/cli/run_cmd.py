@@ -12,6 +12,7 @@ from rich.text import Text
 
 from gentool.cli.app import app, console, err, friendly
 from gentool.cli.output import THREADS_HELP, threads_override
+from gentool.paths import require_recipe
 
 SET_HELP = "Override a recipe value, e.g. --set train.steps=100 (TOML value syntax)."
 
@@ -24,6 +25,7 @@ def check(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
 ) -> None:
     """Validate a recipe and print it resolved, with a summary. Exit 0 when valid."""
+    require_recipe(recipe)  # before torch's import
     from gentool.api import summarize
     from gentool.recipe import load_recipe
 
@@ -62,20 +64,26 @@ def run(
     Ctrl-C or SIGTERM saves a checkpoint and stops; the same command resumes.
     For several GPUs: torchrun --nproc-per-node N -m gentool run RECIPE.
     """
+    require_recipe(recipe)  # the arguments first: torch's import takes seconds on a busy machine
+    overrides = [*set_, *threads_override(threads)]
     from gentool.api import run_recipe
     from gentool.engine.distributed import env
 
-    result = run_recipe(recipe, overrides=[*set_, *threads_override(threads)], resume=resume, force=force, device=device,
-                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
+    result = run_recipe(recipe, overrides=overrides, resume=resume, force=force, device=device,
+                        run_tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False),
+                        on_task=print_task)
     if not env().main:
         return
     if result.train.interrupted:
         raise typer.Exit(128 + result.train.signal)  # the shell's convention for "stopped by a signal"
-    for name, task_result in result.tasks:
-        for f in task_result.files[:5]:
-            console.print(f"[green]wrote[/] {escape(str(f))}")
-        if len(task_result.files) > 5:
-            console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}")
-        for k, v in task_result.metrics.items():
-            console.print(f"{name}: {k} = {v:.4g}", markup=False)
     console.print(f"run directory: {result.run.run_dir}", markup=False)
+
+
+def print_task(name: str, task_result) -> None:
+    """A task's files (the first five) and metrics, printed as the task finishes."""
+    for f in task_result.files[:5]:
+        console.print(f"[green]wrote[/] {escape(str(f))}", highlight=False, soft_wrap=True)
+    if len(task_result.files) > 5:
+        console.print(f"[green]wrote[/] {len(task_result.files) - 5} more files for {name}", highlight=False)
+    for k, v in task_result.metrics.items():
+        console.print(f"{name}: {k} = {v:.4g}", markup=False)

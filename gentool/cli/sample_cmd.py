@@ -145,7 +145,7 @@ def sample(
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Network evaluations [default: the recipe's, else all T].")),
     guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w; 0 is plain conditional sampling [default: the recipe's].")),
     classes: Optional[str] = typer.Option(None, "--classes", help=escape("Comma-separated class indices to cycle through, e.g. 0,1,2 [default: all].")),
-    n: int = typer.Option(16, "--n", help="Number of images."),
+    n: int = typer.Option(16, "--n", min=1, help="Number of images."),
     seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the start noise and the sampler [default: the recipe's].")),
     option: List[str] = typer.Option([], "--option", "-O", help="A sampler option, e.g. -O eta=1 (TOML value syntax); repeatable."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=escape("Folder to write into [default: RUN_DIR/generated/<settings>, or ./generated/<file stem>/<settings> for a file outside a run directory].")),

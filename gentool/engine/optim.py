@@ -40,6 +40,17 @@ def lr_at(step: int, lr: float, warmup: int, schedule: str = "constant", total: 
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose constant, cosine or linear")
 
 
+def resume_note(step: int, trained_for: int, total: int, lr: float, warmup: int, schedule: str) -> str | None:
+    """One line on what a decaying learning rate does when a run trained for ``trained_for`` steps resumes at
+    ``step`` towards another ``total`` (``None`` when nothing changes: a constant rate, or the same total)."""
+    if schedule == "constant" or trained_for in (0, total) or step >= total:
+        return None
+    last, next_ = lr_at(max(step - 1, 0), lr, warmup, schedule, trained_for), lr_at(step, lr, warmup, schedule, total)
+    return (f"lr_schedule = \"{schedule}\" now decays to 0 at train.steps = {total}, not {trained_for}: the learning "
+            f"rate goes from {last:.3g} (step {step}) to {next_:.3g} (step {step + 1}), where the {total}-step "
+            "curve is")
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr

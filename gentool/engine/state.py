@@ -26,6 +26,7 @@ FORMAT = 1
 # (grad_accum splits the same global batch differently; steps extends or shortens the run).
 BOOKKEEPING = frozenset({
     "steps", "checkpoint_every", "keep_last", "milestone_every", "sample_every", "sample_n", "log_every",
+    "preview_every", "preview_steps",
     "test_loss_every", "test_loss_timesteps", "test_loss_batches", "num_workers", "on_nan", "grad_accum",
     "data_on_device",  # where batches are gathered: the same order and the same flip distribution
     "phema_every",  # when post-hoc EMA snapshots are written, not what is tracked

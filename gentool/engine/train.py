@@ -37,7 +37,8 @@ from gentool.engine.loggers import Loggers
 from gentool.engine.loss_scale import LossScaler
 from gentool.engine.metrics import METRICS, StepStats  # noqa: F401 - METRICS re-exported
 from gentool.engine.nonfinite import NonFiniteGuard, NonFiniteLossError, deferred_checks
-from gentool.engine.optim import align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, set_lr
+from gentool.engine.optim import (align_state_layout, clip_gradients, is_finite, lr_at, make_optimizer, resume_note,
+                                  set_lr)
 from gentool.engine.periodic import Periodic
 from gentool.engine.phema import PowerEMA
 from gentool.engine.phema_files import write_snapshots
@@ -99,6 +100,16 @@ def train(run: Run, *, resume: bool = True, force: bool = False, progress: bool 
         distributed.teardown()
 
 
+def trained_for(st: dict[str, Any]) -> int:
+    """The ``train.steps`` of the recipe that wrote checkpoint ``st`` (what its learning-rate schedule aimed at)."""
+    import tomllib
+
+    try:
+        return int(tomllib.loads(st.get("recipe") or "").get("train", {}).get("steps", 0))
+    except (tomllib.TOMLDecodeError, TypeError, ValueError):
+        return 0
+
+
 class Trainer:
     """The state of one training session: optimiser, step generator, logs."""
 
@@ -153,6 +164,10 @@ class Trainer:
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
         self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {self._where()})")
+        note = resume_note(self.start, trained_for(st), self.tr.steps, self.tr.lr, self.tr.warmup_steps,
+                           self.tr.lr_schedule)
+        if note is not None:
+            self.log(f"note: {note}")
 
     def _restore_phema(self, saved: dict[str, Any] | None) -> None:
         if self.phema is None:
@@ -217,7 +232,7 @@ class Trainer:
         fused = bool(self.optimizer.defaults.get("fused"))
         deferred = deferred_checks(run.device) and fused and not self.scaler.enabled  # fp16: the scaler checks
         guard = NonFiniteGuard(tr.on_nan, deferred, run.device)
-        periodic = Periodic(run, self.log, self.best)
+        periodic = Periodic(run, self.log, self.best, plot=self._plot)
         run.model.train()
         self._plotted = time.monotonic()
         with StopRequest() as stop, TrainProgress(tr.steps, run.step, enabled=progress, log=self.log) as bar:

@@ -6,7 +6,7 @@ import datetime
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -83,7 +83,7 @@ def save_pngs(x: torch.Tensor, folder: Path, start: int) -> None:
 def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
              guidance: float | Sequence[float] | None = None, seed: int | None = None,
              cache_dir: str | Path | None = None, save_samples: str | Path | None = None,
-             progress: bool = True, floor: bool = False) -> dict[str, Any]:
+             progress: bool = True, floor: bool = False, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Compute ``config.metrics`` for a built run (EMA weights) and return the report.
 
     ``n`` (default ``config.n``) images are sampled with the recipe's sampler
@@ -95,6 +95,8 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
     i mod C). Several ``guidance`` weights give one set of sample metrics each,
     under ``report["by_guidance"]["<w>"]``; ``floor`` adds the same metrics for
     ``n`` real test images against the train split (``report["floor"]``).
+    ``warn`` receives, before any work, what makes the numbers doubtful (an
+    extractor with random weights); the report lists it under ``warnings``.
     """
     config = config or run.recipe.eval or EvalConfig()
     n = config.n if n is None else int(n)
@@ -109,21 +111,23 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
                               "checkpoint": str(run.checkpoint) if run.checkpoint else None,
                               "run_dir": str(run.run_dir), "seed": seed, "device": str(run.device), "time_s": {}}
     values, times = report["metrics"], report["time_s"]
+    fx = checked_extractor(run, config, wanted, report, warn) if wanted else None  # before any work
     with progress_bar(progress) as bar:
         if wanted and len(weights) == 1:
             sampler = sampler_settings(run, config, weights[0])
-            values.update(_sample_metrics(run, config, wanted, n, sampler, seed, cache_dir, save_samples, bar, report))
+            values.update(_sample_metrics(run, config, fx, wanted, n, sampler, seed, cache_dir, save_samples, bar,
+                                          report))
         elif wanted:
             report["by_guidance"] = {}
             for w in weights:
                 sampler = sampler_settings(run, config, w)
                 folder = Path(save_samples) / f"w{w:g}" if save_samples else None
-                report["by_guidance"][f"{w:g}"] = _sample_metrics(run, config, wanted, n, sampler, seed, cache_dir,
-                                                                  folder, bar, report)
+                report["by_guidance"][f"{w:g}"] = _sample_metrics(run, config, fx, wanted, n, sampler, seed,
+                                                                  cache_dir, folder, bar, report)
                 times[f"sampling_w{w:g}"] = times.pop("sampling")
         if wanted and floor:
             t0 = time.perf_counter()
-            report["floor"] = real_floor(run, config, wanted, n, cache_dir, bar)
+            report["floor"] = real_floor(run, config, fx, wanted, n, cache_dir, bar)
             times["floor"] = time.perf_counter() - t0
         if "loss_t" in metrics:
             t0 = time.perf_counter()
@@ -143,17 +147,25 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
     return report
 
 
-def _sample_metrics(run, config: EvalConfig, wanted: list[str], n: int, sampler: dict, seed: int,
-                    cache_dir, save_samples, bar, report: dict[str, Any]) -> dict[str, float]:
-    """Extractor (checked first), reference features (cached), samples' features, then the metrics."""
-    times = report["time_s"]
+def checked_extractor(run, config: EvalConfig, wanted: list[str], report: dict[str, Any],
+                      warn: Callable[[str], None] | None = None):
+    """The feature extractor, checked against ``wanted``; one with random weights is reported at once to
+    ``warn`` (with how to train it) and in ``report["warnings"]``, not after minutes of reference features."""
     fx = extractor(run, config, wanted)
     report["feature_extractor"] = {"name": config.feature_extractor, "weights": weights_used(fx, config) or None}
     if getattr(fx, "trained", True) is False:  # an extractor that says its weights are random (gentool-cnn28's seed)
         report["feature_extractor"]["random_weights"] = True
-        warnings = report.setdefault("warnings", [])
-        if RANDOM_FEATURES not in warnings:
-            warnings.append(RANDOM_FEATURES)
+        report.setdefault("warnings", []).append(RANDOM_FEATURES)
+        if warn is not None:
+            hint = getattr(fx, "untrained_hint", "")
+            warn(f"{hint}: {RANDOM_FEATURES}" if hint else RANDOM_FEATURES)
+    return fx
+
+
+def _sample_metrics(run, config: EvalConfig, fx, wanted: list[str], n: int, sampler: dict, seed: int,
+                    cache_dir, save_samples, bar, report: dict[str, Any]) -> dict[str, float]:
+    """Reference features (cached), samples' features, then the metrics."""
+    times = report["time_s"]
     reference = None
     if any(m in REFERENCE_METRICS for m in wanted):
         t0 = time.perf_counter()
@@ -199,9 +211,8 @@ def scores(wanted: list[str], fx, feats: dict[str, torch.Tensor], reference, lab
     return out
 
 
-def real_floor(run, config: EvalConfig, wanted: list[str], n: int, cache_dir, bar) -> dict[str, Any]:
+def real_floor(run, config: EvalConfig, fx, wanted: list[str], n: int, cache_dir, bar) -> dict[str, Any]:
     """The ``wanted`` metrics of ``n`` real test images (true labels) against the train split: "perfect" at n."""
-    fx = extractor(run, config, wanted)
     feats, labels = real_features(run, fx, n=n, batch_size=config.batch_size, split="test")
     reference = None
     if any(m in REFERENCE_METRICS for m in wanted):

@@ -32,7 +32,7 @@ def sweep(
     from gentool.sweep import sweep as run_sweep
     from gentool_commands.compare import print_comparison
 
-    err = Console(stderr=True)
+    from gentool.progress import console as err  # the bars' console: a line logged during a live bar goes above it
     result = run_sweep(recipe, set_, only=variant, device=device, run_tasks=tasks, compare_svg=svg,
                        log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
     if not env().main:
