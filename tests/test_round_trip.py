@@ -46,6 +46,7 @@ TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1], num
 #: (kind, name) -> options replacing defaults too big for a unit test (the component's own table).
 TINY: dict[tuple[str, str], dict] = {
     ("denoiser", "unet"): TINY_UNET,
+    ("denoiser", "dit"): dict(in_channels=1, image_size=8, patch_size=2, depth=1, hidden_size=32, num_heads=2),
     ("task", "animate"): {"n": 2, "frames": 3},
     ("task", "guidance_sweep"): {"n": 2},
     ("task", "sample"): {"n": 4},
