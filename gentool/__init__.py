@@ -23,26 +23,54 @@ __version__ = "0.1.0"
 #: Marker for plugin hook implementations: ``@gentool.hookimpl``.
 hookimpl = pluggy.HookimplMarker("gentool")
 
-#: public name -> the module that defines it, imported on first use
-_LAZY = {
+#: The plugin API: every name a plugin (built-in or not) may import, ``from gentool import NAME``.
+#: public name -> the module that defines it (or (module, attribute) where the name differs), imported on
+#: first use. An import-linter contract keeps the built-in plugins to these names (docs/plugins.md).
+_LAZY: dict[str, str | tuple[str, str]] = {
+    # the kinds' protocols and what a task returns (gentool/interfaces.py)
     **dict.fromkeys(["Conditioner", "DataSource", "DenoiseFn", "Denoiser", "EpsFn", "Logger", "Objective", "RunLike",
                      "Sampler", "Schedule", "StepCallback", "Task", "TaskResult"],
                     "gentool.interfaces"),
-    "Diffusion": "gentool.diffusion",
-    **dict.fromkeys(["ContinuousProcess", "Process"], "gentool.process"),
-    **dict.fromkeys(["Affine", "Denoised", "EpsPrediction", "Parameterisation", "VPrediction", "X0Prediction"],
-                    "gentool.parameterisation"),
-    "DiffusionModel": "gentool.model",
-    **dict.fromkeys(["Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
-    **dict.fromkeys(["Run", "build"], "gentool.run"),
+    # the noise process (gentool/process.py) and the discrete chain (gentool/diffusion.py)
+    **dict.fromkeys(["ContinuousProcess", "Process", "as_batch", "karras_sigmas"], "gentool.process"),
+    **dict.fromkeys(["Diffusion", "extract", "normal_kl", "rescale_zero_terminal_snr"], "gentool.diffusion"),
+    # what the network outputs (gentool/parameterisation.py)
+    **dict.fromkeys(["Affine", "Denoised", "EpsPrediction", "Parameterisation", "VPrediction", "X0Prediction",
+                     "call_network", "guided_eps", "parameterisation_of"], "gentool.parameterisation"),
+    # the samplers' toolkit (gentool/reverse.py) and the variational bound (gentool/vlb.py)
+    **dict.fromkeys(["Spacing", "ancestral_step", "churn_time", "coefficients", "data_time", "ddim_invert",
+                     "ddim_update", "denoise_at", "karras_sigma", "learned_variance", "posterior", "renoise",
+                     "reverse_loop"], "gentool.reverse"),
+    **dict.fromkeys(["discretized_gaussian_log_likelihood", "interpolate_log_variance", "learned_log_variance",
+                     "split_output", "vlb_term"], "gentool.vlb"),
+    # sampling a run (gentool/sampling.py, gentool/service.py)
+    **dict.fromkeys(["Guidance", "make_denoise_fn", "make_fast_denoise_fn"], "gentool.sampling"),
     **dict.fromkeys(["SamplingOptions", "plan"], "gentool.service"),
+    # models, recipes, runs
+    "DiffusionModel": "gentool.model",
+    **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
+    **dict.fromkeys(["Run", "build"], "gentool.run"),
     "load_run": "gentool.api",
-    **dict.fromkeys(["Guidance", "guided_eps", "make_denoise_fn"], "gentool.sampling"),
-    "parameterisation_of": "gentool.parameterisation",
-    # the samplers' toolkit (gentool/reverse.py)
-    **dict.fromkeys(["ancestral_step", "churn_time", "coefficients", "data_time", "ddim_invert", "ddim_update",
-                     "denoise_at", "karras_sigma", "learned_variance", "posterior", "renoise", "reverse_loop"],
-                    "gentool.reverse"),
+    "resolve_device": "gentool.devices",
+    # files, images, progress, errors (for tasks and commands)
+    **dict.fromkeys(["make_grid", "save_grid", "save_images", "to_uint8"], "gentool.images"),
+    **dict.fromkeys(["make_progress", "progress_callback"], "gentool.progress"),
+    "stderr": ("gentool.progress", "console"),
+    **dict.fromkeys(["atomic_save", "atomic_write_bytes", "atomic_write_text", "check_writable"], "gentool.atomic"),
+    **dict.fromkeys(["DOWNLOAD_ERRORS", "ComponentError", "DataError", "GentoolError", "UsageError", "brief"],
+                    "gentool.errors"),
+    "lazy_names": "gentool.lazy",
+    **dict.fromkeys(["WeightsFileError", "read_state_dict", "safe_torch_load"], "gentool.evaluation.weights"),
+    "distributed_env": ("gentool.engine.distributed", "env"),
+    # commands that run on a trained run (gentool/cli)
+    "task_command": "gentool.cli.tasks_cmd",
+    "print_task_result": ("gentool.cli.tasks_cmd", "report"),
+    **dict.fromkeys(["SOURCE_HELP", "default_out"], "gentool.cli.sources"),
+    "load_run_or_warn": "gentool.cli.app",
+    # gentool's own commands built from core functions
+    "run_sweep": ("gentool.sweep", "sweep"),
+    "run_compare": ("gentool.compare", "compare"),
+    "reconstruct_ema": ("gentool.engine.phema_files", "reconstruct"),
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
@@ -61,10 +89,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'gentool' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, attribute = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value  # once imported, a plain attribute
     return value
 

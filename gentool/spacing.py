@@ -13,13 +13,19 @@ stands for the data, where alpha-bar is 1. In the variables of Karras et al.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # pragma: no cover
-    from gentool.diffusion import Diffusion
+
+class Diffusion(Protocol):
+    """What the spacings read of the discrete chain (:class:`gentool.Diffusion`; no import, so no cycle)."""
+
+    alphas_cumprod_64: Tensor
+    num_timesteps: int
+
+    def timesteps(self, steps: int | None = None, t_start: int | None = None) -> list[int]: ...
 
 Spacing = Literal["uniform", "trailing", "logsnr", "karras"]
 SPACINGS: tuple[str, ...] = ("uniform", "trailing", "logsnr", "karras")

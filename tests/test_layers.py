@@ -69,8 +69,10 @@ def test_the_contracts_cover_every_module_and_every_builtin_plugin():
     assert layers["exhaustive"], "every module of gentool must be in a layer (exhaustive = true)"
     plugins = sorted(p.name for p in (ROOT / "plugins").glob("gentool_*") if (p / "__init__.py").is_file())
     independent = next(c for c in CONFIG["contracts"] if c["type"] == "independence")["modules"]
-    missing = [p for p in plugins if p not in independent or p not in CONFIG["root_packages"]]
-    assert not missing, f"add {missing} to root_packages and the independence contract in pyproject.toml"
+    api = next(c for c in CONFIG["contracts"] if c.get("id") == "plugin-api")["source_modules"]
+    missing = [p for p in plugins if p not in independent or p not in CONFIG["root_packages"] or p not in api]
+    assert not missing, (f"add {missing} to root_packages, the independence contract and the plugin-api contract "
+                         "in pyproject.toml")
 
 
 def module_cycles(graph: grimp.ImportGraph, package: str) -> list[list[str]]:
@@ -108,6 +110,38 @@ def module_cycles(graph: grimp.ImportGraph, package: str) -> list[list[str]]:
 def test_no_import_cycle_among_the_modules():
     graph = grimp.build_graph("gentool", cache_dir=None, exclude_type_checking_imports=True)
     assert module_cycles(graph, "gentool") == []
+
+
+def test_no_import_cycle_even_through_type_annotations():
+    """Issue 23: interfaces -> run -> sampling -> interfaces was a cycle through ``if TYPE_CHECKING:`` imports;
+    a protocol for what a task needs of a run (``RunLike``) ended it, and none may come back."""
+    graph = grimp.build_graph("gentool", cache_dir=None, exclude_type_checking_imports=False)
+    assert module_cycles(graph, "gentool") == []
+
+
+def test_a_plugin_importing_a_core_module_breaks_the_plugin_api_contract(tmp_path):
+    """The built-in plugins import gentool's top-level names only: a submodule import, even in a function, fails."""
+    shutil.copytree(ROOT / "gentool", tmp_path / "gentool", ignore=shutil.ignore_patterns("__pycache__"))
+    plugin = tmp_path / "gentool_probe"
+    plugin.mkdir()
+    (plugin / "__init__.py").write_text("from gentool import Denoised, coefficients  # the API: allowed\n"
+                                        "\n\ndef f():\n    from gentool.reverse import posterior\n\n    return posterior\n")
+    api = next(c for c in CONFIG["contracts"] if c.get("id") == "plugin-api")
+    config = tmp_path / "contracts.toml"
+    config.write_text("\n".join([
+        "[tool.importlinter]",
+        'root_packages = ["gentool", "gentool_probe"]',
+        "[[tool.importlinter.contracts]]",
+        'name = "plugin api"',
+        f'type = "{api["type"]}"',
+        'source_modules = ["gentool_probe"]',
+        f"forbidden_modules = {api['forbidden_modules']!r}".replace("'", '"'),
+        f"allow_indirect_imports = {str(api['allow_indirect_imports']).lower()}",
+    ]), encoding="utf-8")
+    result = lint_imports(str(config), cwd=tmp_path, pythonpath=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "gentool_probe is not allowed to import gentool.reverse" in result.stdout
+    assert "gentool.parameterisation" not in result.stdout and "gentool.process" not in result.stdout
 
 
 def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):

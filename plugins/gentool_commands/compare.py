@@ -41,7 +41,7 @@ def compare(
     """Overlay runs' training loss, test losses and eval metrics against step; name each run by what differs."""
     from rich.console import Console
 
-    from gentool.compare import compare as run_compare
+    from gentool import run_compare
 
     result = run_compare(runs, out, svg=svg, figure=figure)
     if as_json:

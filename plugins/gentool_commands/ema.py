@@ -9,7 +9,7 @@ import typer
 
 
 def _floats(text: str) -> list[float]:
-    from gentool.errors import UsageError
+    from gentool import UsageError
 
     try:
         return [float(part) for part in text.split(",") if part.strip()]
@@ -35,7 +35,7 @@ def ema(
     from rich.console import Console
     from rich.markup import escape
 
-    from gentool.engine.phema_files import reconstruct
+    from gentool import reconstruct_ema as reconstruct
 
     result = reconstruct(run, sigma_rel, step=step, using=_floats(using) if using is not None else None, out=out)
     tracked = sorted({s.sigma_rel for s in result.inputs})

@@ -28,11 +28,11 @@ def sweep(
     """
     from rich.console import Console
 
-    from gentool.engine.distributed import env
-    from gentool.sweep import sweep as run_sweep
+    from gentool import distributed_env as env
+    from gentool import run_sweep
     from gentool_commands.compare import print_comparison
 
-    from gentool.progress import console as err  # the bars' console: a line logged during a live bar goes above it
+    from gentool import stderr as err  # the bars' console: a line logged during a live bar goes above it
     result = run_sweep(recipe, set_, only=variant, device=device, run_tasks=tasks, compare_svg=svg,
                        log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
     if not env().main:

@@ -6,7 +6,7 @@ is first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
-from gentool.lazy import lazy_names
+from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {
     "fashion_mnist": ".fashion_mnist", "mnist": ".mnist", "cifar10": ".cifar", "image_folder": ".image_folder",

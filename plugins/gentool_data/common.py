@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gentool.errors import DOWNLOAD_ERRORS, GentoolError, brief
+from gentool import DOWNLOAD_ERRORS, GentoolError, brief
 
 if TYPE_CHECKING:
     from PIL import Image

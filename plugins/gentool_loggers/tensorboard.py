@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gentool.errors import GentoolError
+from gentool import GentoolError
 
 INSTALL = "pip install 'gentool[tensorboard]' (or pip install tensorboard)"
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from gentool.atomic import atomic_write_bytes, check_writable
+from gentool import atomic_write_bytes, check_writable
 
 NAME = "gentool-cnn28"
 SIZE = 28

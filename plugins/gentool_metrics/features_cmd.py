@@ -27,8 +27,8 @@ def train_features(data: str = "fashion_mnist", *, root: str = "data", steps: in
     mirror images keep their class (its ``mirror_invariant``).
     """
     import gentool
-    from gentool.devices import resolve_device
-    from gentool.errors import GentoolError, UsageError
+    from gentool import resolve_device
+    from gentool import GentoolError, UsageError
 
     from gentool_metrics.cnn28 import default_weights_path, train_classifier
 
@@ -80,7 +80,7 @@ def features(
     device: str = typer.Option("cpu", "--device", help="Device to train on, e.g. cpu or cuda."),
 ) -> None:
     """Train the gentool-cnn28 feature extractor as a classifier of DATA and save it where gentool eval finds it."""
-    from gentool.errors import GentoolError
+    from gentool import GentoolError
 
     if action not in ACTIONS:
         raise GentoolError(f"gentool features: unknown action {action!r}; valid: {', '.join(ACTIONS)}")

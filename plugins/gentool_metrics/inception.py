@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gentool.evaluation.weights import WeightsFileError, read_state_dict, safe_torch_load
+from gentool import WeightsFileError, read_state_dict, safe_torch_load
 
 NAME = "inception-v3-compat"
 #: every feature the four metrics need: "2048" (fid, kid, prc) and "logits_unbiased" (isc)

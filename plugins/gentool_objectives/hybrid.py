@@ -20,8 +20,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from gentool.diffusion import extract
-from gentool.vlb import learned_log_variance, split_output, vlb_term
+from gentool import extract, learned_log_variance, split_output, vlb_term
 from gentool_objectives.ddpm import DDPMObjective
 from gentool_objectives.offset_noise import check_strength
 

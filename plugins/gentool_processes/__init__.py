@@ -1,7 +1,7 @@
 """Built-in noise processes: ``vp``, the discrete DDPM chain of Ho et al. (2020) over a ``[schedule]``'s betas."""
 
 import gentool
-from gentool.lazy import lazy_names
+from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {"vp": ".vp"})
 

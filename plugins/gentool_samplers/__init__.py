@@ -5,7 +5,7 @@ first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
-from gentool.lazy import lazy_names
+from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {
     "ancestral": ".ancestral", "ddim": ".ddim", "dpmpp_2m": ".dpm_solver", "euler": ".karras", "heun": ".karras"})

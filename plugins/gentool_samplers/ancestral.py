@@ -7,8 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from gentool import DenoiseFn, Process, StepCallback
-from gentool.reverse import ancestral_step, data_time, reverse_loop
+from gentool import DenoiseFn, Process, StepCallback, ancestral_step, data_time, reverse_loop
 
 
 @torch.no_grad()

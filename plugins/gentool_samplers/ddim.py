@@ -7,9 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from gentool import DenoiseFn, Process, StepCallback
-from gentool.reverse import Spacing, coefficients, data_time, ddim_update, denoise_at, posterior, reverse_loop
-from gentool.vlb import interpolate_log_variance
+from gentool import (
+    DenoiseFn, Process, Spacing, StepCallback, coefficients, data_time, ddim_update, denoise_at,
+    interpolate_log_variance, posterior, reverse_loop,
+)
 
 
 @torch.no_grad()

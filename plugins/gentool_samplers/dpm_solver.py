@@ -7,8 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from gentool import DenoiseFn, Process, StepCallback
-from gentool.reverse import Spacing, coefficients, data_time, denoise_at, reverse_loop
+from gentool import DenoiseFn, Process, Spacing, StepCallback, coefficients, data_time, denoise_at, reverse_loop
 
 
 @torch.no_grad()

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from gentool import DenoiseFn, Process, StepCallback
-from gentool.reverse import (Spacing, churn_time, coefficients, data_time, ddim_update, denoise_at, karras_sigma,
-                             reverse_loop)
+from gentool import (Spacing, churn_time, coefficients, data_time, ddim_update, denoise_at, karras_sigma,
+                     reverse_loop)
 
 
 def karras_sampler(denoise, process, x_T, *, steps, t_start, generator, callback, spacing, second_order,

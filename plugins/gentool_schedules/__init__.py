@@ -5,7 +5,7 @@ is first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
-from gentool.lazy import lazy_names
+from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {"linear": ".linear", "cosine": ".cosine", "sigmoid": ".sigmoid"})
 

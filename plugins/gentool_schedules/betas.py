@@ -6,7 +6,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from gentool.diffusion import rescale_zero_terminal_snr
+from gentool import rescale_zero_terminal_snr
 
 
 def beta_range_schedule(timesteps: int, beta_start: float, beta_end: float, zero_terminal_snr: bool,

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from gentool.diffusion import rescale_zero_terminal_snr
+from gentool import rescale_zero_terminal_snr
 
 
 def cosine(

@@ -5,7 +5,7 @@ first used, so loading the plugins for ``gentool --help`` stays cheap.
 """
 
 import gentool
-from gentool.lazy import lazy_names
+from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {
     "sample": ".sample", "class_grid": ".class_grid", "guidance_sweep": ".guidance_sweep", "inpaint": ".inpaint",
@@ -21,7 +21,7 @@ def gentool_register_tasks(register):
 
 @gentool.hookimpl
 def gentool_register_commands(register):
-    from gentool.cli.tasks_cmd import task_command  # typer only; the tasks and torch load when a command runs
+    from gentool import task_command  # typer only; the tasks and torch load when a command runs
     from gentool_tasks.commands import RUN_TASKS, schedules
     from gentool_tasks.invert_cmd import invert
 

@@ -19,9 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from gentool import TaskResult
-from gentool.process import as_batch
-from gentool.images import make_grid, save_grid, to_uint8
+from gentool import TaskResult, as_batch, make_grid, save_grid, to_uint8
 
 from gentool_tasks.inputs import load_inputs
 

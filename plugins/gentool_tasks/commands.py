@@ -26,8 +26,8 @@ def schedules(
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write schedules.png into."),
 ) -> None:
     """Plot alphas_cumprod and its square root for schedules side by side (e.g. linear cosine sigmoid)."""
-    from gentool.cli.tasks_cmd import report
-    from gentool.errors import ComponentError, GentoolError
+    from gentool import print_task_result as report
+    from gentool import ComponentError, GentoolError
     from gentool_tasks.schedules_plot import schedules as plot
 
     out.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from gentool import TaskResult
-from gentool.images import save_grid
+from gentool import TaskResult, save_grid
 
 from gentool_tasks.animate import label_columns
 from gentool_tasks.class_grid import require_classes

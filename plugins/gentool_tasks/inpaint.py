@@ -18,10 +18,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from gentool import TaskResult
-from gentool.images import save_grid
-from gentool.process import as_batch
-from gentool.reverse import ancestral_step, data_time, renoise
+from gentool import TaskResult, ancestral_step, as_batch, data_time, renoise, save_grid
 
 from gentool_tasks.inputs import load_inputs
 from gentool_tasks.masks import MaskName, make_mask
@@ -89,7 +86,7 @@ def repaint(
     sampler's own step, learned variance and the model's x0 where alpha is 0
     included); up moves draw q(x_s | x_t) (:func:`gentool.reverse.renoise`).
     """
-    from gentool.progress import make_progress
+    from gentool import make_progress
 
     ts = list(process.grid(steps, None, "uniform")) + [data_time(process)]
     path = jump_schedule(len(ts) - 1, jump_length, resamplings)

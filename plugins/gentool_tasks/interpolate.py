@@ -39,9 +39,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from gentool import TaskResult
-from gentool.images import save_grid
-from gentool.process import as_batch
+from gentool import TaskResult, as_batch, save_grid
 
 from gentool_tasks.animate import save_gif, save_strip
 from gentool_tasks.inputs import class_labels, load_inputs

@@ -16,12 +16,7 @@ from typing import Literal
 
 import torch
 
-from gentool import TaskResult
-from gentool.atomic import atomic_save
-from gentool.errors import brief
-from gentool.images import save_grid
-from gentool.progress import progress_callback
-from gentool.reverse import ddim_invert
+from gentool import TaskResult, atomic_save, brief, ddim_invert, progress_callback, save_grid
 
 from gentool_tasks.inputs import load_inputs
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from gentool.cli.sources import SOURCE_HELP, default_out
+from gentool import SOURCE_HELP, default_out
 
 
 def invert(
@@ -28,9 +28,9 @@ def invert(
 
     The latents feed `gentool interpolate RUN --mode slerp --latents .../latents.pt`.
     """
-    from gentool.cli.app import load_run_or_warn  # refuses a run without a readable checkpoint, as sample does
-    from gentool.errors import UsageError
-    from gentool.recipe import ComponentSpec
+    from gentool import load_run_or_warn  # refuses a run without a readable checkpoint, as sample does
+    from gentool import UsageError
+    from gentool import ComponentSpec
 
     try:
         positions = [int(v) for v in indices.split(",") if v.strip()]

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from gentool import TaskResult
-from gentool.images import save_grid, save_images
+from gentool import TaskResult, save_grid, save_images
 
 
 def sample(

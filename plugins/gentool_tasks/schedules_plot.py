@@ -68,13 +68,16 @@ def schedules(run, out_dir: Path, *, names: list[str] = [], timesteps: int | Non
         timesteps: T for every schedule (default: the run's T, else 1000).
     """
     if run is not None:
+        if run.recipe.schedule is None:
+            raise ValueError(f"process {run.recipe.process.name!r} takes no schedule, so this run has none to plot; "
+                             "`gentool schedules` without a run plots the registered ones")
         registry, spec = run.registry, run.recipe.schedule
         own = {spec.name: {k: v for k, v in spec.options.items() if k != "timesteps"}}
         timesteps = run.diffusion.num_timesteps if timesteps is None else timesteps
     else:
-        from gentool.plugins import registry as _registry
+        import gentool
 
-        registry, own = _registry(), {}
+        registry, own = gentool.registry(), {}
         timesteps = 1000 if timesteps is None else timesteps
     names = list(names) or registry.names("schedule")
     curves = schedule_curves(registry, names, timesteps, own)
