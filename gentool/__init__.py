@@ -48,7 +48,7 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     **dict.fromkeys(["SAMPLING_OPTIONS", "SamplingOptions", "plan", "sampling_task"], "gentool.service"),
     # models, recipes, runs
     "DiffusionModel": "gentool.model",
-    **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
+    **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe", "parse_override"], "gentool.recipe"),
     **dict.fromkeys(["Run", "build"], "gentool.run"),
     "load_run": "gentool.api",
     "resolve_device": "gentool.devices",
@@ -67,6 +67,8 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     "print_task_result": ("gentool.cli.tasks_cmd", "report"),
     **dict.fromkeys(["SOURCE_HELP", "default_out"], "gentool.cli.sources"),
     "load_run_or_warn": "gentool.cli.app",
+    **dict.fromkeys(["THREADS_HELP", "threads_override"], "gentool.cli.output"),
+    "require_run": "gentool.paths",
     # gentool's own commands built from core functions
     "run_sweep": ("gentool.sweep", "sweep"),
     "run_compare": ("gentool.compare", "compare"),

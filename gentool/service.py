@@ -178,7 +178,21 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
     else:
         denoise = make_denoise_fn(model, run.process, labels, guidance)
     seed = run.recipe.run.seed if options.seed is None else int(options.seed)
+    for note in notes:
+        say_once(note)
     return Plan(run, name, fn, steps, options.t_start, labels, guidance, denoise, seed, notes)
+
+
+_SAID: set[str] = set()
+
+
+def say_once(note: str) -> None:
+    """Print ``note: ...`` on standard error, once per process (a task samples many times with one request)."""
+    if note not in _SAID:
+        _SAID.add(note)
+        from gentool.progress import console
+
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 #: The options a task decorated with :func:`sampling_task` takes, with their recipe documentation.
