@@ -97,22 +97,26 @@ def generate(
     nrow: int | None = None,
     individual: bool = True,
     progress: bool = True,
+    guide_with: Any = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> Generated:
     """Sample ``n`` images from ``run`` into ``out_dir``: ``grid.png`` and ``images/*.png``.
 
     Labels cycle through ``classes``, so with the default ``nrow`` (the number
-    of classes) each column of the grid is one class.
+    of classes) each column of the grid is one class. ``guide_with`` (a run
+    directory or checkpoint) autoguides by that weaker model with weight w.
     """
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if nrow is not None and nrow < 1:
         raise UsageError(f"--nrow must be at least 1, got {nrow}")
     check_fits(run, n)
-    labels, w = run.sampling_inputs(labels_for(run, n, list(classes)), guidance)  # the recipe's w when not given
+    labels, w = run.sampling_inputs(labels_for(run, n, list(classes)), None if guide_with else guidance)
+    w = w if guide_with is None or guidance is None else guidance  # autoguidance: any model, any labels
     name = sampler or run.recipe.sampler.name
     x = run.sample(n, labels=labels, guidance=w, steps=steps, sampler=name,
                    sampler_options=sampler_options, generator=run.generator(seed), progress=progress,
-                   description=f"{name} ({n} images)")
+                   description=f"{name} ({n} images)", guide_with=guide_with, guidance_interval=guidance_interval)
     from gentool.images import save_grid, save_images  # start-up: when the command runs
 
     out_dir = Path(out_dir)
@@ -124,17 +128,20 @@ def generate(
             target = path.with_name(f"{i:05d}_class{int(labels[i])}.png") if labels is not None else path
             result.images.append(path.rename(target))
     result.settings = {"sampler": name, "steps": steps or run.recipe.sampler.steps or "all",
-                       "guidance": w if labels is not None else None, "seed": run.recipe.run.seed if seed is None else seed,
-                       "checkpoint step": run.step}
+                       "guidance": w if labels is not None or guide_with else None,
+                       "autoguided by": guide_with, "guidance interval": guidance_interval,
+                       "seed": run.recipe.run.seed if seed is None else seed, "checkpoint step": run.step}
     return result
 
 
-def settings_name(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None) -> str:
-    """The default output folder's name, from the settings: ``ddim_100steps_w2_seed0``."""
+def settings_name(run, sampler: str | None, steps: int | None, guidance: float | None, seed: int | None,
+                  auto: bool = False) -> str:
+    """The default output folder's name, from the settings: ``ddim_100steps_w2_seed0`` (``w2auto``: autoguided)."""
     name = sampler or run.recipe.sampler.name
-    _, w = run.sampling_inputs(labels_for(run, 1, []), guidance)  # as generate() resolves it
+    _, w = run.sampling_inputs(labels_for(run, 1, []), None if auto else guidance)  # as generate() resolves it
+    w = guidance if auto and guidance is not None else w
     seed = run.recipe.run.seed if seed is None else seed
-    return f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}_seed{seed}"
+    return f"{name}_{steps or run.recipe.sampler.steps or 'all'}steps_w{w:g}{'auto' if auto else ''}_seed{seed}"
 
 
 @app.command()
@@ -143,7 +150,7 @@ def sample(
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler, e.g. ancestral, ddim, dpmpp_2m [default: the recipe's].")),
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Network evaluations [default: the recipe's, else all T].")),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w; 0 is plain conditional sampling [default: the recipe's].")),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Guidance weight w: classifier-free, or with --guide-with autoguidance; 0 is unguided [default: the recipe's].")),
     classes: Optional[str] = typer.Option(None, "--classes", help=escape("Comma-separated class indices to cycle through, e.g. 0,1,2 [default: all].")),
     n: int = typer.Option(16, "--n", min=1, help="Number of images."),
     seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the start noise and the sampler [default: the recipe's].")),
@@ -154,13 +161,15 @@ def sample(
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    guide_with: Optional[Path] = typer.Option(None, "--guide-with", help="Autoguidance (Karras et al. 2024): guide with this weaker model of the same process, a run directory or checkpoint (e.g. an earlier checkpoint of the run); -w is then D_good + w (D_good - D_bad), the paper's w minus 1. Works for unconditional models."),
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
     run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
-    out_dir = out if out is not None else default_out(source, run, settings_name(run, sampler, steps, guidance, seed))
+    out_dir = out if out is not None else default_out(
+        source, run, settings_name(run, sampler, steps, guidance, seed, guide_with is not None))
     result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
                       steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,
-                      individual=individual)
+                      individual=individual, guide_with=guide_with)
     console.print(", ".join(f"{k} = {v}" for k, v in result.settings.items() if v is not None), highlight=False)
     console.print(f"[green]wrote[/] {escape(str(result.grid))}", highlight=False, soft_wrap=True)
     if result.images:
