@@ -162,14 +162,24 @@ def sample(
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     guide_with: Optional[Path] = typer.Option(None, "--guide-with", help="Autoguidance (Karras et al. 2024): guide with this weaker model of the same process, a run directory or checkpoint (e.g. an earlier checkpoint of the run); -w is then D_good + w (D_good - D_bad), the paper's w minus 1. Works for unconditional models."),
+    best: bool = typer.Option(False, "--best", help="Use the best cell of the run's evaluation grid (RUN/eval/best.json, written by gentool eval over a grid): its EMA weights, sampler, steps and guidance; options given here win."),
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
-    run = load_run_or_warn(source, device=device, overrides=[*set_, *threads_override(threads)])
+    overrides = [*set_, *threads_override(threads)]
+    chosen = {}
+    if best:
+        from gentool.evaluation.best import best_settings  # start-up: when the command runs
+
+        source, chosen = best_settings(source, sampler=sampler, steps=steps, guidance=guidance, guide_with=guide_with)
+        sampler, steps, guidance, guide_with = (chosen.pop(k) for k in ("sampler", "steps", "guidance", "guide_with"))
+        console.print(f"the best cell of the run's evaluation grid: weights {escape(str(source))}", highlight=False,
+                      soft_wrap=True)
+    run = load_run_or_warn(source, device=device, overrides=overrides)
     out_dir = out if out is not None else default_out(
-        source, run, settings_name(run, sampler, steps, guidance, seed, guide_with is not None))
+        source, run, ("best_" if best else "") + settings_name(run, sampler, steps, guidance, seed, guide_with is not None))
     result = generate(run, out_dir, n=n, classes=parse_classes(classes), guidance=guidance, sampler=sampler,
                       steps=steps, seed=seed, sampler_options=parse_sampler_options(option), nrow=nrow,
-                      individual=individual, guide_with=guide_with)
+                      individual=individual, guide_with=guide_with, **chosen)
     console.print(", ".join(f"{k} = {v}" for k, v in result.settings.items() if v is not None), highlight=False)
     console.print(f"[green]wrote[/] {escape(str(result.grid))}", highlight=False, soft_wrap=True)
     if result.images:
