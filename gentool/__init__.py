@@ -45,7 +45,7 @@ _LAZY: dict[str, str | tuple[str, str]] = {
                      "split_output", "vlb_term"], "gentool.vlb"),
     # sampling a run (gentool/sampling.py, gentool/service.py)
     **dict.fromkeys(["Guidance", "make_denoise_fn", "make_fast_denoise_fn"], "gentool.sampling"),
-    **dict.fromkeys(["SamplingOptions", "plan"], "gentool.service"),
+    **dict.fromkeys(["SAMPLING_OPTIONS", "SamplingOptions", "plan", "sampling_task"], "gentool.service"),
     # models, recipes, runs
     "DiffusionModel": "gentool.model",
     **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),

@@ -141,3 +141,17 @@ def test_an_earlier_checkpoint_guides_from_the_command_line(trained_toy_copy, tm
     run = gentool.load_run(run_dir)
     x = run.sample(2, steps=3, labels=[1, 1], guide_with=str(checkpoint), guidance=1.0, progress=False)
     assert torch.equal(x, run.sample(2, steps=3, labels=[1, 1], progress=False))
+
+
+def test_a_task_takes_guide_with_among_its_sampling_options(pair, tmp_path):
+    """Every sampling task has ``guide_with`` (gentool.SAMPLING_OPTIONS): the sample task guided by its own
+    run is the unguided task, image for image; guided by the bad model it differs."""
+    from gentool import ComponentSpec
+
+    good, bad = pair
+    plain = good.run_task(ComponentSpec("sample", {"n": 2, "steps": 3, "save_individual": False}), tmp_path / "p")
+    same = good.run_task(ComponentSpec("sample", {"n": 2, "steps": 3, "save_individual": False, "guide_with": good,
+                                                  "guidance": 2.0}), tmp_path / "s")
+    other = good.run_task(ComponentSpec("sample", {"n": 2, "steps": 3, "save_individual": False, "guide_with": bad,
+                                                   "guidance": 2.0}), tmp_path / "o")
+    assert plain.files[0].read_bytes() == same.files[0].read_bytes() != other.files[0].read_bytes()

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from gentool import TaskResult, save_grid, save_images
+from gentool import SamplingOptions, TaskResult, sampling_task, save_grid, save_images
 
 
+@sampling_task
 def sample(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     n: int = 64,
-    seed: int | None = None,
     classes: list[int] = [],
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
     nrow: int | None = None,
     save_individual: bool = True,
 ) -> TaskResult:
@@ -26,11 +25,7 @@ def sample(
 
     Args:
         n: number of images.
-        seed: seed of the start noise (default: the recipe's ``[run] seed``).
         classes: class labels to cycle through for a conditional model (default: all classes in turn).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
         nrow: images per grid row (default: about sqrt(n)).
         save_individual: also write every image as its own PNG.
     """
@@ -40,8 +35,8 @@ def sample(
     if run.num_classes:
         pool = list(classes) or list(range(run.num_classes))
         labels = torch.tensor([pool[i % len(pool)] for i in range(n)])
-    x = run.sample(n, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                   generator=run.generator(seed), description=f"sample ({n} images)")
+    x = run.sample(n, options=replace(sampling, labels=labels), generator=run.generator(sampling.seed),
+                   description=f"sample ({n} images)")
     files = [save_grid(x, out_dir / "grid.png", nrow=nrow)]
     if save_individual:
         files += save_images(x, out_dir / "images")
