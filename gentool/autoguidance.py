@@ -33,6 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from gentool.errors import UsageError
 from gentool.parameterisation import Denoised
 from gentool.process import Process, Time
@@ -105,7 +107,8 @@ def _load(path: Path, device: Any) -> Any:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device))
     if key not in _cache:
-        guide = _loader[0](path, device=device)
+        with torch.random.fork_rng(devices=[]):  # building a run seeds torch's global generator: not the caller's
+            guide = _loader[0](path, device=device)
         if guide.checkpoint is None and guide.recipe.train.steps > 0:
             raise UsageError(f"guide_with {path}: it has no checkpoint to load; give a trained run or a checkpoint")
         guide.sampling_model.eval()

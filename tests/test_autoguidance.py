@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 import gentool
-from gentool import SamplingOptions, UsageError, plan
+from gentool import SamplingOptions, UsageError, autoguidance, plan
 from gentool.autoguidance import autoguided
 from gentool.parameterisation import Denoised
 from gentool.testing import tiny_run
@@ -139,7 +139,10 @@ def test_an_earlier_checkpoint_guides_from_the_command_line(trained_toy_copy, tm
     assert "autoguided" in guided.output
     assert (tmp_path / "plain" / "grid.png").read_bytes() == (tmp_path / "g" / "grid.png").read_bytes()
     run = gentool.load_run(run_dir)
+    autoguidance._cache.clear()
+    state = torch.get_rng_state()
     x = run.sample(2, steps=3, labels=[1, 1], guide_with=str(checkpoint), guidance=1.0, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)  # loading the guide left torch's global generator alone
     assert torch.equal(x, run.sample(2, steps=3, labels=[1, 1], progress=False))
 
 
