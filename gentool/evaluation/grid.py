@@ -235,7 +235,7 @@ class _Scores:
         return scores(self.wanted, self.fx, feats, self.reference, class_cycle(self.run, 0, images.shape[0]))
 
 
-def _cell(run, cell: Cell, p, *, folder: Path, guide, weights: Weights, settings: dict[str, Any],
+def _cell(run, cell: Cell, *, folder: Path, guide, weights: Weights, settings: dict[str, Any],
           metric_key: dict[str, Any], score: _Scores, bar, log: Callable[[str], None], where: str) -> dict[str, Any]:
     """One cell: its record from ``cell.json`` when done for these metrics, else sampled (or its cached samples
     read) and scored, the samples and then the record written atomically."""
@@ -294,7 +294,7 @@ def run_grid(run, config, axes: Axes, *, n: int, folder: str | Path, seed: int |
                         "interval": cell.interval, "sampler": p.name, "sampler_options": dict(p.sampler.keywords),
                         "steps": p.steps, "n": n, "seed": seed, "batch_size": config.batch_size,
                         "guide_with": guide_file if cell.kind == "auto" else None}
-            results.append(_cell(run, cell, p, folder=folder, guide=guide, weights=weights, settings=settings,
+            results.append(_cell(run, cell, folder=folder, guide=guide, weights=weights, settings=settings,
                                  metric_key=metric_key, score=score, bar=bar, log=log, where=f"{i}/{len(cells)}"))
     weights.restore()
     report.update(cells=results, versions=versions())
