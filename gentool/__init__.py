@@ -61,6 +61,7 @@ _LAZY: dict[str, str | tuple[str, str]] = {
                     "gentool.errors"),
     "lazy_names": "gentool.lazy",
     **dict.fromkeys(["WeightsFileError", "read_state_dict", "safe_torch_load"], "gentool.evaluation.weights"),
+    "best_settings": "gentool.evaluation.best",
     "distributed_env": ("gentool.engine.distributed", "env"),
     # commands that run on a trained run (gentool/cli)
     "task_command": "gentool.cli.tasks_cmd",

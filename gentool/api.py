@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from gentool.autoguidance import use_loader
 from gentool.process import Process
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed
@@ -223,3 +224,6 @@ def load_run(
     run = build(recipe, device=device)
     ckpt.restore_latest(run, path if path.is_file() else None)
     return run
+
+
+use_loader(load_run)  # a guide_with path (autoguidance) loads as a run, from the service below

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from gentool.autoguidance import guide_run, kind_of, make_autoguided_fn
 from gentool.compat import sampler_fits
 from gentool.errors import ComponentError, GentoolError, UsageError
 from gentool.kinds import SAMPLER_RESERVED
@@ -55,6 +56,11 @@ class SamplingOptions:
         guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``[lo, hi]``
             (Kynkaanniemi et al. 2024); empty: everywhere.
         guidance_rescale: CFG rescale phi (Lin et al. 2024); ``None``: the recipe's (0: off).
+        guide_with: autoguidance (Karras et al. 2024): the weaker model that guides, a run directory or
+            checkpoint of the same process and parameterisation (e.g. an earlier checkpoint of the run), or
+            a loaded run; w then mixes D_good + w (D_good - D_bad) (:mod:`gentool.autoguidance`).
+        guidance_kind: ``"cfg"`` (classifier-free) or ``"auto"`` (autoguidance); default: ``"auto"`` when
+            ``guide_with`` is given, else ``"cfg"``.
     """
 
     sampler: str | None = None
@@ -66,6 +72,8 @@ class SamplingOptions:
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
     guidance_interval: tuple[float, float] | None = None
     guidance_rescale: float | None = None
+    guide_with: Any = None
+    guidance_kind: str | None = None
 
     @classmethod
     def merge(cls, base: "SamplingOptions | None" = None, **values: Any) -> "SamplingOptions":
@@ -143,6 +151,16 @@ def sampler_options(run: Any, name: str, given: Mapping[str, Any]) -> tuple[dict
     return options, notes
 
 
+def _denoise_fn(run: "RunLike", model: Any, labels: Tensor | None, guidance: Guidance, fast: bool | None):
+    """``model`` as ``denoise(x_t, t)``: the reference path, or on CUDA (``fast``) the compiled one."""
+    model = model.eval()
+    cuda = run.device.type == "cuda"
+    if cuda if fast is None else fast:
+        return make_fast_denoise_fn(model, run.process, labels, guidance, bf16=run.recipe.train.bf16_on(run.device),
+                                    compile=run.recipe.run.compile, channels_last=cuda)
+    return make_denoise_fn(model, run.process, labels, guidance)
+
+
 def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool | None = None) -> Plan:
     """Resolve ``options`` against ``run`` once (see the module docstring)."""
     options = options or SamplingOptions()
@@ -165,18 +183,20 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
         raise UsageError(f"sampler {name!r}: option {exc.key!r}: {exc.message}") from None
     fn = functools.partial(adapt(factory), **opts)
     steps = options.steps if options.steps is not None else spec.steps
-    labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance)
+    guide = guide_run(run, options.guide_with) if kind_of(options) == "auto" else None
+    labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance,
+                                 label_free=guide is not None)
     labels = labels.to(run.device) if labels is not None else None
     interval = tuple(options.guidance_interval) if options.guidance_interval else None
     guidance = Guidance(w, interval, float(options.guidance_rescale or 0.0))
-    model = run.sampling_model.eval()
-    cuda = run.device.type == "cuda"
-    if cuda if fast is None else fast:
-        denoise = make_fast_denoise_fn(model, run.process, labels, guidance,
-                                       bf16=run.recipe.train.bf16_on(run.device), compile=run.recipe.run.compile,
-                                       channels_last=cuda)
+    if guide is None:
+        denoise = _denoise_fn(run, run.sampling_model, labels, guidance, fast)
     else:
-        denoise = make_denoise_fn(model, run.process, labels, guidance)
+        if guidance.rescale:
+            raise UsageError("guidance_rescale is CFG rescale (Lin et al. 2024): it applies to classifier-free "
+                             "guidance, not to autoguidance (guide_with); leave it 0")
+        good, bad = (_denoise_fn(run, m, labels, Guidance(), fast) for m in (run.sampling_model, guide.sampling_model))
+        denoise = make_autoguided_fn(good, bad, run.process, guidance)
     seed = run.recipe.run.seed if options.seed is None else int(options.seed)
     for note in notes:
         say_once(note)
@@ -207,6 +227,10 @@ SAMPLING_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "guidance_interval": (list[float], [], "guide only where Karras' sigma = sigma / alpha lies in "
                                            "``[lo, hi]`` (Kynkaanniemi et al. 2024); empty: the recipe's."),
     "guidance_rescale": (float | None, None, "CFG rescale phi (Lin et al. 2024; default: the recipe's)."),
+    "guide_with": (str | None, None, "autoguidance (Karras et al. 2024): the weaker model that guides, a run "
+                                     "directory or checkpoint of the same process (e.g. an earlier checkpoint of "
+                                     "the run); ``guidance`` is then its w, D_good + w (D_good - D_bad) "
+                                     "(default: none, classifier-free guidance)."),
 }
 
 

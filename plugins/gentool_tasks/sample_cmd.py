@@ -80,7 +80,7 @@ def sample(
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     sampler: Optional[str] = typer.Option(None, "--sampler", help=escape("Registered sampler, e.g. ancestral, ddim, dpmpp_2m [default: the recipe's].")),
     steps: Optional[int] = typer.Option(None, "--steps", help=escape("Sampling steps [default: the recipe's, else the process's default: all T on the discrete chain].")),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Classifier-free guidance weight w; 0 is plain conditional sampling [default: the recipe's].")),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-w", help=escape("Guidance weight w: classifier-free, or with --guide-with autoguidance; 0 is unguided [default: the recipe's].")),
     classes: Optional[str] = typer.Option(None, "--classes", help=escape("Comma-separated class indices to cycle through, e.g. 0,1,2 [default: all].")),
     n: int = typer.Option(16, "--n", min=1, help="Number of images."),
     seed: Optional[int] = typer.Option(None, "--seed", help=escape("Seed of the start noise and the sampler [default: the recipe's].")),
@@ -91,6 +91,8 @@ def sample(
     device: Optional[str] = typer.Option(None, "--device", help=escape("Device, e.g. cpu or cuda [default: the recipe's].")),
     set_: List[str] = typer.Option([], "--set", help="Override a value of the run's recipe (TOML value syntax)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=escape("CPU threads for torch; 0: gentool's default, one per two cores (sets [run] threads).")),
+    guide_with: Optional[Path] = typer.Option(None, "--guide-with", help="Autoguidance (Karras et al. 2024): guide with this weaker model of the same process, a run directory or checkpoint (e.g. an earlier checkpoint of the run); -w is then D_good + w (D_good - D_bad), the paper's w minus 1. Works for unconditional models."),
+    best: bool = typer.Option(False, "--best", help="Use the best cell of the run's evaluation grid (RUN/eval/best.json, written by gentool eval over a grid): its EMA weights, sampler, steps and guidance; options given here win."),
 ) -> None:
     """Generate images from a trained run and write them as PNGs (a grid and one file per image)."""
     from gentool import require_run, threads_override
@@ -103,22 +105,35 @@ def sample(
     overrides = [*set_, *threads_override(threads)]
     picked = parse_classes(classes)
     sampler_options = parse_sampler_options(option)
-    from gentool import ComponentSpec, SamplingOptions, default_out, load_run_or_warn, plan, print_task_result
+    from gentool import (ComponentSpec, SamplingOptions, best_settings, default_out, load_run_or_warn, plan,
+                         print_task_result)
 
+    interval = None
+    if best:  # the evaluation grid's best cell: its weights and settings, the options given here winning
+        source, chosen = best_settings(source, sampler=sampler, steps=steps, guidance=guidance, guide_with=guide_with)
+        sampler, steps, guidance = chosen["sampler"], chosen["steps"], chosen["guidance"]
+        guide_with, interval = chosen["guide_with"], chosen["guidance_interval"]
+        typer.echo(f"the best cell of the run's evaluation grid: weights {source}")
     run = load_run_or_warn(source, device=device, overrides=overrides)
     check_classes(run, picked)
     check_fits(run, n)
-    resolved = plan(run, SamplingOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed,
-                                         sampler_options=sampler_options,
-                                         labels=[0] if run.num_classes else None))
+    request = SamplingOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, guide_with=guide_with,
+                              sampler_options=sampler_options, guidance_interval=interval,
+                              labels=[0] if run.num_classes else None)
+    resolved = plan(run, request)
     steps_name = resolved.steps or "all"
-    w = resolved.w if run.num_classes else 0.0
-    out_dir = out if out is not None else default_out(source, run, f"{resolved.name}_{steps_name}steps_w{w:g}_seed{resolved.seed}")
+    auto = guide_with is not None
+    w = resolved.w if run.num_classes or auto else 0.0
+    name = f"{'best_' if best else ''}{resolved.name}_{steps_name}steps_w{w:g}{'auto' if auto else ''}_seed{resolved.seed}"
+    out_dir = out if out is not None else default_out(source, run, name)
     options = {"n": n, "classes": picked, "nrow": nrow, "save_individual": individual, "sampler": sampler,
-               "steps": steps, "guidance": guidance, "seed": seed, "sampler_options": sampler_options}
+               "steps": steps, "guidance": guidance, "seed": seed, "sampler_options": sampler_options,
+               "guide_with": None if guide_with is None else str(guide_with),
+               "guidance_interval": list(interval) if interval else []}
     result = run.run_task(ComponentSpec("sample", options), out_dir)
-    settings = {"sampler": resolved.name, "steps": steps_name, "guidance": w if run.num_classes else None,
-                "seed": resolved.seed, "checkpoint step": run.step}
+    settings = {"sampler": resolved.name, "steps": steps_name, "guidance": w if run.num_classes or auto else None,
+                "autoguided by": guide_with, "guidance interval": interval, "seed": resolved.seed,
+                "checkpoint step": run.step}
     typer.echo(", ".join(f"{k} = {v}" for k, v in settings.items() if v is not None))
     grid = [f for f in result.files if f.name == "grid.png"]
     images = [f for f in result.files if f.parent.name == "images"]
