@@ -77,7 +77,7 @@ def test_eval_writes_its_report(trained, tmp_path):
     assert set(report["metrics"]) == keys and all(math.isfinite(v) for v in report["metrics"].values())
     assert report["n"] == 10 and report["step"] == 2 and report["checkpoint"].endswith("step_00000002.pt")
     assert report["sampler"] == {"name": "ancestral", "steps": 2, "guidance": 0.0,
-                                 "options": {"variance": "beta", "clip_denoised": True}}
+                                 "options": {"variance": "beta", "clip_denoised": True, "spacing": "uniform"}}
     assert report["feature_extractor"]["name"] == "gentool-cnn28" and report["reference"]["n"] == 20
     assert report["bpd"] == {"images": 10, "timesteps": 2}
     assert report["time_s"]["total"] > 0 and report["time_s"]["sampling"] > 0
