@@ -252,6 +252,14 @@ class Objective(Protocol):
       model at time ``t`` (the parameterisation's ``inputs`` already applied)
       and returns its raw output in float32; the engine has applied autocast
       and its fast path to it.
+    * ``start(run, *, fresh)`` (optional): called by the train loop before a
+      session's first step, once the checkpoint is restored (``fresh=False``)
+      or a new run is seeded (``fresh=True``), for an objective that needs
+      the run: a distillation loads its frozen teacher there and gives a fresh
+      student the teacher's weights (``gentool distill``, docs/distillation.md).
+    * ``state_dict()`` / ``load_state_dict(state)`` (optional): what it keeps
+      between steps (tensors and plain values), saved in every checkpoint and
+      put back on resume (e.g. progressive distillation's current teacher).
     """
 
     def draw(self, process: Process, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]: ...

@@ -136,7 +136,15 @@ def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, A
         "recipe_key": json.dumps(key, sort_keys=True),
         "recipe_fingerprint": fingerprint(key),
         "versions": {"gentool": str(gentool.__version__), "torch": str(torch.__version__)},
+        **objective_state(run.objective),
     }
+
+
+def objective_state(objective: Any) -> dict[str, Any]:
+    """``{"objective": objective.state_dict()}`` for an objective that keeps state between steps (a
+    distillation's teacher of the current round), else nothing (checkpoints stay as they were)."""
+    fn = getattr(objective, "state_dict", None)
+    return {"objective": fn()} if callable(fn) else {}
 
 
 def load_training_state(run, optimizer: torch.optim.Optimizer, state: dict[str, Any],
@@ -150,6 +158,9 @@ def load_training_state(run, optimizer: torch.optim.Optimizer, state: dict[str, 
     for group, (fused, foreach) in zip(optimizer.param_groups, flags):  # this machine's choice, not the saver's
         group["fused"], group["foreach"] = fused, foreach
     run.step = int(state["step"])
+    load = getattr(run.objective, "load_state_dict", None)
+    if callable(load) and state.get("objective") is not None:
+        load(state["objective"])
     return _restore_rngs(state["rng"], generator, run, rank, world)
 
 

@@ -144,6 +144,8 @@ class Trainer:
         if value is None:
             # a fresh run draws the same numbers whatever this process did before (and differs per rank)
             rng.seed_all(rng.rank_seed(self.run.recipe.run.seed, self.dist.rank), self.generator)
+            if self._start_objective(fresh=True) and self.phema is not None:  # its profiles start from these weights
+                self.phema = PowerEMA(self.run.model, self.tr.phema_sigma_rels)
             self.log(f"starting a new run in {self.run.run_dir} ({self._where()})")
             return
         path = Path(value)
@@ -163,11 +165,21 @@ class Trainer:
         self._restore_phema(st.get("phema"))
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
+        self._start_objective(fresh=False)
         self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {self._where()})")
         note = resume_note(self.start, trained_for(st), self.tr.steps, self.tr.lr, self.tr.warmup_steps,
                            self.tr.lr_schedule)
         if note is not None:
             self.log(f"note: {note}")
+
+    def _start_objective(self, *, fresh: bool) -> bool:
+        """The objective's optional ``start(run, fresh=...)``, before the session's first step (a distillation
+        loads its teacher there, and a fresh student takes the teacher's weights); True when it has one."""
+        start = getattr(self.run.objective, "start", None)
+        if not callable(start):
+            return False
+        start(self.run, fresh=fresh)
+        return True
 
     def _restore_phema(self, saved: dict[str, Any] | None) -> None:
         if self.phema is None:
