@@ -13,7 +13,7 @@ sample`` and the task commands, ``gentool eval``. It resolves, in one place:
 * the steps (``options.steps``, else the recipe's ``[sampler] steps``, else
   the process's default) and the start time;
 * the labels and the guidance (:func:`gentool.sampling.resolve_sampling`), with
-  the guidance interval and CFG rescale;
+  the guidance interval and CFG rescale (the request's, else the recipe's ``[sampler]``);
 * the network path: the reference :func:`gentool.sampling.make_denoise_fn`, or
   on CUDA the compiled :func:`gentool.sampling.make_fast_denoise_fn`.
 """
@@ -52,9 +52,10 @@ class SamplingOptions:
         labels: class labels of a conditional model, one per image (``-1``: none).
         t_start: the time the start state belongs to (default: the process's noisiest, ``t_max``).
         sampler_options: options for the sampler beyond the recipe's (its keyword-only parameters).
-        guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``[lo, hi]``
-            (Kynkaanniemi et al. 2024); empty: everywhere.
-        guidance_rescale: CFG rescale phi (Lin et al. 2024); 0: off.
+        guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``(lo, hi]``
+            (Kynkaanniemi et al. 2024); default: the recipe's ``[sampler] guidance_interval``; empty: everywhere.
+        guidance_rescale: CFG rescale phi (Lin et al. 2024); default: the recipe's ``[sampler]
+            guidance_rescale``; 0: off.
     """
 
     sampler: str | None = None
@@ -65,7 +66,7 @@ class SamplingOptions:
     t_start: float | None = None
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
     guidance_interval: tuple[float, float] | None = None
-    guidance_rescale: float = 0.0
+    guidance_rescale: float | None = None
 
     @classmethod
     def merge(cls, base: "SamplingOptions | None" = None, **values: Any) -> "SamplingOptions":
@@ -167,8 +168,9 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
     steps = options.steps if options.steps is not None else spec.steps
     labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance)
     labels = labels.to(run.device) if labels is not None else None
-    interval = tuple(options.guidance_interval) if options.guidance_interval else None
-    guidance = Guidance(w, interval, float(options.guidance_rescale))
+    interval = spec.guidance_interval if options.guidance_interval is None else options.guidance_interval
+    rescale = spec.guidance_rescale if options.guidance_rescale is None else options.guidance_rescale
+    guidance = Guidance(w, tuple(interval) if interval else None, float(rescale))
     model = run.sampling_model.eval()
     cuda = run.device.type == "cuda"
     if cuda if fast is None else fast:
