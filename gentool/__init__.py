@@ -45,10 +45,10 @@ _LAZY: dict[str, str | tuple[str, str]] = {
                      "split_output", "vlb_term"], "gentool.vlb"),
     # sampling a run (gentool/sampling.py, gentool/service.py)
     **dict.fromkeys(["Guidance", "make_denoise_fn", "make_fast_denoise_fn"], "gentool.sampling"),
-    **dict.fromkeys(["SamplingOptions", "plan"], "gentool.service"),
+    **dict.fromkeys(["SAMPLING_OPTIONS", "SamplingOptions", "plan", "sampling_task"], "gentool.service"),
     # models, recipes, runs
     "DiffusionModel": "gentool.model",
-    **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe"], "gentool.recipe"),
+    **dict.fromkeys(["ComponentSpec", "Recipe", "RecipeError", "load_recipe", "parse_override"], "gentool.recipe"),
     **dict.fromkeys(["Run", "build"], "gentool.run"),
     "load_run": "gentool.api",
     "resolve_device": "gentool.devices",
@@ -61,12 +61,15 @@ _LAZY: dict[str, str | tuple[str, str]] = {
                     "gentool.errors"),
     "lazy_names": "gentool.lazy",
     **dict.fromkeys(["WeightsFileError", "read_state_dict", "safe_torch_load"], "gentool.evaluation.weights"),
+    "best_settings": "gentool.evaluation.best",
     "distributed_env": ("gentool.engine.distributed", "env"),
     # commands that run on a trained run (gentool/cli)
     "task_command": "gentool.cli.tasks_cmd",
     "print_task_result": ("gentool.cli.tasks_cmd", "report"),
     **dict.fromkeys(["SOURCE_HELP", "default_out"], "gentool.cli.sources"),
     "load_run_or_warn": "gentool.cli.app",
+    **dict.fromkeys(["THREADS_HELP", "threads_override"], "gentool.cli.output"),
+    "require_run": "gentool.paths",
     # gentool's own commands built from core functions
     "run_sweep": ("gentool.sweep", "sweep"),
     "run_compare": ("gentool.compare", "compare"),

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from gentool.autoguidance import use_loader
 from gentool.process import Process
 from gentool.engine import checkpoint as ckpt
 from gentool.engine import distributed
@@ -150,6 +151,17 @@ def run_recipe(
     return result
 
 
+def task_folders(specs) -> list[str]:
+    """Each task's folder name in the run directory: its name, then ``NAME_2``, ``NAME_3``, ... for a task
+    named again (two ``[[tasks]] name = "sample"`` no longer write into one folder)."""
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        seen[spec.name] = seen.get(spec.name, 0) + 1
+        out.append(spec.name if seen[spec.name] == 1 else f"{spec.name}_{seen[spec.name]}")
+    return out
+
+
 def run_tasks_of(run: Run, specs, trained, *, log: Callable[[str], None] = print,
                  on_task: Callable[[str, TaskResult], None] | None = None) -> list[tuple[str, TaskResult]]:
     """Run a recipe's tasks into ``RUN_DIR/<task>/``, keeping the outputs of an earlier step there.
@@ -160,13 +172,13 @@ def run_tasks_of(run: Run, specs, trained, *, log: Callable[[str], None] = print
     """
     resumed = trained.resumed_from if trained is not None and trained.step > trained.resumed_from else 0
     done = []
-    for spec in specs:
-        log(f"task {spec.name}")
-        folder = run.run_dir / spec.name
+    for spec, name in zip(specs, task_folders(specs)):
+        log(f"task {name}")
+        folder = run.run_dir / name
         kept = keep_earlier(folder, run.step, made_at=resumed or None)
         if kept is not None:
             log(f"kept the earlier outputs of {spec.name} in {kept}")
-        done.append((spec.name, run.run_task(spec, folder)))
+        done.append((name, run.run_task(spec, folder)))
         note_step(folder, run.step)
         if on_task is not None:
             on_task(*done[-1])
@@ -212,3 +224,6 @@ def load_run(
     run = build(recipe, device=device)
     ckpt.restore_latest(run, path if path.is_file() else None)
     return run
+
+
+use_loader(load_run)  # a guide_with path (autoguidance) loads as a run, from the service below

@@ -55,7 +55,7 @@ class Guidance:
 
 
 def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, guidance: float | None, *,
-                     default: float) -> tuple[Tensor | None, float]:
+                     default: float, label_free: bool = False) -> tuple[Tensor | None, float]:
     """The labels and the guidance weight w of one sampling call, by the one rule every caller follows.
 
     :meth:`gentool.Run.sample`, :meth:`gentool.Run.denoise_fn` (so every task),
@@ -67,7 +67,9 @@ def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, g
       host against the model; an unconditional model takes none;
     * an unconditional model refuses w != 0: there is no conditional
       prediction to guide towards;
-    * a conditional model without labels samples the null label, unguided (w = 0).
+    * a conditional model without labels samples the null label, unguided (w = 0);
+    * ``label_free`` guidance (autoguidance, :mod:`gentool.autoguidance`) needs
+      no labels: w is kept for an unconditional model and for the null label.
 
     Returns the labels (int64, on the CPU) and w; raises
     :class:`~gentool.errors.UsageError` for a refused combination.
@@ -78,12 +80,12 @@ def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, g
     if model.conditioner is None:
         if labels is not None:
             raise UsageError("class labels given, but the model is unconditional (its recipe has no [conditioner])")
-        if w != 0:
+        if w != 0 and not label_free:
             raise UsageError(f"guidance w = {w:g} needs a class-conditional model, but this one is unconditional "
                              "(its recipe has no [conditioner]); use guidance 0")
-        return None, 0.0
+        return None, float(w) if label_free else 0.0
     if labels is None:
-        return None, 0.0
+        return None, float(w) if label_free else 0.0
     labels = torch.as_tensor(labels, dtype=torch.long).cpu()
     model.check_labels(labels)
     return labels, float(w)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from gentool.autoguidance import guide_run, kind_of, make_autoguided_fn
 from gentool.compat import sampler_fits
 from gentool.errors import ComponentError, GentoolError, UsageError
 from gentool.kinds import SAMPLER_RESERVED
@@ -56,6 +57,11 @@ class SamplingOptions:
             (Kynkaanniemi et al. 2024); default: the recipe's ``[sampler] guidance_interval``; empty: everywhere.
         guidance_rescale: CFG rescale phi (Lin et al. 2024); default: the recipe's ``[sampler]
             guidance_rescale``; 0: off.
+        guide_with: autoguidance (Karras et al. 2024): the weaker model that guides, a run directory or
+            checkpoint of the same process and parameterisation (e.g. an earlier checkpoint of the run), or
+            a loaded run; w then mixes D_good + w (D_good - D_bad) (:mod:`gentool.autoguidance`).
+        guidance_kind: ``"cfg"`` (classifier-free) or ``"auto"`` (autoguidance); default: ``"auto"`` when
+            ``guide_with`` is given, else ``"cfg"``.
     """
 
     sampler: str | None = None
@@ -67,6 +73,8 @@ class SamplingOptions:
     sampler_options: Mapping[str, Any] = field(default_factory=dict)
     guidance_interval: tuple[float, float] | None = None
     guidance_rescale: float | None = None
+    guide_with: Any = None
+    guidance_kind: str | None = None
 
     @classmethod
     def merge(cls, base: "SamplingOptions | None" = None, **values: Any) -> "SamplingOptions":
@@ -144,6 +152,16 @@ def sampler_options(run: Any, name: str, given: Mapping[str, Any]) -> tuple[dict
     return options, notes
 
 
+def _denoise_fn(run: "RunLike", model: Any, labels: Tensor | None, guidance: Guidance, fast: bool | None):
+    """``model`` as ``denoise(x_t, t)``: the reference path, or on CUDA (``fast``) the compiled one."""
+    model = model.eval()
+    cuda = run.device.type == "cuda"
+    if cuda if fast is None else fast:
+        return make_fast_denoise_fn(model, run.process, labels, guidance, bf16=run.recipe.train.bf16_on(run.device),
+                                    compile=run.recipe.run.compile, channels_last=cuda)
+    return make_denoise_fn(model, run.process, labels, guidance)
+
+
 def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool | None = None) -> Plan:
     """Resolve ``options`` against ``run`` once (see the module docstring)."""
     options = options or SamplingOptions()
@@ -166,18 +184,109 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
         raise UsageError(f"sampler {name!r}: option {exc.key!r}: {exc.message}") from None
     fn = functools.partial(adapt(factory), **opts)
     steps = options.steps if options.steps is not None else spec.steps
-    labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance)
+    guide = guide_run(run, options.guide_with) if kind_of(options) == "auto" else None
+    labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance,
+                                 label_free=guide is not None)
     labels = labels.to(run.device) if labels is not None else None
     interval = spec.guidance_interval if options.guidance_interval is None else options.guidance_interval
-    rescale = spec.guidance_rescale if options.guidance_rescale is None else options.guidance_rescale
+    # the recipe's guidance_rescale is CFG rescale; autoguidance takes only an explicit one (which it refuses)
+    recipe_rescale = spec.guidance_rescale if guide is None else 0.0
+    rescale = recipe_rescale if options.guidance_rescale is None else options.guidance_rescale
     guidance = Guidance(w, tuple(interval) if interval else None, float(rescale))
-    model = run.sampling_model.eval()
-    cuda = run.device.type == "cuda"
-    if cuda if fast is None else fast:
-        denoise = make_fast_denoise_fn(model, run.process, labels, guidance,
-                                       bf16=run.recipe.train.bf16_on(run.device), compile=run.recipe.run.compile,
-                                       channels_last=cuda)
+    if guide is None:
+        denoise = _denoise_fn(run, run.sampling_model, labels, guidance, fast)
     else:
-        denoise = make_denoise_fn(model, run.process, labels, guidance)
+        if guidance.rescale:
+            raise UsageError("guidance_rescale is CFG rescale (Lin et al. 2024): it applies to classifier-free "
+                             "guidance, not to autoguidance (guide_with); leave it 0")
+        good, bad = (_denoise_fn(run, m, labels, Guidance(), fast) for m in (run.sampling_model, guide.sampling_model))
+        denoise = make_autoguided_fn(good, bad, run.process, guidance)
     seed = run.recipe.run.seed if options.seed is None else int(options.seed)
+    for note in notes:
+        say_once(note)
     return Plan(run, name, fn, steps, options.t_start, labels, guidance, denoise, seed, notes)
+
+
+_SAID: set[str] = set()
+
+
+def say_once(note: str) -> None:
+    """Print ``note: ...`` on standard error, once per process (a task samples many times with one request)."""
+    if note not in _SAID:
+        _SAID.add(note)
+        from gentool.progress import console
+
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+#: The options a task decorated with :func:`sampling_task` takes, with their recipe documentation.
+SAMPLING_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "guidance": (float | None, None, "classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``)."),
+    "sampler": (str | None, None, "a registered sampler name (default: the recipe's ``[sampler]``)."),
+    "steps": (int | None, None, "sampling steps (default: the recipe's ``[sampler] steps``, else the process's "
+                                "default: all T on the discrete chain)."),
+    "seed": (int | None, None, "seed of the noise (default: the recipe's ``[run] seed``)."),
+    "sampler_options": (dict[str, Any], {}, "options of the sampler, e.g. ``{ eta = 1.0 }`` (the recipe's "
+                                            "``[sampler]`` options apply only when it is the recipe's sampler)."),
+    "guidance_interval": (list[float], [], "guide only where Karras' sigma = sigma / alpha lies in "
+                                           "(lo, hi], given as ``[lo, hi]`` (Kynkaanniemi et al. 2024); empty: "
+                                           "the recipe's ``[sampler] guidance_interval``."),
+    "guidance_rescale": (float | None, None, "CFG rescale phi (Lin et al. 2024; default: the recipe's)."),
+    "guide_with": (str | None, None, "autoguidance (Karras et al. 2024): the weaker model that guides, a run "
+                                     "directory or checkpoint of the same process (e.g. an earlier checkpoint of "
+                                     "the run); ``guidance`` is then its w, D_good + w (D_good - D_bad) "
+                                     "(default: none, classifier-free guidance)."),
+}
+
+
+def sampling_task(task: Callable[..., Any] | None = None, *, exclude: tuple[str, ...] = (),
+                  docs: dict[str, str] | None = None, **defaults: Any) -> Callable[..., Any]:
+    """Give a task the shared sampling options and pass them to it as one :class:`SamplingOptions`.
+
+    The task is written ``task(run, out_dir, *, sampling: SamplingOptions, **its_own)``;
+    the decorated function takes its own options plus those of
+    :data:`SAMPLING_OPTIONS` (minus ``exclude``; ``defaults`` change a default,
+    ``docs`` an option's description),
+    all keyword-only and documented in its ``Args:`` block, so a recipe's
+    ``[[tasks]]`` table, the task's command and the recipe reference see flat
+    options (``steps = 50``, ``sampler_options = { eta = 1.0 }``). Labels are the
+    task's own business (``dataclasses.replace(sampling, labels=...)``).
+    """
+    if task is None:
+        return functools.partial(sampling_task, exclude=exclude, docs=docs, **defaults)
+    import inspect
+
+    unknown = sorted(set(defaults) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise TypeError(f"sampling_task: unknown option default(s) {unknown}; options: {sorted(SAMPLING_OPTIONS)}")
+    shared = {k: v for k, v in SAMPLING_OPTIONS.items() if k not in exclude}
+    sig = inspect.signature(task)
+    own = [p for p in sig.parameters.values() if p.name != "sampling"]
+    extra = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(k, d), annotation=a)
+             for k, (a, d, _) in shared.items()]
+
+    @functools.wraps(task)
+    def wrapped(run, out_dir, **options: Any):
+        values = {k: options.pop(k, defaults.get(k, d)) for k, (_, d, _) in shared.items()}
+        values["guidance_interval"] = tuple(values.get("guidance_interval") or ()) or None
+        values["sampler_options"] = dict(values.get("sampler_options") or {})
+        fields_ = {f.name for f in fields(SamplingOptions)}
+        return task(run, out_dir, sampling=SamplingOptions(**{k: v for k, v in values.items() if k in fields_}),
+                    **options)
+
+    wrapped.__signature__ = sig.replace(parameters=own + extra)
+    wrapped.__annotations__ = {**{k: v for k, v in task.__annotations__.items() if k != "sampling"},
+                               **{k: a for k, (a, _, _) in shared.items()}}
+    wrapped.__doc__ = _with_args(task.__doc__ or "", {k: (docs or {}).get(k, doc) for k, (_, _, doc) in shared.items()})
+    wrapped.sampling_options = tuple(shared)
+    return wrapped
+
+
+def _with_args(doc: str, args: dict[str, str]) -> str:
+    """``doc`` with ``name: text`` lines appended to its ``Args:`` block (indented as the block's entries)."""
+    lines = doc.rstrip().splitlines()
+    indent = next((len(line) - len(line.lstrip()) for i, line in enumerate(lines)
+                   if i and lines[i - 1].strip() == "Args:"), 8)
+    if not any(line.strip() == "Args:" for line in lines):
+        lines += ["", " " * max(indent - 4, 0) + "Args:"]
+    return "\n".join(lines + [" " * indent + f"{k}: {v}" for k, v in args.items()]) + "\n"

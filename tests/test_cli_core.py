@@ -113,3 +113,15 @@ def test_run_prints_each_tasks_files_as_the_task_finishes(tiny_recipe):
     at = {key: next(i for i, line in enumerate(lines) if key in line)
           for key in ("task sample", "sample/grid.png", "task animate", "animate/reverse.gif")}
     assert at["task sample"] < at["sample/grid.png"] < at["task animate"] < at["animate/reverse.gif"], lines
+
+
+def test_two_tasks_of_one_name_write_into_their_own_folders(tiny_recipe):
+    """Issue 23: two [[tasks]] name = "sample" used to share RUN_DIR/sample, the second overwriting the first."""
+    tiny_recipe.write_text(tiny_recipe.read_text() + '\n[[tasks]]\nname = "sample"\nn = 3\nsteps = 2\nseed = 7\n',
+                           encoding="utf-8")
+    result = invoke("run", tiny_recipe, "--set", "train.steps=1")
+    assert result.exit_code == 0, result.output
+    run_dir = Path(gentool.load_recipe(tiny_recipe).run_dir)
+    first, second = sorted((run_dir / "sample" / "images").glob("*.png")), sorted((run_dir / "sample_2" / "images").glob("*.png"))
+    assert len(second) == 3 and len(first) != 3, (first, second)
+    assert "task sample_2" in result.output

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (file, name): why the core may say it
 ALLOWED = {
+    ("gentool/__init__.py", "console"): "gentool.progress's stderr console's attribute name in the plugin API table, "
+                                        "not the console logger",
     ("gentool/kinds.py", "schedules"): "the schedule kind's plural (its hook's name), not the task",
     ("gentool/config.py", "jsonl"): "the default of [run] loggers",
     ("gentool/config.py", "inception-v3-compat"): "the default of [eval] feature_extractor",

@@ -140,3 +140,22 @@ def test_gentool_sample_refuses_a_non_finite_guidance(trained_toy, tmp_path, w):
     assert result.exit_code == 2, result.output
     assert "expected a finite number" in result.output and "Traceback" not in result.output
     assert not any(tmp_path.iterdir())  # refused before sampling
+
+
+def test_another_sampler_does_not_take_the_recipes_options_silently(tiny_recipe, capsys):
+    """Issue 24, defect 5: --sampler X dropped the recipe's sampler options without a word. The recipe's options
+    belong to its sampler; another one runs with its own defaults plus what is passed for it, and a note says so."""
+    import gentool
+    from gentool.service import SamplingOptions, plan
+
+    recipe = gentool.load_recipe(tiny_recipe, overrides=['sampler.name="ddim"', "sampler.eta=0.5",
+                                                         'sampler.spacing="trailing"'])
+    run = gentool.build(recipe, device="cpu")
+    same = plan(run, SamplingOptions(sampler="ddim"))
+    assert same.sampler.keywords["eta"] == 0.5 and same.notes == []
+    other = plan(run, SamplingOptions(sampler="dpmpp_2m", sampler_options={"spacing": "karras"}))
+    assert other.sampler.keywords["spacing"] == "karras" and "eta" not in other.sampler.keywords
+    assert len(other.notes) == 1 and "eta = 0.5" in other.notes[0] and "'ddim'" in other.notes[0]
+    assert "note: sampler 'dpmpp_2m' runs with its own defaults" in capsys.readouterr().err
+    with pytest.raises(Exception, match="eta"):  # an option the sampler lacks is refused, naming it
+        plan(run, SamplingOptions(sampler="dpmpp_2m", sampler_options={"eta": 1.0}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gentool.cli.app import app
 
 # Each module adds its commands to ``app``.
-from gentool.cli import bench_cmd, eval_cmd, export_cmd, plugins_cmd, run_cmd, sample_cmd, tasks_cmd  # noqa: E402,F401
+from gentool.cli import bench_cmd, eval_cmd, export_cmd, plugins_cmd, run_cmd, tasks_cmd  # noqa: E402,F401
 from gentool.cli import version_cmd  # noqa: E402,F401
 from gentool.cli.output import line_buffered_stdout  # noqa: E402
 

@@ -68,6 +68,10 @@ def cnn28(*, weights_path: str = "", data: str = "", seed: int = 0):
                  data=data)
 
 
+#: the images gentool-cnn28 is made for: ``gentool eval`` picks it by default for them
+cnn28.image_shape = (1, 28, 28)
+
+
 def register_with_torch_fidelity() -> None:
     """Make ``gentool-cnn28`` known to torch-fidelity by name (once per process).
 

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from gentool import DenoiseFn, Process, StepCallback, ancestral_step, data_time, reverse_loop
+from gentool import DenoiseFn, Process, Spacing, StepCallback, ancestral_step, data_time, reverse_loop
 
 
 @torch.no_grad()
@@ -16,6 +16,7 @@ def ancestral(
     generator: torch.Generator | None = None, callback: StepCallback | None = None,
     variance: Literal["beta", "beta_tilde"] = "beta",
     clip_denoised: bool = True,
+    spacing: Spacing = "uniform",
 ) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2).
 
@@ -32,9 +33,12 @@ def ancestral(
             variance (the ``hybrid`` objective) uses its own instead: its v
             interpolates between the step's log beta and log beta-tilde.
         clip_denoised: clip the predicted x0 to [-1, 1] before forming the mean.
+        spacing: where the ``steps`` times go: ``"uniform"`` (evenly in t: Ho et al.'s
+            chain and its respacing), ``"trailing"``, ``"logsnr"`` or ``"karras"`` (the
+            natural grid of a process whose time is sigma, such as EDM's).
     """
     def step(i: int, t, s, x: Tensor) -> tuple[Tensor, Tensor]:
         return ancestral_step(denoise, process, x, t, s, generator=generator, variance=variance,
                               clip_denoised=clip_denoised)
 
-    return reverse_loop(list(process.grid(steps, t_start, "uniform")), x_T, step, callback, data_time(process))
+    return reverse_loop(list(process.grid(steps, t_start, spacing)), x_T, step, callback, data_time(process))

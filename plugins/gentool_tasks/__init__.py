@@ -24,7 +24,9 @@ def gentool_register_commands(register):
     from gentool import task_command  # typer only; the tasks and torch load when a command runs
     from gentool_tasks.commands import RUN_TASKS, schedules
     from gentool_tasks.invert_cmd import invert
+    from gentool_tasks.sample_cmd import sample
 
+    register("sample", sample)
     for name, summary in RUN_TASKS.items():
         register(name, task_command(name, summary))
     register("schedules", schedules)

@@ -13,13 +13,14 @@ with a caption saying where in the process it is).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from gentool import TaskResult, as_batch, make_grid, save_grid, to_uint8
+from gentool import SamplingOptions, TaskResult, as_batch, make_grid, plan, sampling_task, save_grid, to_uint8
 
 from gentool_tasks.inputs import load_inputs
 
@@ -129,10 +130,14 @@ def forward_frames(process, x0: Tensor, frames: int, noise: Tensor) -> tuple[Ten
 
 
 @torch.no_grad()
-def reverse_frames(run, x_T: Tensor, frames: int, *, show: str = "x", labels=None, guidance=None,
-                   sampler=None, steps=None, generator=None) -> tuple[Tensor, list[int], int]:
-    """Snapshots of a sampling run: ``[F, B, C, H, W]``, the step of each (0: x_T) and the step count."""
-    total = len(run.process.grid(steps if steps is not None else run.recipe.sampler.steps))
+def reverse_frames(run, x_T: Tensor, frames: int, *, show: str = "x", generator=None,
+                   sampling: SamplingOptions | None = None, **option_values) -> tuple[Tensor, list[int], int]:
+    """Snapshots of a sampling run: ``[F, B, C, H, W]``, the step of each (0: x_T) and the step count.
+
+    ``sampling`` (or its fields as keywords: ``labels``, ``guidance``, ``sampler``, ``steps``) is the request.
+    """
+    sampling = SamplingOptions.merge(sampling, **option_values)
+    total = len(plan(run, sampling).grid())
     keep = set(positions(frames, total))
     shots: dict[int, Tensor] = {0: x_T.detach().cpu().clone()}
 
@@ -140,26 +145,28 @@ def reverse_frames(run, x_T: Tensor, frames: int, *, show: str = "x", labels=Non
         if info["i"] + 1 in keep:
             shots[info["i"] + 1] = info["x" if show == "x" else "x0"].detach().cpu().clone()
 
-    run.sample(x_T=x_T, labels=labels, guidance=guidance, steps=steps, sampler=sampler, generator=generator,
-               callback=record, description=f"reverse process ({x_T.shape[0]} images)")
+    run.sample(x_T=x_T, options=sampling, generator=generator, callback=record,
+               description=f"reverse process ({x_T.shape[0]} images)")
     order = sorted(keep)
     missing = [p for p in order if p not in shots]
     if missing:
-        raise RuntimeError(f"sampler {sampler or run.recipe.sampler.name!r} ran fewer steps than {total}; no frame for {missing}")
+        raise RuntimeError(f"sampler {sampling.sampler or run.recipe.sampler.name!r} ran fewer steps than {total}; "
+                           f"no frame for {missing}")
     return torch.stack([shots[p] for p in order]), order, total
 
 
+@sampling_task
 def animate(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     n: int = 16,
     frames: int = 10,
     show: Literal["x", "x0"] = "x",
     forward: bool = True,
     indices: list[int] = [0, 1, 2, 3], split: Literal["train", "test"] = "test", images: list[str] = [],
-    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
-    seed: int | None = None,
+    label: int | None = None,
     duration: int = 100,
     scale: int = 2,
 ) -> TaskResult:
@@ -176,23 +183,19 @@ def animate(
         split: the data split the indices refer to.
         images: image files for the forward process instead of data-set images.
         label: class of every sample for a conditional model (default: cycle through the classes).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
-        seed: seed of the noise (default: the recipe's ``[run] seed``).
         duration: milliseconds per GIF frame (the last frame stays 10 times longer).
         scale: GIF frames are enlarged this many times (nearest neighbour).
     """
     out_dir, files = Path(out_dir), []
-    generator = run.generator(seed)
+    generator = run.generator(sampling.seed)
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     labels = None
     if run.num_classes:
         labels = torch.tensor([label if label is not None else k % run.num_classes for k in range(n)], device=run.device)
     x_T = run.noise(n, generator)
-    shots, order, total = reverse_frames(run, x_T, frames, show=show, labels=labels, guidance=guidance,
-                                         sampler=sampler, steps=steps, generator=generator)
+    shots, order, total = reverse_frames(run, x_T, frames, show=show, generator=generator,
+                                         sampling=replace(sampling, labels=labels))
     files.append(save_strip(shots, out_dir / "reverse.png", [f"step {p}" for p in order]))
     caps = [f"step {p}/{total}" for p in order]
     files.append(save_gif(list(shots), caps, out_dir / "reverse.gif", duration=duration, scale=scale))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from gentool import TaskResult, save_grid
+from gentool import SamplingOptions, TaskResult, sampling_task, save_grid
 
 
 def class_names(run) -> list[str] | None:
@@ -27,16 +28,14 @@ def require_classes(run, classes: list[int], task: str) -> list[int]:
     return list(classes) or list(range(run.num_classes))
 
 
+@sampling_task
 def class_grid(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     n_per_class: int = 8,
     classes: list[int] = [],  # noqa: B006 - never mutated; a list as a recipe writes it
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
-    seed: int | None = None,
 ) -> TaskResult:
     """One row per class, ``n_per_class`` samples each; column j has the same start noise in every row.
 
@@ -45,20 +44,16 @@ def class_grid(
     Args:
         n_per_class: samples per class (the grid's columns).
         classes: the classes to show, one row each (default: every class).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
-        seed: seed of the start noise and the sampler (default: the recipe's ``[run] seed``).
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
     classes = require_classes(run, classes, "class_grid")
-    x_T = run.noise(n_per_class, run.generator(seed))
+    x_T = run.noise(n_per_class, run.generator(sampling.seed))
     rows = []
     for c in classes:  # row by row: memory stays at one row, and every row reuses the seeds
         labels = torch.full((n_per_class,), c, dtype=torch.long)
-        rows.append(run.sample(x_T=x_T, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                               generator=run.generator(seed), description=f"class_grid: class {c}"))
+        rows.append(run.sample(x_T=x_T, options=replace(sampling, labels=labels), generator=run.generator(sampling.seed),
+                               description=f"class_grid: class {c}"))
     grid = save_grid(torch.cat(rows), out_dir / "class_grid.png", nrow=n_per_class)
     names = class_names(run)
     lines = [f"row {i}: class {c}" + (f" ({names[c]})" if names and c < len(names) else "") for i, c in enumerate(classes)]

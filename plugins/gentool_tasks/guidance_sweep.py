@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from gentool import TaskResult, save_grid
+from gentool import SamplingOptions, TaskResult, sampling_task, save_grid
 
 from gentool_tasks.animate import label_columns
 from gentool_tasks.class_grid import require_classes
 
 
+@sampling_task(exclude=("guidance",))
 def guidance_sweep(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     scales: list[float] = [0.0, 1.0, 2.0, 4.0],  # noqa: B006 - never mutated
     n: int = 8,
     classes: list[int] = [],  # noqa: B006
-    sampler: str | None = None,
-    steps: int | None = None,
-    seed: int | None = None,
 ) -> TaskResult:
     """Samples at each classifier-free guidance weight w, from the same start noise and seed.
 
@@ -34,9 +34,6 @@ def guidance_sweep(
         scales: the guidance weights w to compare.
         n: samples per scale; their labels cycle through ``classes``.
         classes: the classes to ask for (default: every class in turn).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
-        seed: seed of the start noise and the sampler (default: the recipe's ``[run] seed``).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -44,11 +41,11 @@ def guidance_sweep(
         raise ValueError("scales must list at least one guidance weight")
     pool = require_classes(run, classes, "guidance_sweep")
     labels = torch.tensor([pool[i % len(pool)] for i in range(n)])
-    x_T = run.noise(n, run.generator(seed))
+    x_T = run.noise(n, run.generator(sampling.seed))
     files, columns = [], []
     for w in scales:
-        x = run.sample(x_T=x_T, labels=labels, guidance=float(w), steps=steps, sampler=sampler,
-                       generator=run.generator(seed), description=f"guidance_sweep: w = {w:g}")
+        x = run.sample(x_T=x_T, options=replace(sampling, labels=labels, guidance=float(w)),
+                       generator=run.generator(sampling.seed), description=f"guidance_sweep: w = {w:g}")
         columns.append(x)
         files.append(save_grid(x, out_dir / f"guidance_w{w:g}.png"))
     side_by_side = torch.stack(columns, dim=1).flatten(0, 1)  # [n * len(scales)], sample-major

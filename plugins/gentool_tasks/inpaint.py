@@ -12,18 +12,21 @@ toolkit's ancestral step (:func:`gentool.reverse.ancestral_step`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
-from gentool import TaskResult, ancestral_step, as_batch, data_time, renoise, save_grid
+from gentool import (SamplingOptions, TaskResult, ancestral_step, as_batch, data_time, plan, renoise, sampling_task,
+                     save_grid)
 
 from gentool_tasks.inputs import load_inputs
 from gentool_tasks.masks import MaskName, make_mask
 
 EIGHT = [0, 1, 2, 3, 4, 5, 6, 7]
+DEFAULT_STEPS = 100  # the recipes' setting: RePaint with r = 2, j = 5 over 100 ancestral steps
 
 
 def replace_known(process, x0: Tensor, known: Tensor, generator: torch.Generator | None) -> Callable:
@@ -111,52 +114,61 @@ def inpaint_images(
     x0: Tensor,
     known: Tensor,
     *,
-    labels: Tensor | None = None,
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
+    sampling: SamplingOptions | None = None,
     resamplings: int = 1,
     jump_length: int = 10,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    **option_values,
 ) -> Tensor:
-    """Inpaint ``x0`` (``[B, C, H, W]`` in [-1, 1]) where ``known`` (``[B, 1, H, W]``) is 0."""
-    generator = generator if generator is not None else run.generator()
+    """Inpaint ``x0`` (``[B, C, H, W]`` in [-1, 1]) where ``known`` (``[B, 1, H, W]``) is 0.
+
+    ``sampling`` (or its fields as keywords: ``labels``, ``guidance``,
+    ``sampler``, ``steps``, ...) is resolved by the sampling service; RePaint
+    (``resamplings > 1``) runs the ancestral step with the sampler options of
+    ``ancestral`` (the recipe's, when it is the recipe's sampler).
+    """
+    sampling = SamplingOptions.merge(sampling, **option_values)
+    generator = generator if generator is not None else run.generator(sampling.seed)
     x0, known = x0.to(run.device), known.to(run.device)
     x_T = run.noise(x0.shape[0], generator)
     if resamplings <= 1:
-        return run.sample(x_T=x_T, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                          generator=generator, callback=replace_known(run.process, x0, known, generator),
+        return run.sample(x_T=x_T, options=sampling, generator=generator,
+                          callback=replace_known(run.process, x0, known, generator),
                           progress=progress, description=f"inpaint ({x0.shape[0]} images)")
-    if sampler not in (None, "ancestral"):
-        raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler {sampler!r} cannot be used")
-    spec = run.recipe.sampler
-    opts = spec.options if spec.name == "ancestral" else {}
-    denoise = run.denoise_fn(labels, guidance)  # guidance None: the recipe's
-    return repaint(denoise, run.process, x0, known, x_T, steps=spec.steps if steps is None else steps,
-                   jump_length=jump_length, resamplings=resamplings, generator=generator,
-                   variance=opts.get("variance", "beta"), clip_denoised=opts.get("clip_denoised", True),
-                   progress=progress)
+    if sampling.sampler not in (None, "ancestral"):
+        raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler "
+                         f"{sampling.sampler!r} cannot be used")
+    p = plan(run, replace(sampling, sampler="ancestral"))
+    opts = p.sampler.keywords  # the ancestral sampler's resolved options (variance, clip_denoised)
+    return repaint(p.denoise, run.process, x0, known, x_T, steps=p.steps, jump_length=jump_length,
+                   resamplings=resamplings, generator=generator, variance=opts["variance"],
+                   clip_denoised=opts["clip_denoised"], progress=progress)
 
 
+@sampling_task(docs={"steps": "sampling steps (default: 100, at most the discrete chain's T; RePaint's "
+                               "resampling repeats each jump's steps)."})
 def inpaint(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     indices: list[int] = EIGHT, split: Literal["train", "test"] = "test", images: list[str] = [],
-    mask: MaskName = "right",
+    mask: MaskName = "centre",
     fraction: float = 0.25,
     mask_file: str = "",
-    resamplings: int = 1,
-    jump_length: int = 10,
-    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
-    seed: int | None = None,
+    resamplings: int | None = None,
+    jump_length: int = 5,
+    label: int | None = None,
 ) -> TaskResult:
     """Fill in a masked region of images; write ``inpaint.png`` and ``results.png``.
 
     ``inpaint.png`` has one row per image: the input, the input with its hole
     in grey, the result. Metrics: ``hole_mse`` (result vs input inside the
     hole, on the [-1, 1] scale) and ``known_max_error`` (0: known pixels kept).
+    The defaults (a centre box of a quarter of the image, RePaint with r = 2,
+    j = 5 over 100 ancestral steps) are what the recipes use; ``gentool
+    inpaint RUN`` takes the same.
 
     Args:
         indices: positions in the data set's ``split`` of the images to inpaint.
@@ -170,20 +182,23 @@ def inpaint(
             black = keep (resized to the model's size).
         resamplings: RePaint's r: times each jump is resampled (1: plain
             replacement, works with every sampler; > 1 uses the ancestral step).
+            Default: 2 when sampling with ``ancestral``, 1 with any other sampler.
         jump_length: RePaint's j: timesteps jumped back each time.
         label: class for a conditional model (default: each data-set image's own label; none for files).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
-        seed: seed of the noise and of random masks (default: the recipe's ``[run] seed``).
     """
     x0, labels = load_inputs(run, indices=indices, split=split, images=images, label=label)
+    if sampling.steps is None:
+        T = getattr(run.process, "num_timesteps", None)
+        sampling = replace(sampling, steps=min(DEFAULT_STEPS, T) if T else DEFAULT_STEPS)
+    seed = run.recipe.run.seed if sampling.seed is None else sampling.seed
     generator = run.generator(seed)
-    mask_gen = torch.Generator().manual_seed(run.recipe.run.seed if seed is None else seed)
+    mask_gen = torch.Generator().manual_seed(seed)
     known = make_mask(len(x0), run.image_shape[1:], mask=mask, fraction=fraction, mask_file=mask_file,
                       generator=mask_gen).to(run.device)
-    out = inpaint_images(run, x0, known, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
-                         resamplings=resamplings, jump_length=jump_length, generator=generator)
+    if resamplings is None:
+        resamplings = 2 if (sampling.sampler or run.recipe.sampler.name) == "ancestral" else 1
+    out = inpaint_images(run, x0, known, sampling=replace(sampling, labels=labels), resamplings=resamplings,
+                         jump_length=jump_length, generator=generator)
     masked = known * x0  # the hole shows as mid-grey (0 on the [-1, 1] scale)
     rows = torch.stack([x0, masked, out], 1).flatten(0, 1)
     files = [save_grid(rows, Path(out_dir) / "inpaint.png", nrow=3), save_grid(out, Path(out_dir) / "results.png")]

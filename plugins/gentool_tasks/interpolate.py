@@ -33,13 +33,14 @@ between the start noises and all frames would look alike.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from gentool import TaskResult, as_batch, save_grid
+from gentool import SamplingOptions, TaskResult, as_batch, sampling_task, save_grid
 
 from gentool_tasks.animate import save_gif, save_strip
 from gentool_tasks.inputs import class_labels, load_inputs
@@ -71,20 +72,22 @@ DETERMINISTIC = ("ddim", {"eta": 0.0})
 
 @torch.no_grad()
 def decode_frames(run, starts: list[Tensor], t_start: float, generator: torch.Generator, *, labels=None,
-                  guidance=None, sampler=None, steps=None, sampler_options=None) -> Tensor:
+                  sampling: SamplingOptions | None = None, **option_values) -> Tensor:
     """Run the reverse process from each start (at ``t_start``) with the same sampler noise: ``[F, B, ...]``.
 
-    ``labels`` is ``None`` or one label tensor per frame. ``t_start`` at the data returns the starts.
+    ``labels`` is ``None`` or one label tensor per frame; ``sampling`` (or its fields as keywords) the
+    request. ``t_start`` at the data returns the starts.
     """
     if t_start <= run.process.t_data:
         return torch.stack(starts)
+    sampling = SamplingOptions.merge(sampling, **option_values)
     state = generator.get_state()
     out = []
     for k, x in enumerate(starts):
         generator.set_state(state)
-        out.append(run.sample(x_T=x, t_start=t_start, labels=None if labels is None else labels[k],
-                              guidance=guidance, steps=steps, sampler=sampler, sampler_options=sampler_options,
-                              generator=generator, description=f"frame {k + 1}/{len(starts)}"))
+        frame = replace(sampling, t_start=t_start, labels=None if labels is None else labels[k])
+        out.append(run.sample(x_T=x, options=frame, generator=generator,
+                              description=f"frame {k + 1}/{len(starts)}"))
     return torch.stack(out)
 
 
@@ -103,10 +106,12 @@ def interpolate_latent(run, x_a: Tensor, x_b: Tensor, lams: list[float], t: floa
     return decode_frames(run, starts, t_start, generator, labels=labels, **sample_kw)
 
 
+@sampling_task
 def interpolate(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     mode: Literal["latent", "slerp"] = "latent",
     frames: int = 8,
     t: float = 0.5,
@@ -114,10 +119,14 @@ def interpolate(
     rows: int = 1,
     latents: str | None = None,
     indices: list[int] = [0, 1], split: Literal["train", "test"] = "test", images: list[str] = [],
-    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
-    seed: int | None = None,
+    label: int | None = None,
 ) -> TaskResult:
     """Interpolate between two images or two seeds; write ``interpolation.png`` (a row per pair) and ``.gif``.
+
+    The sampler defaults to the recipe's for ``latent``; for ``slerp`` to DDIM
+    with eta = 0, deterministic, so the frames differ through their start
+    noise. ``seed`` seeds the sampler noise shared by all frames, and
+    ``latent``'s forward noise.
 
     Args:
         mode: ``latent``: between images, noised to step t, mixed, decoded
@@ -141,16 +150,9 @@ def interpolate(
         images: ``latent`` mode: image files (in pairs) instead of data-set images.
         label: class for a conditional model (default: ``latent`` uses each
             pair's labels, a's up to lambda = 0.5 and b's after; ``slerp`` none).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``
-            for ``latent``; for ``slerp`` DDIM with eta = 0, deterministic, so
-            the frames differ through their start noise).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all).
-        seed: seed of the sampler noise shared by all frames, and of ``latent``'s forward noise.
     """
     lams, out_dir = lambdas(frames), Path(out_dir)
-    generator = run.generator(seed)
-    kw = dict(guidance=guidance, sampler=sampler, steps=steps)
+    generator = run.generator(sampling.seed)
     files = []
     if mode == "slerp":
         if latents:
@@ -164,10 +166,11 @@ def interpolate(
         else:
             z_a, z_b = (run.noise(rows, run.generator(s)) for s in seeds)
         y = class_labels(run, rows, label)
-        if sampler is None:
-            kw["sampler"], kw["sampler_options"] = DETERMINISTIC[0], dict(DETERMINISTIC[1])
+        if sampling.sampler is None:
+            sampling = replace(sampling, sampler=DETERMINISTIC[0],
+                               sampler_options={**DETERMINISTIC[1], **sampling.sampler_options})
         out = decode_frames(run, [slerp(z_a, z_b, lam) for lam in lams], run.process.t_max,
-                            generator, labels=None if y is None else [y] * frames, **kw)
+                            generator, labels=None if y is None else [y] * frames, sampling=sampling)
     else:
         if len(images or indices) % 2:
             raise ValueError(f"latent interpolation takes images in pairs; got {len(images or indices)}")
@@ -175,7 +178,8 @@ def interpolate(
         x_a, x_b = x[0::2], x[1::2]
         noise = torch.randn(x_a.shape, generator=generator, device=x_a.device, dtype=x_a.dtype)
         per_frame = None if y is None else [y[0::2] if lam < 0.5 else y[1::2] for lam in lams]
-        out = interpolate_latent(run, x_a, x_b, lams, t, noise=noise, generator=generator, labels=per_frame, **kw)
+        out = interpolate_latent(run, x_a, x_b, lams, t, noise=noise, generator=generator, labels=per_frame,
+                                 sampling=sampling)
         files.append(save_grid(torch.stack([x_a, x_b], 1).flatten(0, 1), out_dir / "inputs.png", nrow=2))
     files.append(save_strip(out, out_dir / "interpolation.png"))
     caps = [f"{k + 1}/{frames}: lambda = {lam:.3f}" for k, lam in enumerate(lams)]

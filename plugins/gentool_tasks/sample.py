@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from gentool import TaskResult, save_grid, save_images
+from gentool import SamplingOptions, TaskResult, sampling_task, save_grid, save_images
 
 
+@sampling_task
 def sample(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     n: int = 64,
-    seed: int | None = None,
     classes: list[int] = [],
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
     nrow: int | None = None,
     save_individual: bool = True,
 ) -> TaskResult:
@@ -26,23 +25,27 @@ def sample(
 
     Args:
         n: number of images.
-        seed: seed of the start noise (default: the recipe's ``[run] seed``).
         classes: class labels to cycle through for a conditional model (default: all classes in turn).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps (default: the recipe's ``[sampler] steps``, else all T).
-        nrow: images per grid row (default: about sqrt(n)).
-        save_individual: also write every image as its own PNG.
+        nrow: images per grid row (default: one column per class cycled through for a conditional
+            model, about sqrt(n) otherwise).
+        save_individual: also write every image as its own PNG (``images/00000.png``, or
+            ``images/00000_class3.png`` for a conditional model).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if nrow is not None and nrow < 1:
+        raise ValueError(f"nrow must be at least 1, got {nrow}")
     labels = None
     if run.num_classes:
         pool = list(classes) or list(range(run.num_classes))
         labels = torch.tensor([pool[i % len(pool)] for i in range(n)])
-    x = run.sample(n, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                   generator=run.generator(seed), description=f"sample ({n} images)")
+        nrow = len(pool) if nrow is None else nrow
+    x = run.sample(n, options=replace(sampling, labels=labels), generator=run.generator(sampling.seed),
+                   description=f"sample ({n} images)")
     files = [save_grid(x, out_dir / "grid.png", nrow=nrow)]
     if save_individual:
-        files += save_images(x, out_dir / "images")
+        paths = save_images(x, out_dir / "images")
+        if labels is not None:
+            paths = [p.rename(p.with_name(f"{i:05d}_class{int(labels[i])}.png")) for i, p in enumerate(paths)]
+        files += paths
     return TaskResult(files=files)

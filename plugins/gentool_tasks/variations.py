@@ -15,13 +15,14 @@ through ``round(t * T)`` forward steps: the noised image is x at the 0-based
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-from gentool import TaskResult, as_batch, save_grid
+from gentool import SamplingOptions, TaskResult, as_batch, sampling_task, save_grid
 
 from gentool_tasks.inputs import load_inputs
 
@@ -38,37 +39,41 @@ def vary(
     t: float,
     n: int = 1,
     *,
-    labels: Tensor | None = None,
-    guidance: float | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
+    sampling: SamplingOptions | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    **option_values,
 ) -> Tensor:
-    """``n`` SDEdit variations of each image of ``x0``: ``[B * n, C, H, W]``, grouped by input."""
+    """``n`` SDEdit variations of each image of ``x0``: ``[B * n, C, H, W]``, grouped by input.
+
+    ``sampling`` (or its fields as keywords, ``labels`` one per input image) is the sampling request.
+    """
+    sampling = SamplingOptions.merge(sampling, **option_values)
+    labels = sampling.labels
     process = run.process
     t_start = noised_step(t, process)
     x = x0.to(run.device).repeat_interleave(n, 0)
     if t_start <= process.t_data:
         return x.clone()  # no noise, nothing to undo
-    generator = generator if generator is not None else run.generator()
+    generator = generator if generator is not None else run.generator(sampling.seed)
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     tt, shape = as_batch(x, t_start, process), (-1, *[1] * (x.ndim - 1))
     x_t = process.alpha(tt).reshape(shape) * x + process.sigma(tt).reshape(shape) * noise  # eq. 4
-    labels = labels.repeat_interleave(n, 0) if labels is not None else None
-    return run.sample(x_T=x_t, t_start=t_start, labels=labels, guidance=guidance, steps=steps, sampler=sampler,
-                      generator=generator, progress=progress, description=f"variations (t = {t})")
+    labels = torch.as_tensor(labels).repeat_interleave(n, 0) if labels is not None else None
+    return run.sample(x_T=x_t, options=replace(sampling, t_start=t_start, labels=labels), generator=generator,
+                      progress=progress, description=f"variations (t = {t})")
 
 
+@sampling_task
 def variations(
     run,
     out_dir: Path,
     *,
+    sampling: SamplingOptions,
     t: float = 0.5,
     n: int = 4,
     indices: list[int] = [0, 1, 2, 3], split: Literal["train", "test"] = "test", images: list[str] = [],
-    label: int | None = None, guidance: float | None = None, sampler: str | None = None, steps: int | None = None,
-    seed: int | None = None,
+    label: int | None = None,
 ) -> TaskResult:
     """SDEdit variations of input images; write ``variations.png`` (each row: the input, then its variations).
 
@@ -84,16 +89,11 @@ def variations(
         split: the data split the indices refer to.
         images: image files to use instead of data-set images.
         label: class for a conditional model (default: each data-set image's own label; none for files).
-        guidance: classifier-free guidance weight w (default: the recipe's ``[sampler] guidance``).
-        sampler: a registered sampler name (default: the recipe's ``[sampler]``).
-        steps: sampling steps from the noised step down to 0 (default: the recipe's ``[sampler] steps``, else all).
-        seed: seed of the noise (default: the recipe's ``[run] seed``).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     x0, labels = load_inputs(run, indices=indices, split=split, images=images, label=label)
-    out = vary(run, x0, t, n, labels=labels, guidance=guidance, sampler=sampler, steps=steps,
-               generator=run.generator(seed))
+    out = vary(run, x0, t, n, sampling=replace(sampling, labels=labels), generator=run.generator(sampling.seed))
     rows = torch.cat([x0[:, None], out.view(len(x0), n, *x0.shape[1:])], 1).flatten(0, 1)
     path = save_grid(rows, Path(out_dir) / "variations.png", nrow=n + 1)
     mse = float(((out - x0.repeat_interleave(n, 0)) ** 2).mean())

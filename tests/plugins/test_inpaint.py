@@ -165,3 +165,68 @@ def test_mask_file_white_is_the_hole(tmp_path):
     assert known[:, :, :, :4].all() and not known[:, :, :, 4:].any()
     with pytest.raises(FileNotFoundError):
         make_mask(1, (8, 8), mask_file=str(tmp_path / "missing.png"))
+
+
+def _perturbed_run(tmp_path, **tables):
+    """The tiny unconditional recipe with ``tables`` replaced, its output layer perturbed (predictions not all 0)."""
+    from gentool.recipe import load_recipe
+    from gentool.run import build
+    from gentool.testing import tiny_recipe
+
+    data = tiny_recipe(tmp_path, conditional=False)
+    for key, table in tables.items():
+        data[key] = {**data.get(key, {}), **table}
+    run = build(load_recipe(data=data), device="cpu")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in run.sampling_model.denoiser.conv_out.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    return run
+
+
+def test_repaint_under_zero_terminal_snr_is_finite(tmp_path):
+    """Issue 24, defect 2: RePaint's private step divided by sqrt(alpha-bar_T) = 0 (NaN); the toolkit's step takes
+    x0 from the v-prediction there."""
+    run = _perturbed_run(tmp_path, schedule={"zero_terminal_snr": True}, objective={"prediction": "v"})
+    assert float(run.process.alphas_cumprod_64[-1]) == 0.0
+    x0 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    known = make_mask(4, (8, 8), mask="centre", fraction=0.25)
+    out = inpaint_images(run, x0, known, resamplings=3, jump_length=2, steps=10,
+                         generator=torch.Generator().manual_seed(2), progress=False)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out * known, x0 * known)
+
+
+def test_repaint_takes_the_ancestral_samplers_step_learned_variance_included(tmp_path):
+    """Issue 24, defect 2: with r = 1 RePaint's walk is plain replacement inpainting over the ancestral sampler;
+    both must give the same images, also for a learned variance (which the old private step ignored)."""
+    from gentool_tasks.inpaint import repaint
+
+    run = _perturbed_run(tmp_path, objective={"name": "hybrid"}, denoiser={"learn_sigma": True})
+    with torch.no_grad():  # a variance output far from the fixed choices
+        run.sampling_model.denoiser.conv_out.bias[1:] = 0.7
+    x0 = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    known = make_mask(4, (8, 8), mask="centre", fraction=0.25)
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    walked = repaint(run.denoise_fn(), run.process, x0, known, x_T, steps=8, jump_length=2, resamplings=1,
+                     generator=g1, progress=False)
+    sampled = run.sample(x_T=x_T, sampler="ancestral", steps=8, generator=g2, progress=False,
+                         callback=replace_known(run.process, x0, known, g2))
+    torch.testing.assert_close(walked, sampled, rtol=0, atol=0)
+
+
+def test_the_command_defaults_are_the_recipes_inpainting():
+    """Issue 29: `gentool inpaint RUN` with no options gave noisy blocks; its defaults are now the recipe's task."""
+    import inspect
+    import tomllib
+    from pathlib import Path
+
+    recipe = tomllib.loads((Path(__file__).parents[2] / "recipes" / "fashion_mnist.toml").read_text())
+    task = next(t for t in recipe["tasks"] if t["name"] == "inpaint")
+    params = inspect.signature(gentool.registry().get("task", "inpaint").factory).parameters
+    assert params["mask"].default == task["mask"] and params["fraction"].default == task["fraction"]
+    assert params["jump_length"].default == task["jump_length"]
+    from gentool_tasks.inpaint import DEFAULT_STEPS
+
+    assert DEFAULT_STEPS == task["steps"] and task["resamplings"] == 2  # the default r with the ancestral sampler

@@ -57,7 +57,7 @@ def test_sampling_starts_at_the_noised_step(task_run, monkeypatch):
     monkeypatch.setattr(task_run, "sample", spy)
     x0 = torch.zeros(2, 1, 8, 8)
     vary(task_run, x0, 0.5, n=1, progress=False, generator=torch.Generator().manual_seed(0))
-    assert seen["t_start"] == 9
+    assert seen["options"].t_start == 9
     # x_T handed to the sampler is q(x_9 | x0 = 0): pure noise scaled by sqrt(1 - abar_9)
     abar = torch.cumprod(1 - torch.linspace(1e-3, 0.3, 20, dtype=torch.float64), 0)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
