@@ -62,9 +62,14 @@ def make_autoguided_fn(good: DenoiseFn, bad: DenoiseFn, process: Process, guidan
 
     def denoise(x_t, t: Time) -> Denoised:
         d = good(x_t, t)
-        if w == 0.0 or not guidance.active(process, t):
+        active = guidance.active(process, t)  # a bool, or per example for times [B]
+        if w == 0.0 or not bool(active.any() if isinstance(active, torch.Tensor) else active):
             return d
-        return autoguided(d, bad(x_t, t), w)
+        out = autoguided(d, bad(x_t, t), w)
+        if isinstance(active, torch.Tensor):
+            m = active.reshape(-1, *[1] * (x_t.ndim - 1))
+            out = Denoised(torch.where(m, out.x0, d.x0), torch.where(m, out.eps, d.eps), out.extras)
+        return out
 
     return denoise
 

@@ -37,6 +37,12 @@ SAMPLER_KEYS = {
     "steps": ("int", "(unset)", "number of sampling steps (network evaluations' worth); unset: every timestep."),
     "guidance": ("float", "0.0", "classifier-free guidance weight w: eps = (1 + w) eps(x, c) - w eps(x, null); "
                  "0 is plain conditional sampling (Ho and Salimans 2022)."),
+    "guidance_interval": ("list of float", "(unset)", "`[lo, hi]`: guide only where Karras' sigma = sigma / alpha "
+                          "is in (lo, hi] (Kynkaanniemi et al. 2024; EDM2 uses e.g. [0.28, 5.42]), elsewhere the "
+                          "conditional prediction alone (one network evaluation); unset: everywhere."),
+    "guidance_rescale": ("float", "0.0", "CFG rescale phi in [0, 1] (Lin et al. 2024, sec. 3.4): the guided v "
+                         "prediction is scaled to the conditional one's standard deviation per image and mixed, "
+                         "phi rescaled + (1 - phi) guided; 0: off (0.7 in the paper)."),
 }
 
 

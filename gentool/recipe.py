@@ -10,7 +10,7 @@ options) and the core's own tables::
     [denoiser]    a denoiser               (required)
     [conditioner] a conditioner            (optional)
     [objective]   the training objective   (default: ddpm)
-    [sampler]     a sampler, plus ``steps`` and ``guidance``   (default: ancestral)
+    [sampler]     a sampler, plus ``steps``, ``guidance``, ``guidance_interval``, ``guidance_rescale``   (default: ancestral)
     [train]       TrainConfig
     [eval]        EvalConfig               (optional)
     [[tasks]]     tasks run after training
@@ -72,17 +72,26 @@ class SamplerSpec(ComponentSpec):
     """The ``[sampler]`` table.
 
     Besides ``name`` and the sampler's own options it holds ``steps`` (network
-    evaluations; default: every timestep) and ``guidance`` (classifier-free
-    guidance weight w; 0 is plain conditional sampling).
+    evaluations; default: every timestep), ``guidance`` (classifier-free
+    guidance weight w; 0 is plain conditional sampling), ``guidance_interval``
+    (``[lo, hi]``: guide only where Karras' sigma = sigma / alpha is in (lo, hi],
+    Kynkaanniemi et al. 2024; unset: everywhere) and ``guidance_rescale`` (CFG
+    rescale phi in [0, 1], Lin et al. 2024, sec. 3.4; 0: off).
     """
 
     steps: int | None = None
     guidance: float = 0.0
+    guidance_interval: tuple[float, float] | None = None
+    guidance_rescale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "guidance": self.guidance}
         if self.steps is not None:
             out["steps"] = self.steps
+        if self.guidance_interval is not None:
+            out["guidance_interval"] = list(self.guidance_interval)
+        if self.guidance_rescale:
+            out["guidance_rescale"] = self.guidance_rescale
         return {**out, **self.options}
 
 
@@ -461,10 +470,32 @@ def _sampler(registry: Registry, table: dict[str, Any], source: str) -> SamplerS
         raise RecipeError(source, "sampler.steps", f"{steps!r} is not valid: expected a positive integer", steps)
     if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or guidance != guidance or abs(guidance) == float("inf"):
         raise RecipeError(source, "sampler.guidance", f"{guidance!r} is not valid: expected a finite number", guidance)
-    options = {k: v for k, v in table.items() if k not in ("name", "steps", "guidance")}
+    interval = _guidance_interval(table.get("guidance_interval"), source)
+    rescale = table.get("guidance_rescale", 0.0)
+    if isinstance(rescale, bool) or not isinstance(rescale, (int, float)) or not 0 <= rescale <= 1:
+        raise RecipeError(source, "sampler.guidance_rescale", f"{rescale!r} is not valid: expected a number in "
+                          "[0, 1] (phi of Lin et al. 2024; 0: off, 0.7 in the paper)", rescale)
+    options = {k: v for k, v in table.items() if k not in SAMPLER_TABLE_KEYS}
     try:
         resolved = check_options(component.factory, options, reserved=SAMPLER_RESERVED)
     except OptionError as exc:
-        valid_extra = " (also valid: steps, guidance)" if exc.message.startswith("unknown key") else ""
+        valid_extra = f" (also valid: {', '.join(SAMPLER_TABLE_KEYS[1:])})" if exc.message.startswith("unknown key") else ""
         raise RecipeError(source, f"sampler.{exc.key}", exc.message + valid_extra, exc.value, exc.choices) from None
-    return SamplerSpec(component.name, resolved, steps=steps, guidance=float(guidance))
+    return SamplerSpec(component.name, resolved, steps=steps, guidance=float(guidance), guidance_interval=interval,
+                       guidance_rescale=float(rescale))
+
+
+#: the keys of ``[sampler]`` that are not the sampler's own options
+SAMPLER_TABLE_KEYS = ("name", "steps", "guidance", "guidance_interval", "guidance_rescale")
+
+
+def _guidance_interval(value: Any, source: str) -> tuple[float, float] | None:
+    """``[lo, hi]`` with 0 <= lo < hi (hi may be inf), or None when unset."""
+    if value is None:
+        return None
+    numbers = isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in value)
+    if not numbers or not 0 <= value[0] < value[1] or value[0] == float("inf"):
+        raise RecipeError(source, "sampler.guidance_interval", f"{value!r} is not valid: expected [lo, hi] with "
+                          "0 <= lo < hi (Karras' sigma; hi may be inf), e.g. [0.28, 5.42]", value)
+    return float(value[0]), float(value[1])

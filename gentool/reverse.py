@@ -153,10 +153,14 @@ def karras_sigma(process: Process, t: float) -> float:
 
 
 def churn_time(process: Process, t: float, gamma: float) -> float:
-    """The time whose Karras sigma is sigma_t (1 + gamma), never onto infinite noise (snapped on the discrete chain)."""
+    """The time whose Karras sigma is sigma_t (1 + gamma) (snapped on the discrete chain).
+
+    A finite target log-SNR never gives infinite noise; a process whose time
+    extends past ``t_max`` (EDM's t = sigma) may churn above it, as Algorithm 2 does.
+    """
     target = float(process.log_snr(t)) - 2 * math.log1p(gamma)  # lambda = -2 log sigma
     t_hat = process.t_of_log_snr(target)
-    return max(t_hat, t) if getattr(process, "discrete", False) else min(float(t_hat), process.t_max)
+    return max(t_hat, t) if getattr(process, "discrete", False) else float(t_hat)
 
 
 def reverse_loop(ts: list[float], x: Tensor, step: Step, callback: Callable[[dict], Tensor | None] | None = None,

@@ -21,7 +21,7 @@ from gentool.devices import compile_backend, compile_default
 from gentool.errors import UsageError
 from gentool.model import DiffusionModel
 from gentool.parameterisation import VARIANCE, Denoised, Parameterisation, guided_eps  # noqa: F401 - re-exported
-from gentool.process import Process, Time, as_batch
+from gentool.process import Process, Time, as_batch, broadcast
 from gentool.reverse import DenoiseFn, karras_sigma
 from gentool.vlb import split_output
 
@@ -33,23 +33,25 @@ class Guidance:
     Attributes:
         w: the classifier-free guidance weight (Ho and Salimans 2022, eq. 6; 0: none).
         interval: guide only where Karras' noise level sigma(t) / alpha(t) lies in
-            ``[lo, hi]`` (Kynkaanniemi et al. 2024); elsewhere the conditional
+            ``(lo, hi]`` (Kynkaanniemi et al. 2024, eq. 6); elsewhere the conditional
             prediction alone is used (one network evaluation). ``None``: everywhere.
-        rescale: CFG rescale phi (Lin et al. 2024, eq. 15-16): the guided x0 is
-            scaled to the conditional x0's standard deviation per image and mixed
-            with the plain guided one, x0 = phi x0_rescaled + (1 - phi) x0_cfg.
+        rescale: CFG rescale phi (Lin et al. 2024, sec. 3.4, eq. 13-16) of the guided
+            v prediction; 0: off (see :func:`rescaled`).
     """
 
     w: float = 0.0
     interval: tuple[float, float] | None = None
     rescale: float = 0.0
 
-    def active(self, process: Process, t: Time) -> bool:
-        """Whether guidance applies at ``t`` (a number; a tensor of times is guided throughout)."""
-        if self.interval is None or isinstance(t, Tensor):
+    def active(self, process: Process, t: Time) -> bool | Tensor:
+        """Whether guidance applies at ``t``: a bool for a number, a bool tensor ``[B]`` for times ``[B]``."""
+        if self.interval is None:
             return True
         lo, hi = self.interval
-        return lo <= karras_sigma(process, t) <= hi
+        if isinstance(t, Tensor):
+            return torch.tensor([lo < karras_sigma(process, float(ti)) <= hi for ti in t.tolist()],
+                                device=t.device)
+        return lo < karras_sigma(process, t) <= hi
 
 
 def resolve_sampling(model: DiffusionModel, labels: Tensor | list[int] | None, guidance: float | None, *,
@@ -101,17 +103,32 @@ def _halves(d: Denoised) -> tuple[Denoised, Denoised]:
     return Denoised(x0[0], eps[0], extras[0]), Denoised(x0[1], eps[1], extras[1])
 
 
-def rescaled(guided: Denoised, cond: Denoised, phi: float) -> Denoised:
-    """CFG rescale (Lin et al. 2024, eq. 15-16) in x0: std-matched to the conditional x0 per image, mixed by phi.
+def rescaled(process: Process, x: Tensor, t: Time, guided: Denoised, cond: Denoised, phi: float) -> Denoised:
+    """CFG rescale (Lin et al. 2024, sec. 3.4): the guided v prediction brought back towards the conditional one's std.
 
-    eps follows from x_t through the same affine relation (x_t = alpha x0 + sigma eps is kept): the change in
-    x0, times -alpha / sigma, is the change in eps; here the caller passes it as ``guided.eps`` recomputed.
+    Lin et al. rescale their v-prediction model's output, v = alpha eps - sigma x0
+    (Salimans and Ho 2022): with v_cfg the guided and v_pos the conditional
+    prediction, eq. 14-16 are sigma_pos = std(v_pos), sigma_cfg = std(v_cfg) per
+    image, v_rescaled = v_cfg sigma_pos / sigma_cfg and
+    v_final = phi v_rescaled + (1 - phi) v_cfg. The record is rebuilt from v_final
+    and x_t, so x_t = alpha x0 + sigma eps still holds:
+    x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2), eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2).
+    The v of a model with another parameterisation is the same quantity computed from its x0 and eps.
     """
-    dims = tuple(range(1, guided.x0.ndim))
-    std_cfg = guided.x0.std(dim=dims, keepdim=True)
-    std_pos = cond.x0.std(dim=dims, keepdim=True)
-    x0 = phi * guided.x0 * (std_pos / std_cfg.clamp(min=1e-12)) + (1 - phi) * guided.x0
-    return Denoised(x0, guided.eps, guided.extras)
+    alpha, sigma = broadcast(process.alpha(t), x), broadcast(process.sigma(t), x)
+    v_cfg = alpha * guided.eps - sigma * guided.x0
+    v_pos = alpha * cond.eps - sigma * cond.x0
+    dims = tuple(range(1, x.ndim))
+    factor = v_pos.std(dim=dims, keepdim=True) / v_cfg.std(dim=dims, keepdim=True).clamp(min=1e-12)
+    v = phi * v_cfg * factor + (1 - phi) * v_cfg  # eq. 15-16
+    norm = alpha**2 + sigma**2
+    return Denoised((alpha * x - sigma * v) / norm, (sigma * x + alpha * v) / norm, guided.extras)
+
+
+def _select(mask: Tensor, a: Denoised, b: Denoised) -> Denoised:
+    """Per example: ``a`` where ``mask``, else ``b`` (extras: ``b``'s)."""
+    m = mask.reshape(-1, *[1] * (a.x0.ndim - 1))
+    return Denoised(torch.where(m, a.x0, b.x0), torch.where(m, a.eps, b.eps), b.extras)
 
 
 def _denoise_from(net: Callable[[Tensor, Tensor, bool], Tensor], model: DiffusionModel, process: Process,
@@ -137,17 +154,15 @@ def _denoise_from(net: Callable[[Tensor, Tensor, bool], Tensor], model: Diffusio
 
     def denoise(x_t: Tensor, t: Time) -> Denoised:
         tt = as_batch(x_t, t, process)
-        if not guided or not guidance.active(process, t):
-            return record(x_t, tt, t, False)
+        active = guidance.active(process, t) if guided else False
+        if not bool(active if not isinstance(active, Tensor) else active.any()):
+            return record(x_t, tt, t, False)  # outside the interval: the conditional prediction, one evaluation
         t2 = torch.cat([t, t]) if isinstance(t, Tensor) else t
         cond, uncond = _halves(record(torch.cat([x_t, x_t]), torch.cat([tt, tt]), t2, True))
         out = param.guide(process, x_t, t, cond, uncond, guidance.w)
         if guidance.rescale:
-            out = rescaled(out, cond, guidance.rescale)
-            alpha, sigma = process.alpha(t), process.sigma(t)
-            if float(sigma) > 0:
-                out = Denoised(out.x0, (x_t - alpha * out.x0) / sigma, out.extras)
-        return out
+            out = rescaled(process, x_t, t, out, cond, guidance.rescale)
+        return _select(active, out, cond) if isinstance(active, Tensor) else out
 
     return denoise
 

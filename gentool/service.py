@@ -13,7 +13,7 @@ sample`` and the task commands, ``gentool eval``. It resolves, in one place:
 * the steps (``options.steps``, else the recipe's ``[sampler] steps``, else
   the process's default) and the start time;
 * the labels and the guidance (:func:`gentool.sampling.resolve_sampling`), with
-  the guidance interval and CFG rescale;
+  the guidance interval and CFG rescale (the request's, else the recipe's ``[sampler]``);
 * the network path: the reference :func:`gentool.sampling.make_denoise_fn`, or
   on CUDA the compiled :func:`gentool.sampling.make_fast_denoise_fn`.
 """
@@ -53,9 +53,10 @@ class SamplingOptions:
         labels: class labels of a conditional model, one per image (``-1``: none).
         t_start: the time the start state belongs to (default: the process's noisiest, ``t_max``).
         sampler_options: options for the sampler beyond the recipe's (its keyword-only parameters).
-        guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``[lo, hi]``
-            (Kynkaanniemi et al. 2024); empty: everywhere.
-        guidance_rescale: CFG rescale phi (Lin et al. 2024); ``None``: the recipe's (0: off).
+        guidance_interval: guide only where Karras' sigma = sigma / alpha lies in ``(lo, hi]``
+            (Kynkaanniemi et al. 2024); default: the recipe's ``[sampler] guidance_interval``; empty: everywhere.
+        guidance_rescale: CFG rescale phi (Lin et al. 2024); default: the recipe's ``[sampler]
+            guidance_rescale``; 0: off.
         guide_with: autoguidance (Karras et al. 2024): the weaker model that guides, a run directory or
             checkpoint of the same process and parameterisation (e.g. an earlier checkpoint of the run), or
             a loaded run; w then mixes D_good + w (D_good - D_bad) (:mod:`gentool.autoguidance`).
@@ -187,8 +188,11 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
     labels, w = resolve_sampling(run.sampling_model, options.labels, options.guidance, default=spec.guidance,
                                  label_free=guide is not None)
     labels = labels.to(run.device) if labels is not None else None
-    interval = tuple(options.guidance_interval) if options.guidance_interval else None
-    guidance = Guidance(w, interval, float(options.guidance_rescale or 0.0))
+    interval = spec.guidance_interval if options.guidance_interval is None else options.guidance_interval
+    # the recipe's guidance_rescale is CFG rescale; autoguidance takes only an explicit one (which it refuses)
+    recipe_rescale = spec.guidance_rescale if guide is None else 0.0
+    rescale = recipe_rescale if options.guidance_rescale is None else options.guidance_rescale
+    guidance = Guidance(w, tuple(interval) if interval else None, float(rescale))
     if guide is None:
         denoise = _denoise_fn(run, run.sampling_model, labels, guidance, fast)
     else:
@@ -225,7 +229,8 @@ SAMPLING_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "sampler_options": (dict[str, Any], {}, "options of the sampler, e.g. ``{ eta = 1.0 }`` (the recipe's "
                                             "``[sampler]`` options apply only when it is the recipe's sampler)."),
     "guidance_interval": (list[float], [], "guide only where Karras' sigma = sigma / alpha lies in "
-                                           "``[lo, hi]`` (Kynkaanniemi et al. 2024); empty: the recipe's."),
+                                           "(lo, hi], given as ``[lo, hi]`` (Kynkaanniemi et al. 2024); empty: "
+                                           "the recipe's ``[sampler] guidance_interval``."),
     "guidance_rescale": (float | None, None, "CFG rescale phi (Lin et al. 2024; default: the recipe's)."),
     "guide_with": (str | None, None, "autoguidance (Karras et al. 2024): the weaker model that guides, a run "
                                      "directory or checkpoint of the same process (e.g. an earlier checkpoint of "

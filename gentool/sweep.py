@@ -1,7 +1,10 @@
 """``gentool sweep``: train the product of recipe variants one after another, then compare them.
 
 ``--set schedule.name=linear,cosine --set train.lr=1e-3,2e-4`` gives four
-variants; each is the recipe with those overrides and trains into
+variants; several recipe files (``gentool sweep a.toml b.toml``: whole recipes
+that differ in more than a few keys, such as DDPM against flow matching and
+EDM) are one more axis, each variant folder starting with its file's name, in
+``<output_dir>/<a+b>/``. Each variant is the recipe with those overrides and trains into
 ``<output_dir>/<name>/<variant>`` (``runs/fashion_mnist/schedule.name=cosine,train.lr=0.001``),
 a run directory like any other (a name past 200 bytes is cut and ended by
 ``~<hash>``, so every variant has its own folder; a grid of more than
@@ -42,8 +45,9 @@ from gentool.errors import UsageError
 @dataclass
 class Variant:
     index: int
-    name: str  # the folder: "schedule.name=cosine,train.lr=0.001"
+    name: str  # the folder: "schedule.name=cosine,train.lr=0.001" (several recipes: "<stem>,schedule.name=...")
     overrides: list[str]  # "schedule.name=cosine", ...
+    recipe: Path | None = None  # its recipe file when the sweep has several
 
 
 @dataclass
@@ -117,36 +121,51 @@ def _folder_name(pairs: list[tuple[str, str]]) -> str:
     return f"{cut}~{_digest(name)}"  # '~' is never in a plain name: no cut name equals another variant's
 
 
-def count_variants(axes: list[tuple[str, list[str]]]) -> int:
-    """How many variants the axes give (the product of their numbers of values), without listing them.
+def count_variants(axes: list[tuple[str, list[str]]], recipes: int = 1) -> int:
+    """How many variants the axes (times ``recipes`` recipe files) give, without listing them.
 
     Raises UsageError past :data:`MAX_VARIANTS`, naming each axis's count.
     """
-    n = math.prod(len(values) for _, values in axes)
+    n = math.prod(len(values) for _, values in axes) * recipes
     if n > MAX_VARIANTS:
-        sizes = " x ".join(f"{len(values)} ({key})" for key, values in axes if len(values) > 1)
+        sizes = " x ".join([f"{recipes} (recipes)"] * (recipes > 1) +
+                           [f"{len(values)} ({key})" for key, values in axes if len(values) > 1])
         raise UsageError(f"--set gives {n:,} variants ({sizes}); a sweep trains each variant in full, one after "
                          f"another, so it takes at most {MAX_VARIANTS:,}: use fewer values or split the grid")
     return n
 
 
-def variants(axes: list[tuple[str, list[str]]]) -> list[Variant]:
+def variants(axes: list[tuple[str, list[str]]], recipes: list[Path] | None = None) -> list[Variant]:
     """The product of the axes' values, first axis slowest; a single value is an override of every variant.
 
-    Each variant has its own folder: names that the character replacement made
-    equal (``a b`` and ``a_b``) get ``~<hash of the overrides>`` appended.
+    With several ``recipes`` the recipe files are one more axis, the slowest:
+    each variant's folder starts with its recipe's file name (``fashion_mnist_flow_cfg``,
+    ``fashion_mnist_flow_cfg,train.lr=0.001``). Each variant has its own folder: names
+    that the character replacement made equal (``a b`` and ``a_b``) get
+    ``~<hash of the overrides>`` appended.
     """
     swept = [(k, vs) for k, vs in axes if len(vs) > 1]
     fixed = [f"{k}={vs[0]}" for k, vs in axes if len(vs) == 1]
+    files: list[Path | None] = list(recipes) if recipes and len(recipes) > 1 else [None]
     out = []
-    for i, combo in enumerate(itertools.product(*(vs for _, vs in swept))):
+    for recipe, combo in itertools.product(files, itertools.product(*(vs for _, vs in swept))):
         pairs = list(zip((k for k, _ in swept), combo))
-        out.append(Variant(i, _folder_name(pairs) or "base", fixed + [f"{k}={v}" for k, v in pairs]))
+        name = _folder_name(([("recipe", Path(recipe).stem)] if recipe else []) + pairs)
+        if recipe:
+            name = name.removeprefix("recipe=")
+        out.append(Variant(len(out), name or "base", fixed + [f"{k}={v}" for k, v in pairs], recipe))
     counts = Counter(v.name for v in out)
     for v in out:
         if counts[v.name] > 1:
-            v.name += "~" + _digest("\n".join(v.overrides))
+            v.name += "~" + _digest("\n".join([str(v.recipe or "")] + v.overrides))
     return out
+
+
+def sweep_name(recipes: list[Path], base_name: str) -> str:
+    """The sweep's folder under ``output_dir``: the recipe's run name, or the recipes' file names joined by ``+``."""
+    if len(recipes) == 1:
+        return base_name
+    return _folder_name([("", "+".join(Path(r).stem for r in recipes))]).removeprefix("=")
 
 
 def _read_state(path: Path) -> dict[str, Any]:
@@ -168,7 +187,7 @@ def _record_done(path: Path, name: str, key: list[str], header: dict[str, Any]) 
 
 
 def sweep(
-    recipe: str | Path,
+    recipe: str | Path | list[str | Path],
     sets: list[str],
     *,
     overrides: list[str] = (),
@@ -179,7 +198,12 @@ def sweep(
     compare_svg: bool = False,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
-    """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all."""
+    """Train every variant (or only the ``only``-th) in turn, resuming; then compare them all.
+
+    ``recipe`` is one recipe file or several: several are one more axis of the
+    sweep (each variant is one of them with the ``--set`` values), which trains
+    into ``<output_dir>/<stem1+stem2+...>/`` (the first recipe's ``output_dir``).
+    """
     from gentool.api import run_tasks_of
     from gentool.compare import SWEEP_FILE  # compare reads it too (the sweep's variant order)
     from gentool.engine import distributed
@@ -187,18 +211,23 @@ def sweep(
     from gentool.recipe import load_recipe
     from gentool.run import build
 
+    files = [Path(recipe)] if isinstance(recipe, (str, Path)) else [Path(r) for r in recipe]
+    if not files:
+        raise UsageError("gentool sweep needs at least one recipe file")
+    if len(set(files)) < len(files):
+        raise UsageError(f"a recipe file is given twice: {', '.join(map(str, files))}")
     axes = parse_axes(list(sets))
-    n = count_variants(axes)  # an absurd grid is refused before anything is listed or checked
+    n = count_variants(axes, len(files))  # an absurd grid is refused before anything is listed or checked
     log(f"sweep of {n:,} variant{'s' if n != 1 else ''}; checking "
         f"{'their recipes' if only is None else f'the recipe of variant {only}'}")
-    vs = variants(axes)
+    vs = variants(axes, files)
     fixed = [f"{k}={values[0]}" for k, values in axes if len(values) == 1]  # in every variant
     if only is not None and not 0 <= only < len(vs):
         raise UsageError(f"--variant {only}: this sweep has variants 0..{len(vs) - 1}")
-    base = load_recipe(recipe, overrides=list(overrides) + fixed)  # the recipe and the fixed overrides, checked once
-    recipes = {v.name: load_recipe(recipe, overrides=list(overrides) + v.overrides) for v in vs
+    base = load_recipe(files[0], overrides=list(overrides) + fixed)  # the recipe and the fixed overrides, checked once
+    recipes = {v.name: load_recipe(v.recipe or files[0], overrides=list(overrides) + v.overrides) for v in vs
                if only is None or v.index == only}  # every variant is valid before anything is written
-    folder = Path(base.run.output_dir) / base.run.name
+    folder = Path(base.run.output_dir) / sweep_name(files, base.run.name)
     main = distributed.env().main  # under torchrun every rank trains; rank 0 keeps the books
     if main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -219,14 +248,17 @@ def sweep(
             return result
         if not main:
             continue
-        key = list(overrides) + v.overrides
+        key = [f"recipe={v.recipe}"] * (v.recipe is not None) + list(overrides) + v.overrides
         done = _read_state(state_path).get("done", {})  # re-read: --variant runs share the file
         if not fresh:
             log(f"variant {v.index + 1}/{len(vs)} {v.name}: finished before; skipped")
         if run_tasks and (fresh or done.get(v.name) != key):  # tasks again only after new training
             run_tasks_of(run, rec.tasks, out, log=log)  # an earlier step's outputs kept in <task>/step_<N>/
-        _record_done(state_path, v.name, key, {"recipe": str(recipe), "sets": list(sets), "overrides": list(overrides),
-                                               "variants": [{"name": x.name, "overrides": x.overrides} for x in vs]})
+        _record_done(state_path, v.name, key, {"recipe": str(files[0]) if len(files) == 1 else list(map(str, files)),
+                                               "sets": list(sets), "overrides": list(overrides),
+                                               "variants": [{"name": x.name, "overrides": x.overrides}
+                                                            | ({"recipe": str(x.recipe)} if x.recipe else {})
+                                                            for x in vs]})
     if only is not None:  # the other variants may still be training (a job array): compare when all are done
         log(f"variant {only} done; once every variant has finished: gentool compare {folder}/*/")
         return result

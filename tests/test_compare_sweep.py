@@ -158,6 +158,33 @@ def test_single_values_override_every_variant_and_the_sweep_folder(tmp_path):
     assert not fresh.exists()
 
 
+def test_several_recipes_are_one_more_axis_and_one_figure(tmp_path):
+    # DDPM against flow matching: whole recipes that differ in their [process], [schedule] and [objective]
+    ddpm = _sweep_recipe(tmp_path)
+    text = ddpm.read_text(encoding="utf-8")
+    flow = tmp_path / "sw_flow.toml"
+    flow.write_text(text.replace('[schedule]\nname = "linear"\ntimesteps = 50',
+                                 '[process]\nname = "flow"\n\n[objective]\nname = "flow_matching"'),
+                    encoding="utf-8")
+    assert "flow_matching" in flow.read_text(encoding="utf-8")
+    vs = variants(parse_axes(["train.lr=1e-3,2e-4"]), [ddpm, flow])
+    assert [v.name for v in vs] == ["sw,train.lr=1e-3", "sw,train.lr=2e-4", "sw_flow,train.lr=1e-3",
+                                    "sw_flow,train.lr=2e-4"]
+    assert [v.recipe for v in vs] == [ddpm, ddpm, flow, flow]
+    result = sweep([ddpm, flow], ["train.steps=2"], progress=False, log=lambda m: None)
+    assert result.folder == tmp_path / "runs" / "sw+sw_flow"
+    assert sorted(p.name for p in result.folder.iterdir() if p.is_dir()) == ["sw", "sw_flow"]
+    labels = [r.label for r in result.comparison.runs]
+    assert len(labels) == 2 and any("flow" in label for label in labels), labels
+    assert (result.folder / "compare.png").is_file()
+    state = json.loads((result.folder / "sweep.json").read_text(encoding="utf-8"))
+    assert state["recipe"] == [str(ddpm), str(flow)] and set(state["done"]) == {"sw", "sw_flow"}
+    again = sweep([ddpm, flow], ["train.steps=2"], progress=False, log=lambda m: None)  # resumes: nothing new
+    assert again.trained == [] and sorted(again.skipped) == ["sw", "sw_flow"]
+    with pytest.raises(UsageError, match="given twice"):
+        sweep([ddpm, ddpm], [])
+
+
 def test_a_sweep_trains_each_variant_once_even_when_killed_and_restarted(tmp_path):
     recipe = _sweep_recipe(tmp_path)
     folder = tmp_path / "runs" / "sw"

@@ -11,6 +11,7 @@ The second half checks that each check catches the mistake it exists for.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -30,9 +31,16 @@ OPTIONS: dict[tuple[str, str], dict] = {
     ("denoiser", "dit"): TINY_DIT,
     ("task", "sample"): {"n": 4},
 }
-#: Keyword arguments of the check itself (not recipe options).
-CHECK_KWARGS: dict[tuple[str, str], dict] = {
+def _processes(*names: str) -> list:
+    """Built processes at their defaults (for objectives that no reference process fits)."""
+    reg = gentool.registry()
+    return [reg.get("process", n).factory() for n in names]
+
+
+#: Keyword arguments of the check itself (not recipe options); a callable gives them when the test runs.
+CHECK_KWARGS: dict[tuple[str, str], dict | Callable[[], dict]] = {
     ("feature_extractor", "gentool-cnn28"): {"image_size": 28},
+    ("objective", "edm"): lambda: {"processes": _processes("edm", "ve")},  # alpha = 1 only
 }
 #: Components whose only defaults need a download: the full check runs when
 #: the file is present, the calling convention and documentation always.
@@ -61,6 +69,7 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
     factory = gentool.registry().get(kind, name).factory
     options = dict(OPTIONS.get((kind, name), {}))
     extra = CHECK_KWARGS.get((kind, name), {})
+    extra = extra() if callable(extra) else extra
     if (kind, name) in DOWNLOADS:
         path, download_options = DOWNLOADS[(kind, name)]
         testing.check_factory(kind, factory)
@@ -90,7 +99,7 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
     elif kind == "feature_extractor":
         testing.check_feature_extractor(factory, **extra, **options)
     elif kind == "objective":
-        testing.check_objective(factory, **options)
+        testing.check_objective(factory, **extra, **options)
     elif kind == "logger":
         testing.check_logger(factory, tmp_path / "run", **options)
     elif kind == "command":

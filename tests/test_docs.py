@@ -90,14 +90,17 @@ def test_recipe_reference_lists_every_option_of_every_builtin_with_a_description
     from gentool.options import option_docs, recipe_parameters
 
     text = docs.recipe_reference(builtin_only=True)
-    sections = dict(re.findall(r"^### `([^`]+)`\n(.*?)(?=^### |^## |\Z)", text, re.S | re.M))
-    missing, undocumented = [], []
     from gentool.kinds import BY_NAME
+
+    kinds = dict(re.findall(r"^## (.*?)\n(.*?)(?=^## |\Z)", text, re.S | re.M))  # a name may recur across kinds
+    sections = {(kind.name, name): body for kind in BY_NAME.values() if kind.title in kinds
+                for name, body in re.findall(r"^### `([^`]+)`\n(.*?)(?=^### |\Z)", kinds[kind.title], re.S | re.M)}
+    missing, undocumented = [], []
 
     for c in builtin_components():
         if not BY_NAME[c.kind].options:  # a command's parameters are command-line options, not recipe options
             continue
-        section = sections.get(c.name, "")
+        section = sections.get((c.kind, c.name), "")
         reserved = BY_NAME[c.kind].reserved + BY_NAME[c.kind].supplied
         for option in [o for o in recipe_parameters(c.factory) if o not in reserved]:
             if f"| `{option}` |" not in section:

@@ -51,9 +51,17 @@ TINY: dict[tuple[str, str], dict] = {
     ("task", "guidance_sweep"): {"n": 2},
     ("task", "sample"): {"n": 4},
 }
-#: (kind, name) -> what the rest of the recipe must say for it ({table: {key: value}}).
+#: A recipe of the flow process (a continuous process takes no [schedule]; None removes a table).
+FLOW = {"schedule": None, "process": {"name": "flow"}, "objective": {"name": "flow_matching"}}
+#: (kind, name) -> what the rest of the recipe must say for it ({table: {key: value}}; None: no such table).
 NEEDS: dict[tuple[str, str], dict] = {
     ("objective", "hybrid"): {"denoiser": {"learn_sigma": True}},  # a learned variance: 2C output channels
+    ("process", "flow"): {"schedule": None, "objective": {"name": "flow_matching"}},
+    ("process", "edm"): {"schedule": None, "objective": {"name": "edm"}},
+    ("process", "ve"): {"schedule": None, "objective": {"name": "edm"}},
+    ("objective", "flow_matching"): {"schedule": None, "process": {"name": "flow"}},
+    ("objective", "edm"): {"schedule": None, "process": {"name": "edm"}},
+    ("sampler", "midpoint"): FLOW,  # needs the process's derivatives(t): not the discrete chain
 }
 #: Kinds whose runs are class-conditional (class_grid and guidance_sweep need labels).
 CONDITIONAL = ("conditioner", "task")
@@ -102,7 +110,10 @@ def recipe_for(kind: str, name: str, tmp: Path, monkeypatch) -> dict:
                     "in TINY of tests/test_round_trip.py (or a data writer in tests/_data_files.py)")
     recipe = base_recipe(tmp / "runs", conditional=kind in CONDITIONAL)
     for table, keys in NEEDS.get((kind, name), {}).items():
-        recipe[table] = {**recipe.get(table, {}), **keys}
+        if keys is None:
+            recipe.pop(table, None)
+        else:
+            recipe[table] = {**recipe.get(table, {}), **keys}
     spec = {"name": name, **options}
     if kind == "task":
         recipe["tasks"] = [spec]

@@ -10,7 +10,8 @@ import typer
 
 
 def sweep(
-    recipe: Path = typer.Argument(..., help="Recipe TOML file."),
+    recipes: List[Path] = typer.Argument(..., help="Recipe TOML file(s); several are one more axis of the sweep "
+                                         "(e.g. DDPM, flow matching and EDM recipes side by side)."),
     set_: List[str] = typer.Option([], "--set", help="KEY=A,B,...: one sweep axis (TOML values, comma-separated; "
                                    "a single value overrides every variant). Variants are the product of the axes."),
     variant: Optional[int] = typer.Option(None, "--variant", help="Run only this variant (0-based), e.g. a job "
@@ -21,6 +22,9 @@ def sweep(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON at the end."),
 ) -> None:
     """Train the product of --set variants into <output_dir>/<name>/<variant>, one after another, then compare.
+
+    Several recipe files are one more axis: each variant is one of them (with the --set values), in
+    <output_dir>/<stem1+stem2+...>/<stem,...>.
 
     Stopped (Ctrl-C, a killed job), the same command skips the finished
     variants and resumes the interrupted one. In parallel: one process (or
@@ -33,7 +37,7 @@ def sweep(
     from gentool_commands.compare import print_comparison
 
     from gentool import stderr as err  # the bars' console: a line logged during a live bar goes above it
-    result = run_sweep(recipe, set_, only=variant, device=device, run_tasks=tasks, compare_svg=svg,
+    result = run_sweep(recipes[0] if len(recipes) == 1 else recipes, set_, only=variant, device=device, run_tasks=tasks, compare_svg=svg,
                        log=lambda m: err.print(m, highlight=False, soft_wrap=True, markup=False))
     if not env().main:
         return

@@ -8,7 +8,8 @@ import gentool
 from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {
-    "ancestral": ".ancestral", "ddim": ".ddim", "dpmpp_2m": ".dpm_solver", "euler": ".karras", "heun": ".karras"})
+    "ancestral": ".ancestral", "ddim": ".ddim", "dpmpp_2m": ".dpm_solver", "euler": ".karras", "heun": ".karras",
+    "midpoint": ".midpoint", "euler_ancestral": ".stochastic", "dpmpp_2m_sde": ".stochastic"})
 
 
 @gentool.hookimpl
