@@ -74,6 +74,7 @@ _LAZY: dict[str, str | tuple[str, str]] = {
     "run_sweep": ("gentool.sweep", "sweep"),
     "run_compare": ("gentool.compare", "compare"),
     "reconstruct_ema": ("gentool.engine.phema_files", "reconstruct"),
+    "export_weights": "gentool.engine.export",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly

@@ -119,6 +119,7 @@ def _train_split(meta: Run) -> str:
 def run_recipe(
     path: str | Path,
     *,
+    data: dict[str, Any] | None = None,
     overrides: list[str] = (),
     resume: bool = True,
     force: bool = False,
@@ -133,11 +134,12 @@ def run_recipe(
     ``on_task(name, result)`` is called as each task finishes (``gentool run``
     prints its files then, not all of them after the last task). Under
     ``torchrun`` each process trains on its own device (``cuda:LOCAL_RANK``)
-    and only rank 0 runs the tasks.
+    and only rank 0 runs the tasks. ``data`` is the recipe's TOML data when it is not read from ``path`` (which
+    then only names it in messages; ``gentool distill`` composes its recipe so).
     """
     from gentool.engine.train import train  # the training stack loads only when training starts
 
-    recipe = load_recipe(path, overrides=list(overrides))
+    recipe = load_recipe(path, data=data, overrides=list(overrides))
     run = build(recipe, device=distributed.local_device(device or recipe.run.device))
     result = RunResult(run)
     main = distributed.env().main  # rank 0 writes, so rank 0 holds the lock

@@ -16,10 +16,25 @@ The modules (and torch) are imported when a hook runs or a name is first used.
 import gentool
 from gentool import lazy_names
 
-_load, __getattr__ = lazy_names(globals(), {"progressive": ".progressive"})
+_load, __getattr__ = lazy_names(globals(), {
+    "progressive": ".progressive", "consistency": ".consistency", "ect": ".consistency", "reflow": ".reflow"})
 
 
 @gentool.hookimpl
 def gentool_register_objectives(register):
-    names = _load()
-    register("progressive", names["progressive"])
+    for name, factory in _load().items():
+        register(name, factory)
+
+
+@gentool.hookimpl
+def gentool_register_samplers(register):
+    from gentool_distill.sampler import consistency  # imports torch: only when the samplers are asked for
+
+    register("consistency", consistency)
+
+
+@gentool.hookimpl
+def gentool_register_commands(register):
+    from gentool_distill.command import distill  # typer only; torch loads when the command runs
+
+    register("distill", distill)

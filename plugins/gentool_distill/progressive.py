@@ -180,7 +180,7 @@ class Progressive:
                 f"{self.teacher_steps}, rounds={self.rounds}, steps_per_round={self.steps_per_round})")
 
 
-def refuse(teacher: Any) -> str | None:
+def refuse(teacher: Any, method: str = "progressive") -> str | None:
     """Why a trained run cannot be distilled progressively (None: it can)."""
     why = variance_preserving(teacher.process)
     if why:
@@ -235,3 +235,20 @@ def progressive(
     if not 0.0 <= p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
     return Progressive(str(teacher), prediction, teacher_steps, rounds, steps_per_round, weighting, float(p_uncond))
+
+
+# -- gentool distill ------------------------------------------------------------------------------------
+
+def objective_options(teacher: Any, method: str) -> dict[str, Any]:
+    return {"prediction": str(teacher.model.parameterisation.name)}
+
+
+def train_steps(options: dict[str, Any]) -> int:
+    """rounds x steps_per_round."""
+    return int(options.get("rounds", 5)) * int(options.get("steps_per_round", 1000))
+
+
+def sampler(options: dict[str, Any]) -> dict[str, Any]:
+    """DDIM (eta = 0) on the final student's grid: teacher_steps / 2^rounds steps, ``trailing``."""
+    steps = int(options.get("teacher_steps", 64)) >> int(options.get("rounds", 5))
+    return {"name": "ddim", "steps": max(steps, 1), "spacing": SPACING, "eta": 0.0}

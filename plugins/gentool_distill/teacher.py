@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 import gentool
-from gentool import Denoised, RecipeError, call_network
+from gentool import Denoised, RecipeError, call_network, parameterisation_of
 
 #: the teacher's copy in the distilled run directory
 TEACHER_FILE = "teacher.safetensors"
@@ -86,6 +86,28 @@ def same_process(teacher: Any, run: Any) -> str | None:
         if mine.get(table) != theirs.get(table):
             return (f"the teacher was trained with [{table}] {theirs.get(table)} and this run has {mine.get(table)}; "
                     "a student learns its teacher's process, so the tables must be the same")
+    return None
+
+
+def inner_parameterisation(table: dict[str, Any]) -> Any:
+    """The parameterisation of the teacher's objective (its recipe table ``{name, options...}``)."""
+    if not table or "name" not in table:
+        raise ValueError("teacher_objective must be the teacher's [objective] table (gentool distill copies it)")
+    options = {k: v for k, v in table.items() if k != "name"}
+    try:
+        objective = gentool.registry().get("objective", table["name"]).factory(**options)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"teacher_objective: {exc}") from None
+    return parameterisation_of(objective)
+
+
+
+def same_objective(teacher: Any, table: dict[str, Any]) -> str | None:
+    """Why ``table`` (``objective.teacher_objective``) is not the teacher's [objective] (None: it is)."""
+    theirs = teacher.recipe.objective.to_dict()
+    if theirs != dict(table):
+        return (f"its [objective] is {theirs}, and objective.teacher_objective says {dict(table)}; they must be the "
+                "same (the student keeps the teacher's parameterisation)")
     return None
 
 
