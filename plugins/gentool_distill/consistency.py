@@ -37,7 +37,7 @@ from torch import Tensor
 from gentool import Affine, Denoised, RecipeError, karras_sigmas
 from gentool_distill.grids import nearest
 from gentool_distill.teacher import (Teacher, check_student_labels, drop_labels, inner_parameterisation,
-                                     load_teacher_run, same_objective, same_process, sigma_process, start_from)
+                                     load_teacher_run, same_parameterisation, same_process, sigma_process, start_from)
 
 
 def sigma_of(process: Any, t: Tensor, x: Tensor) -> Tensor:
@@ -130,7 +130,7 @@ class ConsistencyObjective:
         self._run = run
         check_student_labels(run)
         base = self._base(run.device)
-        why = same_process(base, run) or refuse_model(base, self.teacher_objective)
+        why = same_process(base, run) or refuse_model(base, self.parameterisation.inner)
         if why:
             raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
         self._teacher = Teacher(base.sampling_model, run.process)
@@ -244,12 +244,12 @@ class ConsistencyTuning(ConsistencyObjective):
         return f"ConsistencyTuning(teacher={self.teacher!r}, q={self.q}, stage_steps={self.stage_steps})"
 
 
-def refuse_model(teacher: Any, teacher_objective: dict | None = None) -> str | None:
-    """Why a trained run cannot be made a consistency model (None: it can)."""
+def refuse_model(teacher: Any, inner: Any = None) -> str | None:
+    """Why a trained run cannot be made a consistency model whose D is ``inner`` (None: it can)."""
     why = sigma_process(teacher.process)
-    if why or teacher_objective is None:
+    if why or inner is None:
         return why
-    return same_objective(teacher, teacher_objective)
+    return same_parameterisation(teacher, inner)
 
 
 def _common(teacher, teacher_objective, sigma_min, distance, huber_c, weighting, sigma_data, p_uncond) -> dict:

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from gentool import RecipeError
 from gentool_distill.teacher import (Teacher, check_student_labels, drop_labels, inner_parameterisation, linear_path,
-                                     load_teacher_run, same_objective, same_process, start_from)
+                                     load_teacher_run, same_parameterisation, same_process, start_from)
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ class Reflow:
         self._run = run
         check_student_labels(run)
         base = self._base(run.device)
-        why = same_process(base, run) or refuse(base) or same_objective(base, self.teacher_objective)
+        why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
         if why:
             raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
         self._teacher = Teacher(base.sampling_model, run.process)

@@ -102,12 +102,18 @@ def inner_parameterisation(table: dict[str, Any]) -> Any:
 
 
 
-def same_objective(teacher: Any, table: dict[str, Any]) -> str | None:
-    """Why ``table`` (``objective.teacher_objective``) is not the teacher's [objective] (None: it is)."""
-    theirs = teacher.recipe.objective.to_dict()
-    if theirs != dict(table):
-        return (f"its [objective] is {theirs}, and objective.teacher_objective says {dict(table)}; they must be the "
-                "same (the student keeps the teacher's parameterisation)")
+def described(param: Any) -> dict[str, Any]:
+    """What a parameterisation is: its ``describe()`` (name and options, e.g. EDM's sigma_data), else its name."""
+    fn = getattr(param, "describe", None)
+    return dict(fn()) if callable(fn) else {"name": str(getattr(param, "name", type(param).__name__))}
+
+
+def same_parameterisation(teacher: Any, param: Any) -> str | None:
+    """Why the teacher's network output differs from ``param``, the one the student keeps (None: the same)."""
+    theirs, mine = described(teacher.model.parameterisation), described(param)
+    if theirs != mine:
+        return (f"its network outputs {theirs}, and objective.teacher_objective gives {mine}; set teacher_objective "
+                "to the teacher's [objective] table (the student keeps the teacher's parameterisation)")
     return None
 
 

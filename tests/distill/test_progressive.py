@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _rig import close_to_data, install, moments, set_exact, write
+from _distill import close_to_data, install, moments, set_exact, write
 
 import gentool
 from gentool import plugins

@@ -1,10 +1,10 @@
-"""The distillation tests' rig: Gaussian data, a network per-pixel affine in x with time-dependent coefficients,
-and a teacher that is that network set to the exact answer.
+"""The distillation tests' rig: Gaussian data, a network linear in x with a time-dependent coefficient, and a
+teacher that is that network set to the exact answer.
 
 Data N(0, S^2) per pixel: x_t = alpha x_0 + sigma eps is Gaussian, so E[x_0 | x_t] and E[eps | x_t] are
 linear in x_t (the coefficients of :func:`gentool.testing.gaussian_denoise_fn`), and so is every
-parameterisation's output. :class:`Knots` computes out = a(c) x_in + b(c), a and b piecewise linear in the
-noise label c between knots: set to the exact coefficient at each knot it is the exact teacher there, and the
+parameterisation's output. :class:`Knots` computes out = a(c) x_in, a piecewise linear in the noise label c
+between knots: set to the exact coefficient at each knot it is the exact teacher there, and the
 same network, trained, is a student that can represent the exact few-step solution at its grid's times.
 """
 
@@ -49,7 +49,7 @@ def gaussian(split: str, *, n: int = 512, image_size: int = 4, channels: int = 1
 
 
 class Knots(nn.Module):
-    """out = a(c) x_in + b(c) with a, b piecewise linear in the noise label c between ``knots``."""
+    """out = a(c) x_in with a piecewise linear in the noise label c between ``knots`` (zero-mean data: no offset)."""
 
     cond_dim = None
 
@@ -57,22 +57,19 @@ class Knots(nn.Module):
         super().__init__()
         self.register_buffer("knots", torch.tensor(sorted(knots), dtype=torch.float64))
         self.a = nn.Parameter(torch.zeros(len(knots)))
-        self.b = nn.Parameter(torch.zeros(len(knots)))
         self.image_shape = (channels, image_size, image_size)
 
-    def coefficients(self, c: Tensor) -> tuple[Tensor, Tensor]:
+    def coefficient(self, c: Tensor) -> Tensor:
         k = self.knots
         if len(k) == 1:
-            return self.a.expand(c.shape[0]), self.b.expand(c.shape[0])
+            return self.a.expand(c.shape[0])
         hi = torch.searchsorted(k, c.double().contiguous()).clamp(1, len(k) - 1)
         lo = hi - 1
         w = ((c.double() - k[lo]) / (k[hi] - k[lo])).clamp(0, 1).float()
-        return self.a[lo] * (1 - w) + self.a[hi] * w, self.b[lo] * (1 - w) + self.b[hi] * w
+        return self.a[lo] * (1 - w) + self.a[hi] * w
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: Tensor | None = None) -> Tensor:
-        a, b = self.coefficients(c_noise)
-        shape = (-1, *[1] * (x.ndim - 1))
-        return a.reshape(shape) * x + b.reshape(shape)
+        return self.coefficient(c_noise).reshape(-1, *[1] * (x.ndim - 1)) * x
 
 
 def knots(*, knots: list[float] = [0.0, 1.0], image_size: int = 4, channels: int = 1) -> Knots:  # noqa: B006
@@ -130,7 +127,6 @@ def set_exact(run, times: list[float]) -> None:
         assert torch.allclose(net.knots, torch.tensor(labels, dtype=torch.float64)[order]), "knots != the times"
         with torch.no_grad():
             net.a.copy_(torch.tensor(a)[order])
-            net.b.zero_()
 
 
 def write(path: Path, data: dict) -> Path:
@@ -145,3 +141,24 @@ def moments(x: Tensor) -> tuple[float, float]:
 def close_to_data(x: Tensor, tol: float) -> bool:
     mean, std = moments(x)
     return abs(mean) < 0.03 and abs(std - S) < tol * S and math.isfinite(std)
+
+
+def exact_consistency(sigma: float, sigma_min: float = 0.002) -> float:
+    """The consistency function of data N(0, S^2) on x = x_0 + sigma eps: f(x, sigma) = x sqrt(eps^2 + S^2) /
+    sqrt(sigma^2 + S^2) (the probability-flow ODE scales x by the marginal's standard deviation)."""
+    return math.sqrt(sigma_min**2 + S**2) / math.sqrt(sigma**2 + S**2)
+
+
+def gaussian_consistency_fn(process, std: float = S, counter: list[int] | None = None, sigma_min: float = 0.002):
+    """``denoise(x_t, t) -> Denoised`` whose x0 is the exact consistency function of data N(0, std^2), on any
+    alpha = 1 process (for the consistency sampler's contract check)."""
+    from gentool import Denoised, as_batch
+
+    def denoise(x_t: Tensor, t) -> Denoised:
+        if counter is not None:
+            counter[0] += 1
+        sigma = process.sigma(as_batch(x_t, t, process)).double().reshape(-1, *[1] * (x_t.ndim - 1))
+        f = x_t.double() * math.sqrt(sigma_min**2 + std**2) / (sigma**2 + std**2).sqrt()
+        return Denoised(f.to(x_t.dtype), ((x_t.double() - f) / sigma).to(x_t.dtype))
+
+    return denoise
