@@ -373,7 +373,8 @@ def _moments_ok(x: Tensor, who: str, what: str, tol: float) -> None:
 
 
 def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float = 0.15,
-                  processes: list[Any] | None = None, **options: Any) -> None:
+                  processes: list[Any] | None = None, exact: Callable[..., Any] | None = None,
+                  **options: Any) -> None:
     """A sampler is reproducible, honours steps/t_start/callback and samples correctly, on every process it supports.
 
     On each of ``processes`` (default :func:`reference_processes`: the
@@ -388,6 +389,9 @@ def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float
     at ``t_start`` and the data end as the last ``t_next``; a tensor returned by
     the callback replaces the state. A sampler of the older ``eps_fn``
     convention (:mod:`gentool.legacy`) is checked on the discrete chain only.
+    ``exact(process, counter=...)`` replaces :func:`gaussian_denoise_fn` for a
+    sampler of another kind of model (a consistency model's sampler gets the
+    exact consistency function of the same data).
     """
     from gentool.compat import sampler_fits
     from gentool.legacy import adapt, is_legacy_sampler
@@ -404,7 +408,7 @@ def check_sampler(sampler: Callable[..., Tensor], *, steps: int = 10, tol: float
     for process in processes if processes is not None else reference_processes():
         if sampler_fits(sampler, process):
             continue
-        _check_on(fn, process, who, steps, tol)
+        _check_on(fn, process, who, steps, tol, exact or gaussian_denoise_fn)
         ran += 1
     _require(ran > 0, who, "supports none of the reference processes")
 
@@ -416,12 +420,12 @@ def _check_legacy_signature(sampler) -> None:
     _require(not missing, f"sampler {_label(sampler)}", f"must accept the keyword-only parameters {missing}")
 
 
-def _check_on(fn, process, who: str, steps: int, tol: float) -> None:
+def _check_on(fn, process, who: str, steps: int, tol: float, exact: Callable[..., Any]) -> None:
     from gentool.reverse import data_time
 
     who = f"{who} on {type(process).__name__}"
     nfe = [0]
-    denoise = gaussian_denoise_fn(process, counter=nfe)
+    denoise = exact(process, counter=nfe)
     x_T = torch.randn(512, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * float(process.prior_std)
     x_keep = x_T.clone()
 

@@ -162,3 +162,41 @@ def gaussian_consistency_fn(process, std: float = S, counter: list[int] | None =
         return Denoised(f.to(x_t.dtype), ((x_t.double() - f) / sigma).to(x_t.dtype))
 
     return denoise
+
+
+#: the teachers of the contract checks: (process table, objective table) per distillation method
+CONTRACT_TEACHERS = {
+    "progressive": ({"name": "vp"}, {"name": "ddpm", "prediction": "v"}),
+    "consistency": ({"name": "edm"}, {"name": "edm"}),
+    "ect": ({"name": "edm"}, {"name": "edm"}),
+    "reflow": ({"name": "flow"}, {"name": "flow_matching"}),
+}
+_TEACHERS: dict[str, str] = {}
+
+
+def contract_teacher(method: str) -> dict[str, Any]:
+    """Options of a distillation objective for :func:`gentool.testing.check_objective`: a tiny teacher trained one
+    step with ``gentool.run_recipe`` (2 channels of 6x6, the check's batch), once a process, and its objective."""
+    import tempfile
+
+    process, objective = CONTRACT_TEACHERS[method]
+    if method not in _TEACHERS:
+        out = Path(tempfile.mkdtemp(prefix="gentool-teacher-"))
+        data = {
+            "run": {"name": method, "output_dir": out.as_posix(), "device": "cpu", "seed": 0},
+            "data": {"name": "toy", "n": 8, "image_size": 6, "channels": 2},
+            "process": process, "objective": objective,
+            "denoiser": {"name": "unet", "in_channels": 2, "image_size": 6, "channels": 32, "channel_mult": [1],
+                         "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0},
+            "train": {"steps": 1, "batch_size": 4, "checkpoint_every": 1, "preview_every": 0},
+        }
+        if process["name"] == "vp":
+            data["schedule"] = {"name": "linear", "timesteps": 200}
+        with torch.random.fork_rng(devices=[]):
+            gentool.run_recipe(write(out / f"{method}.toml", data), run_tasks=False, progress=False,
+                               log=lambda m: None)
+        _TEACHERS[method] = (out / method).as_posix()
+    options = {"teacher": _TEACHERS[method]}
+    if method != "progressive":
+        options["teacher_objective"] = objective
+    return options

@@ -18,6 +18,7 @@ import torch
 
 import gentool
 from _data_files import DATA_FILES
+from _distill import contract_teacher, gaussian_consistency_fn
 from gentool import testing
 from gentool.interfaces import KINDS
 from gentool.plugins import registry, state
@@ -41,6 +42,12 @@ def _processes(*names: str) -> list:
 CHECK_KWARGS: dict[tuple[str, str], dict | Callable[[], dict]] = {
     ("feature_extractor", "gentool-cnn28"): {"image_size": 28},
     ("objective", "edm"): lambda: {"processes": _processes("edm", "ve")},  # alpha = 1 only
+    # the distillations: a tiny trained teacher each (tests/_distill.py); consistency models on alpha = 1 only
+    ("objective", "progressive"): lambda: contract_teacher("progressive"),
+    ("objective", "consistency"): lambda: {**contract_teacher("consistency"), "processes": _processes("edm")},
+    ("objective", "ect"): lambda: {**contract_teacher("ect"), "processes": _processes("edm")},
+    ("objective", "reflow"): lambda: contract_teacher("reflow"),
+    ("sampler", "consistency"): lambda: {"processes": _processes("edm", "ve"), "exact": gaussian_consistency_fn},
 }
 #: Components whose only defaults need a download: the full check runs when
 #: the file is present, the calling convention and documentation always.
@@ -89,7 +96,7 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
         testing.check_factory(kind, factory)
         testing.check_conditioner(factory(64, **testing._resolve(kind, factory, options)), 64)
     elif kind == "sampler":
-        testing.check_sampler(factory, **options)
+        testing.check_sampler(factory, **extra, **options)
     elif kind == "task":
         testing.check_task(factory, testing.tiny_run(tmp_path / "runs"), out_dir=tmp_path / "out", **options)
     elif kind == "data_source":
