@@ -1,0 +1,88 @@
+"""``gentool distill``: one-line refusals of what a method cannot distil, and the distilled recipe it writes."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from _distill import contract_teacher
+from typer.testing import CliRunner
+
+from gentool import ComponentSpec
+from gentool.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def distill(*args: str):
+    result = CliRunner().invoke(app, ["distill", *map(str, args)])
+    lines = [line for line in result.output.splitlines() if line.strip() and not line.startswith("warning:")]
+    return result, lines
+
+
+def refused(lines: list[str], *words: str) -> None:
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(lines), lines
+    assert all(w in errors[0] for w in words), errors[0]
+
+
+@pytest.mark.parametrize("method, teacher, words", [
+    ("progressive", "eps", ["predicts 'eps'", "v or x0", 'prediction = "v"']),
+    ("progressive", "consistency", ["variance-preserving", "alpha^2 + sigma^2"]),
+    ("consistency", "eps", ["x_t = x_0 + sigma eps", "alpha = 0.", '"edm"']),
+    ("ect", "reflow", ["x_t = x_0 + sigma eps", '"edm"']),
+    ("reflow", "eps", ["(1 - t) x_0 + t eps", '"flow"']),
+    ("reflow", "consistency", ["(1 - t) x_0 + t eps", '"flow"']),
+])
+def test_a_run_the_method_cannot_distil_is_refused_in_one_line(trained_toy, method, teacher, words):
+    run = trained_toy.run_dir if teacher == "eps" else contract_teacher(teacher)["teacher"]
+    result, lines = distill(run, "--method", method)
+    assert result.exit_code == 2
+    refused(lines, f"cannot distil it with --method {method}", *words)
+
+
+def test_a_run_directory_without_a_checkpoint_is_refused(trained_toy, tmp_path):
+    run_dir = shutil.copytree(trained_toy.run_dir, tmp_path / "untrained")
+    shutil.rmtree(run_dir / "checkpoints")
+    result, lines = distill(run_dir, "--method", "progressive")
+    assert result.exit_code == 2
+    refused(lines, "no checkpoint", "gentool run")
+    assert not (tmp_path / "untrained_progressive").exists()  # nothing written
+    result, lines = distill(tmp_path / "nowhere", "--method", "progressive")
+    refused(lines, "no such run directory")
+    result, lines = distill(trained_toy.run_dir, "--method", "distil")
+    refused(lines, "--method 'distil'", "progressive, consistency, ect, reflow")
+
+
+def test_check_prints_the_distilled_recipe_and_writes_nothing(tmp_path):
+    teacher = contract_teacher("progressive")["teacher"]
+    result, lines = distill(teacher, "--method", "progressive", "--check", "--set", "objective.rounds=3")
+    assert result.exit_code == 0, result.output
+    recipe = tomllib.loads("\n".join(line for line in result.stdout.splitlines()))
+    assert recipe["objective"]["name"] == "progressive" and recipe["objective"]["prediction"] == "v"
+    assert recipe["objective"]["teacher"].endswith("progressive_progressive/teacher.safetensors")
+    assert recipe["train"]["steps"] == 3 * 1000  # rounds x steps_per_round
+    assert recipe["sampler"] == {"name": "ddim", "guidance": 0.0, "steps": 64 // 2**3, "eta": 0.0,
+                                 "clip_denoised": True, "spacing": "trailing"}
+    assert not (Path(teacher).parent / "progressive_progressive").exists()
+
+
+def test_the_distilled_recipe_moves_label_dropout_and_keeps_the_tasks_that_start_from_noise(trained_toy):
+    from gentool_distill.recipes import distilled_recipe
+
+    tasks = [ComponentSpec("sample", {"n": 4, "steps": 10, "sampler": "ancestral"}),
+             ComponentSpec("inpaint", {"indices": [0]})]
+    teacher = SimpleNamespace(recipe=replace(trained_toy.recipe, tasks=tasks), model=trained_toy.model,
+                              process=trained_toy.process)
+    data, notes = distilled_recipe(teacher, "progressive", "student", {"rounds": 2, "teacher_steps": 16})
+    assert data["conditioner"]["p_uncond"] == 0.0 and data["objective"]["p_uncond"] == 0.2  # the teacher's
+    assert data["run"]["name"] == "student" and data["run"]["output_dir"] == trained_toy.recipe.run.output_dir
+    assert data["tasks"] == [{"name": "sample", "n": 4}]  # its own steps and sampler give way to [sampler]
+    assert len(notes) == 1 and "'inpaint' is left out" in notes[0]
+    assert data["sampler"]["steps"] == 4 and data["train"]["preview_steps"] == 4
+    for table in ("data", "schedule", "denoiser"):
+        assert data[table] == trained_toy.recipe.to_dict()[table]
