@@ -163,7 +163,10 @@ def gentool_register_objectives(register):
     ``draw(process, x0, generator) -> (t, noise)`` and
     ``loss(net, process, x0, labels, t, noise) -> (per_example_loss, extras)``;
     see :class:`gentool.Objective`. The engine, the test loss, ``gentool eval``
-    and ``gentool bench`` all train and measure through it.
+    and ``gentool bench`` all train and measure through it. An objective that
+    needs the run (a distillation's teacher) may have ``start(run, fresh=...)``,
+    and one with state between steps ``state_dict()``/``load_state_dict()``,
+    which checkpoints keep.
 
     :param register: ``register(name, factory)``.
     """

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from gentool import Affine, Denoised, RecipeError, karras_sigmas
 from gentool_distill.grids import nearest
-from gentool_distill.teacher import (Teacher, check_student_labels, drop_labels, inner_parameterisation,
+from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation,
                                      load_teacher_run, same_parameterisation, same_process, sigma_process, start_from)
 
 
@@ -111,6 +111,7 @@ class ConsistencyObjective:
         self.parameterisation = Consistency(inner_parameterisation(self.teacher_objective), sigma_min)
         self.sigma_min, self.distance, self.huber_c = sigma_min, distance, huber_c
         self.weighting, self.sigma_data, self.p_uncond = weighting, sigma_data, p_uncond
+        self.guidance = 0.0  # the teacher's classifier-free guidance (consistency distillation's option)
         self._run: Any = None
         self._given: Any = None
         self._teacher: Teacher | None = None
@@ -133,13 +134,13 @@ class ConsistencyObjective:
         why = same_process(base, run) or refuse_model(base, self.parameterisation.inner)
         if why:
             raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
-        self._teacher = Teacher(base.sampling_model, run.process)
+        self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
         if fresh:
             start_from(run, base.sampling_model)
 
     def teacher_model(self, process: Any, device: torch.device) -> Teacher:
         if self._teacher is None:  # outside the train loop (a check, a benchmark)
-            self._teacher = Teacher(self._base(device).sampling_model, process)
+            self._teacher = Teacher(self._base(device).sampling_model, process, self.guidance)
         return self._teacher
 
     def loss(self, net, process: Any, x0: Tensor, labels: Tensor | None, t: Tensor,
@@ -172,9 +173,9 @@ class ConsistencyObjective:
 class ConsistencyDistillation(ConsistencyObjective):
     """Song et al. (2023), Algorithm 2: adjacent levels of the Karras grid, x_r by the teacher's ODE step."""
 
-    def __init__(self, n: int, rho: float, solver: str, **common: Any) -> None:
+    def __init__(self, n: int, rho: float, solver: str, guidance: float, **common: Any) -> None:
         super().__init__(**common)
-        self.n, self.rho, self.solver = n, rho, solver
+        self.n, self.rho, self.solver, self.guidance = n, rho, solver, guidance
         self._grid: tuple[Tensor, Tensor] | None = None
 
     def grid(self, process: Any) -> tuple[Tensor, Tensor]:
@@ -278,6 +279,7 @@ def consistency(
     weighting: Literal["uniform", "edm"] = "uniform",
     sigma_data: float = 0.5,
     p_uncond: float = 0.0,
+    guidance: float = 0.0,
 ) -> ConsistencyDistillation:
     """Consistency distillation (Song et al. 2023, Algorithm 2) of a model of an alpha = 1 process.
 
@@ -302,12 +304,17 @@ def consistency(
         sigma_data: the data's standard deviation in the ``edm`` weighting.
         p_uncond: probability of the null label for teacher and student alike (a
             class-conditional teacher's conditioner p_uncond, moved here by ``gentool distill``).
+        guidance: the teacher's classifier-free guidance weight w in its ODE steps
+            (the student learns the guided trajectories and samples unguided, as
+            Luo et al. 2023's latent consistency models); ``gentool distill`` sets
+            it to the teacher's [sampler] guidance.
     """
+    check_guidance(guidance)
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not rho > 0:
         raise ValueError(f"rho must be a positive number, got {rho!r}")
-    return ConsistencyDistillation(n, float(rho), solver, **_common(teacher, teacher_objective, sigma_min, distance,
+    return ConsistencyDistillation(n, float(rho), solver, float(guidance), **_common(teacher, teacher_objective, sigma_min, distance,
                                                                     huber_c, weighting, sigma_data, p_uncond))
 
 

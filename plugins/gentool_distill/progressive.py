@@ -31,7 +31,7 @@ from torch import Tensor
 
 from gentool import RecipeError, VPrediction, X0Prediction
 from gentool_distill.grids import data_end, nearest, scales, time_tensor
-from gentool_distill.teacher import (Teacher, check_student_labels, drop_labels, load_teacher_run, same_process,
+from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, load_teacher_run, same_process,
                                      start_from, variance_preserving)
 
 PREDICTIONS = {"v": VPrediction(), "x0": X0Prediction()}
@@ -57,9 +57,10 @@ class Progressive:
     learned_variance = False
 
     def __init__(self, teacher: str, prediction: str, teacher_steps: int, rounds: int, steps_per_round: int,
-                 weighting: str, p_uncond: float) -> None:
+                 weighting: str, p_uncond: float, guidance: float) -> None:
         self.teacher, self.prediction, self.teacher_steps = teacher, prediction, teacher_steps
         self.rounds, self.steps_per_round, self.weighting, self.p_uncond = rounds, steps_per_round, weighting, p_uncond
+        self.guidance = guidance
         self.parameterisation = PREDICTIONS[prediction]
         self.round = 0  # the round the current teacher belongs to
         self._run: Any = None
@@ -109,7 +110,7 @@ class Progressive:
             why = same_process(base, run) or refuse(base)
             if why:
                 raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
-            self._teacher = Teacher(base.sampling_model, run.process)
+            self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
             if fresh:
                 start_from(run, base.sampling_model)
 
@@ -155,7 +156,7 @@ class Progressive:
              noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """w(lambda_t) |x~ - x_theta(z_t)|^2 averaged over pixels, float32 ``[B]`` (Algorithm 2)."""
         if self._teacher is None:  # called outside the train loop (a check, a benchmark): round 0's teacher
-            self._teacher = Teacher(self._base(x0.device).sampling_model, process)
+            self._teacher = Teacher(self._base(x0.device).sampling_model, process, self.guidance)
         student, teacher = self.grids(process, x0.device)
         i = nearest(t, student)
         t = student[i]  # a time off the grid (the test loss) is taken at the nearest student time
@@ -202,6 +203,7 @@ def progressive(
     steps_per_round: int = 1000,
     weighting: Literal["truncated_snr", "snr_plus_one"] = "truncated_snr",
     p_uncond: float = 0.0,
+    guidance: float = 0.0,
 ) -> Progressive:
     """Progressive distillation (Salimans and Ho 2022): each round halves the DDIM steps of the sampler.
 
@@ -225,6 +227,10 @@ def progressive(
         p_uncond: probability of the null label for teacher and student alike (a
             class-conditional teacher's classifier-free guidance; its
             conditioner's p_uncond, which ``gentool distill`` moves here).
+        guidance: the first teacher's classifier-free guidance weight w (a
+            class-conditional teacher): the students learn the guided sampler
+            and sample unguided (Meng et al. 2023, for one w); ``gentool
+            distill`` sets it to the teacher's [sampler] guidance.
     """
     for name, value in (("teacher_steps", teacher_steps), ("rounds", rounds), ("steps_per_round", steps_per_round)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -234,7 +240,9 @@ def progressive(
                          "round halves the steps, down to teacher_steps / 2^rounds")
     if not 0.0 <= p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
-    return Progressive(str(teacher), prediction, teacher_steps, rounds, steps_per_round, weighting, float(p_uncond))
+    check_guidance(guidance)
+    return Progressive(str(teacher), prediction, teacher_steps, rounds, steps_per_round, weighting, float(p_uncond),
+                       float(guidance))
 
 
 # -- gentool distill ------------------------------------------------------------------------------------

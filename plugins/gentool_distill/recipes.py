@@ -8,7 +8,9 @@ settings, the sampling tasks), except:
   teacher and the student alike) and becomes 0;
 * ``[train] steps``: the method's (progressive: rounds x steps_per_round);
 * ``[sampler]``: the student's few-step sampler; the tasks' own sampling options are removed (they use it),
-  and tasks that sample from a state other than pure noise (inpainting, interpolation, ...) are left out.
+  and tasks that sample from a state other than pure noise (inpainting, interpolation, ...) are left out;
+* a guided teacher's ``[sampler] guidance`` w moves to ``objective.guidance`` (the student learns the guided
+  sampler and samples unguided) for the methods whose targets come from the teacher's sampler (all but ``ect``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from gentool_distill.teacher import TEACHER_FILE
 
 #: method -> the module of its objective (refuse, objective_options, train_steps, sampler)
 METHODS = {"progressive": "progressive", "consistency": "consistency", "ect": "consistency", "reflow": "reflow"}
+#: the methods whose teacher samples with its [sampler] guidance, baked into the student (which then samples unguided)
+GUIDED = ("progressive", "consistency", "reflow")
 #: the tasks that start from pure noise: they make sense for a few-step student
 TASKS = ("sample", "class_grid", "guidance_sweep", "animate")
 #: a task's options that choose how it samples (the distilled run's [sampler] decides)
@@ -53,12 +57,16 @@ def distilled_recipe(teacher: Any, method: str, name: str, options: dict[str, An
     if "conditioner" in data and "p_uncond" in data["conditioner"]:
         objective["p_uncond"] = data["conditioner"]["p_uncond"]
         data["conditioner"]["p_uncond"] = 0.0
+    guided = {k: v for k, v in data.get("sampler", {}).items() if k.startswith("guidance")}
+    if method in GUIDED and guided.get("guidance"):  # the teacher's w moves into the student
+        objective["guidance"] = guided.pop("guidance")
+        guided = {}
     data["objective"] = objective
     resolved = {**objective, **(options or {})}
     data["train"]["steps"] = method_module.train_steps(resolved)
     few = method_module.sampler(resolved)
     data["train"]["preview_steps"] = few["steps"]
-    data["sampler"] = {**few, **{k: v for k, v in data.get("sampler", {}).items() if k.startswith("guidance")}}
+    data["sampler"] = {**few, **guided}
     if data.get("eval"):
         data["eval"]["sampler"], data["eval"]["steps"] = "", 0
     notes, tasks = [], []

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from gentool import RecipeError
-from gentool_distill.teacher import (Teacher, check_student_labels, drop_labels, inner_parameterisation, linear_path,
+from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation, linear_path,
                                      load_teacher_run, same_parameterisation, same_process, start_from)
 
 
@@ -49,10 +49,11 @@ class Reflow:
 
     learned_variance = False
 
-    def __init__(self, teacher: str, teacher_objective: dict, pair_steps: int, solver: str, p_uncond: float) -> None:
+    def __init__(self, teacher: str, teacher_objective: dict, pair_steps: int, solver: str, p_uncond: float,
+                 guidance: float) -> None:
         self.teacher, self.teacher_objective = teacher, dict(teacher_objective)
         self.parameterisation = inner_parameterisation(self.teacher_objective)
-        self.pair_steps, self.solver, self.p_uncond = pair_steps, solver, p_uncond
+        self.pair_steps, self.solver, self.p_uncond, self.guidance = pair_steps, solver, p_uncond, guidance
         self._run: Any = None
         self._given: Any = None
         self._teacher: Teacher | None = None
@@ -75,7 +76,7 @@ class Reflow:
         why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
         if why:
             raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
-        self._teacher = Teacher(base.sampling_model, run.process)
+        self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
         if fresh:
             start_from(run, base.sampling_model)
 
@@ -88,7 +89,7 @@ class Reflow:
              noise: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """|F_theta(x_t, t) - F*(X_0, z, t)|^2 over pixels with X_0 from the teacher's ODE from z, float32 ``[B]``."""
         if self._teacher is None:  # outside the train loop (a check, a benchmark)
-            self._teacher = Teacher(self._base(x0.device).sampling_model, process)
+            self._teacher = Teacher(self._base(x0.device).sampling_model, process, self.guidance)
         labels = drop_labels(labels, self.p_uncond)
         pair = couple(self._teacher, noise, labels, self.pair_steps, self.solver)
         tt = t.to(x0.dtype).reshape(-1, *[1] * (x0.ndim - 1))
@@ -107,6 +108,7 @@ def reflow(
     pair_steps: int = 16,
     solver: Literal["heun", "euler"] = "heun",
     p_uncond: float = 0.0,
+    guidance: float = 0.0,
 ) -> Reflow:
     """Reflow (Liu et al. 2022): retrain a flow model on the (noise, sample) pairs of its own ODE.
 
@@ -122,12 +124,16 @@ def reflow(
         solver: ``"heun"`` (second order, two evaluations a step but the last) or ``"euler"``.
         p_uncond: probability of the null label for teacher and student alike (a
             class-conditional teacher's conditioner p_uncond, moved here by ``gentool distill``).
+        guidance: the teacher's classifier-free guidance weight w in the pairs' ODE
+            (the student learns the guided flow and samples unguided, as Liu et al.
+            2023's InstaFlow); ``gentool distill`` sets it to the teacher's [sampler] guidance.
     """
+    check_guidance(guidance)
     if isinstance(pair_steps, bool) or not isinstance(pair_steps, int) or pair_steps < 1:
         raise ValueError(f"pair_steps must be a positive integer, got {pair_steps!r}")
     if not 0.0 <= p_uncond < 1.0:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond!r}")
-    return Reflow(str(teacher), dict(teacher_objective), pair_steps, solver, float(p_uncond))
+    return Reflow(str(teacher), dict(teacher_objective), pair_steps, solver, float(p_uncond), float(guidance))
 
 
 # -- gentool distill ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,22 +27,32 @@ TEACHER_FILE = "teacher.safetensors"
 
 
 class Teacher:
-    """A trained model, frozen: ``teacher(x_t, t, labels) -> Denoised`` on the student's process (no gradient)."""
+    """A trained model, frozen: ``teacher(x_t, t, labels) -> Denoised`` on the student's process (no gradient).
 
-    def __init__(self, model: torch.nn.Module, process: Any) -> None:
+    With ``guidance`` w != 0 and labels, it is the classifier-free guided model (Ho and Salimans 2022, eq. 6,
+    through the parameterisation's ``guide``): a student of it learns the guided sampler at that w and samples
+    unguided (Meng et al. 2023 distil a guided teacher so, for one w). A null label (-1) gets the plain model.
+    """
+
+    def __init__(self, model: torch.nn.Module, process: Any, guidance: float = 0.0) -> None:
         self.model = model.requires_grad_(False).eval()
-        self.process = process
+        self.process, self.guidance = process, float(guidance)
         self.param = model.parameterisation
         self._net = call_network(self.model, process, self.param)
 
     @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, labels: Tensor | None) -> Denoised:
-        return self.param.denoised(self.process, x, t, self._net(x, t, labels).float())
+        cond = self.param.denoised(self.process, x, t, self._net(x, t, labels).float())
+        if not self.guidance or labels is None:
+            return cond
+        null = torch.full_like(labels, -1)
+        uncond = self.param.denoised(self.process, x, t, self._net(x, t, null).float())
+        return self.param.guide(self.process, x, t, cond, uncond, self.guidance)
 
     @classmethod
-    def copy_of(cls, model: torch.nn.Module, process: Any) -> "Teacher":
+    def copy_of(cls, model: torch.nn.Module, process: Any, guidance: float = 0.0) -> "Teacher":
         """A frozen copy of ``model`` (the student of the round that ends)."""
-        return cls(copy.deepcopy(model), process)
+        return cls(copy.deepcopy(model), process, guidance)
 
 
 @contextlib.contextmanager
@@ -139,6 +150,11 @@ def check_student_labels(run: Any) -> None:
         raise RecipeError(run.recipe.source, "conditioner.p_uncond", f"{p:g}: a distillation drops labels itself "
                           "(objective.p_uncond), for the teacher and the student alike; set conditioner.p_uncond = 0",
                           p)
+
+
+def check_guidance(w: float) -> None:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"guidance must be a finite number, got {w!r}")
 
 
 def drop_labels(labels: Tensor | None, p: float) -> Tensor | None:

@@ -76,13 +76,39 @@ def test_the_distilled_recipe_moves_label_dropout_and_keeps_the_tasks_that_start
 
     tasks = [ComponentSpec("sample", {"n": 4, "steps": 10, "sampler": "ancestral"}),
              ComponentSpec("inpaint", {"indices": [0]})]
-    teacher = SimpleNamespace(recipe=replace(trained_toy.recipe, tasks=tasks), model=trained_toy.model,
-                              process=trained_toy.process)
+    recipe = replace(trained_toy.recipe, tasks=tasks, sampler=replace(trained_toy.recipe.sampler, guidance=2.0))
+    teacher = SimpleNamespace(recipe=recipe, model=trained_toy.model, process=trained_toy.process)
     data, notes = distilled_recipe(teacher, "progressive", "student", {"rounds": 2, "teacher_steps": 16})
     assert data["conditioner"]["p_uncond"] == 0.0 and data["objective"]["p_uncond"] == 0.2  # the teacher's
+    assert data["objective"]["guidance"] == 2.0 and "guidance" not in data["sampler"]  # w moves into the student
+    assert distilled_recipe(teacher, "ect", "student")[0]["sampler"]["guidance"] == 2.0  # ECT's targets: no teacher
     assert data["run"]["name"] == "student" and data["run"]["output_dir"] == trained_toy.recipe.run.output_dir
     assert data["tasks"] == [{"name": "sample", "n": 4}]  # its own steps and sampler give way to [sampler]
     assert len(notes) == 1 and "'inpaint' is left out" in notes[0]
     assert data["sampler"]["steps"] == 4 and data["train"]["preview_steps"] == 4
     for table in ("data", "schedule", "denoiser"):
         assert data[table] == trained_toy.recipe.to_dict()[table]
+
+
+def test_a_guided_teacher_mixes_its_conditional_and_unconditional_predictions(trained_toy):
+    """eps~ = (1 + w) eps(x, c) - w eps(x, null) (Ho and Salimans 2022, eq. 6), x0 from it, written out here;
+    a null label gets the plain model, and labels drop to -1 at the rate asked."""
+    import torch
+
+    from gentool_distill.teacher import Teacher, drop_labels
+
+    model, process = trained_toy.sampling_model, trained_toy.process
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([3, 10, 25, 49])
+    labels = torch.tensor([0, 1, -1, 1])
+    with torch.no_grad():
+        eps_c, eps_u = model(x, t, labels), model(x, t, torch.full_like(labels, -1))
+    eps = 3.0 * eps_c - 2.0 * eps_u
+    abar = process.alphas_cumprod_64[t].reshape(-1, 1, 1, 1)
+    x0 = (x.double() - (1 - abar).sqrt() * eps.double()) / abar.sqrt()
+    guided = Teacher(model, process, guidance=2.0)(x, t, labels)
+    assert torch.allclose(guided.eps, eps, atol=1e-5) and torch.allclose(guided.x0.double(), x0, atol=1e-4)
+    assert torch.allclose(guided.eps[2], eps_u[2], atol=1e-5)  # the null label: unguided
+    torch.manual_seed(0)
+    dropped = drop_labels(torch.zeros(10_000, dtype=torch.long), 0.2)
+    assert set(dropped.tolist()) == {0, -1} and abs(float((dropped == -1).float().mean()) - 0.2) < 0.02
