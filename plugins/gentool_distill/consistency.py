@@ -16,9 +16,9 @@ with the same dropout mask (theta^- = theta: mu = 0 of Song and Dhariwal 2023):
 * ``consistency`` (Algorithm 2): t = sigma_{n+1} and r = sigma_n of the Karras grid of N levels (eq. 5 of
   Karras et al. 2022), n uniform; x_t = x_0 + t z and x_r one Heun (or Euler) step of the teacher's ODE
   dx/dsigma = (x - D(x, sigma)) / sigma from x_t;
-* ``ect``: ln t ~ N(P_mean, P_std^2), r = t (1 - (1 + k sigmoid(-b t)) / q^(a+1)) (clipped at 0, where the
-  target is x_0 itself) with the stage a = floor(step / stage_steps), and x_r = x_0 + r z with the same z:
-  no teacher beyond its weights.
+* ``ect``: ln t ~ N(P_mean, P_std^2), r = t (1 - (1 + k sigmoid(-b t)) / q^(a+1)) with the stage
+  a = floor(step / stage_steps), clipped at eps (ECT clips at 0, the end of its f), and x_r = x_0 + r z with
+  the same z: no teacher beyond its weights.
 
 The distance is the mean squared error over pixels (``l2``) or the pseudo-Huber sqrt(|d|^2 + c^2) - c of
 the whole difference (``pseudo_huber``; c = 0: its norm, ECT's adaptive weighting); the weight is 1
@@ -149,24 +149,24 @@ class ConsistencyObjective:
         labels = drop_labels(labels, self.p_uncond)
         sigma_t = sigma_of(process, t, x0)
         x_t = (x0.double() + sigma_t * noise.double()).to(x0.dtype)
-        r, x_r, boundary = self.pair(process, x0, labels, t, noise, x_t)
+        r, x_r = self.pair(process, x0, labels, t, noise, x_t)
         with same_dropout(x0.device) as rewind:
             f_t = self.parameterisation.denoised(process, x_t, t, net(x_t, t, labels)).x0.float()
             rewind()
             with torch.no_grad():
                 f_r = self.parameterisation.denoised(process, x_r, r, net(x_r, r, labels)).x0.float()
-        f_r = torch.where(boundary.reshape(-1, *[1] * (x0.ndim - 1)), x0.float(), f_r)  # r = 0: the data itself
         diff = (f_t - f_r).flatten(1)
         if self.distance == "l2":
             per = diff.square().mean(1)
         else:
-            per = (diff.square().sum(1) + self.huber_c**2).sqrt() - self.huber_c
+            # the floor keeps |d|'s gradient finite where d = 0 (t = r = sigma_min, where f is x on both sides)
+            per = (diff.square().sum(1) + self.huber_c**2).clamp(min=1e-20).sqrt() - self.huber_c
         if self.weighting == "edm":
             per = per * (1 / sigma_t.flatten() ** 2 + 1 / self.sigma_data**2).float()
         return per, {}
 
-    def pair(self, process, x0, labels, t, noise, x_t) -> tuple[Tensor, Tensor, Tensor]:
-        """(r, x_r, where r is the data end) for the batch."""
+    def pair(self, process, x0, labels, t, noise, x_t) -> tuple[Tensor, Tensor]:
+        """(r, x_r) for the batch."""
         raise NotImplementedError
 
 
@@ -207,7 +207,7 @@ class ConsistencyDistillation(ConsistencyObjective):
             x_mid = x_r.to(x0.dtype)
             d_r = (x_mid.double() - teacher(x_mid, r, labels).x0.double()) / s_r
             x_r = x_t.double() + (s_r - s_t) * (d + d_r) / 2
-        return r, x_r.to(x0.dtype), torch.zeros_like(t, dtype=torch.bool)
+        return r, x_r.to(x0.dtype)
 
     def __repr__(self) -> str:
         return f"ConsistencyDistillation(teacher={self.teacher!r}, n={self.n}, solver={self.solver!r})"
@@ -234,12 +234,11 @@ class ConsistencyTuning(ConsistencyObjective):
     def pair(self, process, x0, labels, t, noise, x_t):
         sigma_t = process.sigma(t).double()
         decay = (1 + self.k * torch.sigmoid(-self.b * sigma_t)) / self.q ** (self.stage() + 1)
-        sigma_r = sigma_t * (1 - decay)
-        boundary = sigma_r < self.sigma_min  # below the model's end: the target is x_0 (ECT's r = 0)
-        sigma_r = sigma_r.clamp(min=self.sigma_min)
+        # below the model's end sigma_min (ECT's r = 0, where its f is x itself): r = sigma_min, where f(x_r) = x_r
+        sigma_r = (sigma_t * (1 - decay)).clamp(min=self.sigma_min)
         r = time_of(process, sigma_r).to(t.device)
         x_r = x0.double() + sigma_of(process, r, x0) * noise.double()
-        return r, x_r.to(x0.dtype), boundary
+        return r, x_r.to(x0.dtype)
 
     def __repr__(self) -> str:
         return f"ConsistencyTuning(teacher={self.teacher!r}, q={self.q}, stage_steps={self.stage_steps})"
@@ -381,6 +380,9 @@ def refuse(teacher: Any, method: str) -> str | None:
 
 def objective_options(teacher: Any, method: str) -> dict[str, Any]:
     options = {"teacher_objective": teacher.recipe.objective.to_dict()}
+    sigma_data = getattr(teacher.model.parameterisation, "sigma_data", None)  # EDM's: the data's scale
+    if isinstance(sigma_data, (int, float)) and sigma_data > 0:
+        options["sigma_data"] = float(sigma_data)
     lowest = getattr(teacher.process, "sigma_min", None)
     if isinstance(lowest, (int, float)) and lowest > 0:
         options["sigma_min"] = float(lowest)
