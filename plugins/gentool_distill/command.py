@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Optional
 
 import typer
@@ -39,6 +40,7 @@ def distill(
 
     from gentool import UsageError, load_run_or_warn, print_task_result, stderr, threads_override
     from gentool_distill.recipes import METHODS, distilled_recipe, refuse
+    from gentool_distill.teacher import same_process
 
     if method not in METHODS:
         raise UsageError(f"--method {method!r}: unknown; methods are {', '.join(METHODS)}")
@@ -52,6 +54,9 @@ def distill(
     name = name or f"{teacher.run_dir.name}_{method}"
     source = f"gentool distill {run} --method {method}"
     recipe = _recipe(teacher, method, name, source, set_)
+    why = same_process(teacher, SimpleNamespace(recipe=recipe))
+    if why:
+        raise UsageError(f"{run}: cannot distil it so: {why}")
     data, notes = distilled_recipe(teacher, method, name, recipe.objective.options)
     for note in notes:
         stderr.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)

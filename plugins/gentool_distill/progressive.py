@@ -31,8 +31,8 @@ from torch import Tensor
 
 from gentool import RecipeError, VPrediction, X0Prediction
 from gentool_distill.grids import data_end, nearest, scales, time_tensor
-from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, load_teacher_run, same_process,
-                                     start_from, variance_preserving)
+from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, load_teacher_run,
+                                     same_parameterisation, same_process, start_from, variance_preserving)
 
 PREDICTIONS = {"v": VPrediction(), "x0": X0Prediction()}
 #: the spacing whose grids nest: the grid of N steps is that of 2N taken every other time
@@ -107,7 +107,7 @@ class Progressive:
             self._teacher, self._saved = Teacher(model, run.process), None
         if self._teacher is None or fresh:
             base = self._base(run.device)
-            why = same_process(base, run) or refuse(base)
+            why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
             if why:
                 raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
             self._teacher = Teacher(base.sampling_model, run.process, self.guidance)

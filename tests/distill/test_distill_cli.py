@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomli_w
 from _distill import contract_teacher
 from typer.testing import CliRunner
 
@@ -112,3 +113,24 @@ def test_a_guided_teacher_mixes_its_conditional_and_unconditional_predictions(tr
     torch.manual_seed(0)
     dropped = drop_labels(torch.zeros(10_000, dtype=torch.long), 0.2)
     assert set(dropped.tolist()) == {0, -1} and abs(float((dropped == -1).float().mean()) - 0.2) < 0.02
+
+
+def test_a_recipe_that_no_longer_fits_its_teacher_is_refused(tmp_path):
+    """A changed [schedule] at the command, before anything is written; a changed prediction when the distilled
+    recipe trains (gentool run on it, as a recipe written by hand)."""
+    teacher = contract_teacher("progressive")["teacher"]
+    result, lines = distill(teacher, "--method", "progressive", "--set", "schedule.timesteps=100",
+                            "--name", "changed")
+    refused(lines, "[schedule]", "must be the same")
+    assert not (Path(teacher).parent / "changed").exists()
+
+    result, lines = distill(teacher, "--method", "progressive", "--check", "--set", "train.steps=1")
+    recipe = tomllib.loads(result.stdout)
+    recipe["objective"]["teacher"] = teacher
+    recipe["run"]["output_dir"] = (tmp_path / "runs").as_posix()
+    recipe["objective"]["prediction"] = "x0"
+    path = tmp_path / "student.toml"
+    path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    result = CliRunner().invoke(app, ["run", str(path), "--no-tasks"])
+    assert result.exit_code == 2 and "objective.teacher" in result.output and "{'name': 'v'}" in result.output
+    assert "Traceback" not in result.output
