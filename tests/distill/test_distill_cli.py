@@ -134,3 +134,12 @@ def test_a_recipe_that_no_longer_fits_its_teacher_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["run", str(path), "--no-tasks"])
     assert result.exit_code == 2 and "objective.teacher" in result.output and "{'name': 'v'}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_student_whose_conditioner_drops_labels_is_refused(trained_toy):
+    """The objective drops labels for teacher and student alike; the student's conditioner must not as well."""
+    from gentool import RecipeError
+    from gentool_distill.teacher import check_student_labels
+
+    with pytest.raises(RecipeError, match=r"conditioner.p_uncond: 0.2: a distillation drops labels itself"):
+        check_student_labels(trained_toy)
