@@ -10,8 +10,9 @@ Karras samplers' ``s_tmax = inf`` was written and then refused on reload.
 
 Parametrised over the registry, so a newly registered component is tested
 the moment it is registered, with its defaults. Where the defaults are too
-big for a unit test, add small options to ``TINY`` (and to ``NEEDS`` what the
-rest of the recipe must say for it); a data source that reads files gets a
+big for a unit test, add small options to ``TINY`` (a function of the test's
+folder where they need files) and to ``NEEDS`` what the rest of the recipe
+must say for it; a data source that reads files gets a
 writer in ``tests/_data_files.py``. A component with an option that has no
 default and no entry here fails, naming this file.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 import inspect
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import tomli_w
@@ -44,12 +46,23 @@ NOT_IN_A_RUN = ("feature_extractor", "command")
 TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1], num_res_blocks=1,
                  attention_resolutions=[], dropout=0.0)
 #: (kind, name) -> options replacing defaults too big for a unit test (the component's own table).
-TINY: dict[tuple[str, str], dict] = {
+TINY: dict[tuple[str, str], dict | Callable[[Path], dict]] = {
     ("denoiser", "unet"): TINY_UNET,
     ("denoiser", "dit"): dict(in_channels=1, image_size=8, patch_size=2, depth=1, hidden_size=32, num_heads=2),
     ("task", "animate"): {"n": 2, "frames": 3},
     ("task", "guidance_sweep"): {"n": 2},
     ("task", "sample"): {"n": 4},
+    # the distillations: a teacher of the same recipe trained one step (``distill_teacher``), few steps
+    ("objective", "progressive"): lambda tmp: {
+        "teacher": distill_teacher(tmp, None, {"name": "ddpm", "prediction": "v"}), "teacher_steps": 4, "rounds": 2},
+    ("objective", "consistency"): lambda tmp: {
+        "teacher": distill_teacher(tmp, {"name": "edm"}, {"name": "edm"}), "teacher_objective": {"name": "edm"},
+        "n": 4},
+    ("objective", "ect"): lambda tmp: {
+        "teacher": distill_teacher(tmp, {"name": "edm"}, {"name": "edm"}), "teacher_objective": {"name": "edm"}},
+    ("objective", "reflow"): lambda tmp: {
+        "teacher": distill_teacher(tmp, {"name": "flow"}, {"name": "flow_matching"}),
+        "teacher_objective": {"name": "flow_matching"}, "pair_steps": 2},
 }
 #: A recipe of the flow process (a continuous process takes no [schedule]; None removes a table).
 FLOW = {"schedule": None, "process": {"name": "flow"}, "objective": {"name": "flow_matching"}}
@@ -62,6 +75,9 @@ NEEDS: dict[tuple[str, str], dict] = {
     ("objective", "flow_matching"): {"schedule": None, "process": {"name": "flow"}},
     ("objective", "edm"): {"schedule": None, "process": {"name": "edm"}},
     ("sampler", "midpoint"): FLOW,  # needs the process's derivatives(t): not the discrete chain
+    ("objective", "consistency"): {"schedule": None, "process": {"name": "edm"}},
+    ("objective", "ect"): {"schedule": None, "process": {"name": "edm"}},
+    ("objective", "reflow"): {"schedule": None, "process": {"name": "flow"}},
 }
 #: Kinds whose runs are class-conditional (class_grid and guidance_sweep need labels).
 CONDITIONAL = ("conditioner", "task")
@@ -86,6 +102,19 @@ def base_recipe(out: Path, conditional: bool) -> dict:
     return recipe
 
 
+def distill_teacher(tmp: Path, process: dict | None, objective: dict) -> str:
+    """A distillation's teacher: the base recipe with ``process`` (None: the chain) and ``objective``, one step."""
+    recipe = base_recipe(tmp / "teacher", conditional=False)
+    recipe["objective"] = objective
+    if process is not None:
+        recipe.pop("schedule")
+        recipe["process"] = process
+    path = tmp / "teacher.toml"
+    path.write_text(tomli_w.dumps(recipe), encoding="utf-8")
+    run_recipe(path, run_tasks=False, progress=False, log=lambda message: None)
+    return (tmp / "teacher" / "rt").as_posix()
+
+
 def data_shape(name: str, options: dict) -> tuple[int, ...]:
     """``(N, C, H, W)`` of the data source's train split: its ``shape`` if it has one, else one image."""
     factory = gentool.registry().get("data_source", name).factory
@@ -99,7 +128,8 @@ def data_shape(name: str, options: dict) -> tuple[int, ...]:
 
 def recipe_for(kind: str, name: str, tmp: Path, monkeypatch) -> dict:
     """The base recipe with the component at its defaults (plus ``TINY``, ``NEEDS``, data files) in its place."""
-    options = dict(TINY.get((kind, name), {}))
+    tiny = TINY.get((kind, name), {})
+    options = dict(tiny(tmp) if callable(tiny) else tiny)
     if kind == "data_source" and name in DATA_FILES:
         options = {**DATA_FILES[name](tmp / "files", monkeypatch), **options}
     factory = gentool.registry().get(kind, name).factory

@@ -17,7 +17,7 @@ import gentool
 from gentool import lazy_names
 
 _load, __getattr__ = lazy_names(globals(), {
-    "progressive": ".progressive", "consistency": ".consistency", "ect": ".consistency", "reflow": ".reflow"})
+    "progressive": ".progressive", "consistency": ".consistency", "ect": ".ect", "reflow": ".reflow"})
 
 
 @gentool.hookimpl

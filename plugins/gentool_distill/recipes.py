@@ -23,7 +23,7 @@ from typing import Any
 from gentool_distill.teacher import TEACHER_FILE
 
 #: method -> the module of its objective (refuse, objective_options, train_steps, sampler)
-METHODS = {"progressive": "progressive", "consistency": "consistency", "ect": "consistency", "reflow": "reflow"}
+METHODS = {"progressive": "progressive", "consistency": "consistency", "ect": "ect", "reflow": "reflow"}
 #: the methods whose teacher samples with its [sampler] guidance, baked into the student (which then samples unguided)
 GUIDED = ("progressive", "consistency", "reflow")
 #: the tasks that start from pure noise: they make sense for a few-step student

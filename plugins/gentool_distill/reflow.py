@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from gentool import RecipeError
-from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation, linear_path,
-                                     load_teacher_run, same_parameterisation, same_process, start_from)
+from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation,
+                                     linear_path, load_teacher_run, same_parameterisation, same_process, start_from)
 
 
 @torch.no_grad()

@@ -116,7 +116,7 @@ def test_ect_tunes_the_denoiser_into_the_consistency_function(tmp_path):
 def test_ect_pairs_follow_the_papers_mapping_on_shared_noise():
     """r = t (1 - (1 + k sigmoid(-b t)) / q^(a+1)) (Geng et al. 2024, sec. 3), at least sigma_min (where the
     model's f is x itself), and x_r = x_0 + r z with the z of x_t, written out here."""
-    from gentool_distill.consistency import ect
+    from gentool_distill.ect import ect
 
     process = gentool.registry().get("process", "edm").factory()
     objective = ect(teacher="-", teacher_objective=TEACHER, stage_steps=10)
