@@ -116,6 +116,11 @@ class PlainProgress:
         self._tasks[task_id] = _Task(description, total, completed, visible, now, dict(fields), completed, now, percent)
         return task_id
 
+    @property
+    def task_ids(self) -> list[int]:
+        """The ids of the tasks added so far, oldest first (as rich's ``Progress.task_ids``)."""
+        return list(self._tasks)
+
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)
 

@@ -67,6 +67,16 @@ def test_a_short_loop_prints_nothing():
     assert lines == []
 
 
+def test_plain_progress_lists_its_tasks_as_rich_does():
+    """gentool eval's grid advances ``bar.task_ids[-1]``: off a terminal it crashed (no task_ids)."""
+    from rich.progress import Progress
+
+    for bar in (PlainProgress(write=lambda line: None), Progress(disable=True)):
+        first, second = bar.add_task("a", total=2), bar.add_task("b", total=2)
+        assert bar.task_ids == [first, second]
+        bar.advance(bar.task_ids[-1], 1)
+
+
 def test_run_into_a_pipe_shows_progress_in_order_and_whole_lines(tiny_recipe):
     result = piped("run", tiny_recipe, env={"GENTOOL_PROGRESS_EVERY": "0"})
     out = result.stdout
