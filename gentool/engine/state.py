@@ -136,6 +136,7 @@ def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, A
         "recipe_key": json.dumps(key, sort_keys=True),
         "recipe_fingerprint": fingerprint(key),
         "versions": {"gentool": str(gentool.__version__), "torch": str(torch.__version__)},
+        "threads": torch.get_num_threads(),  # a resumed run takes the same count: the same float sums, exact
     }
 
 
