@@ -12,6 +12,8 @@ so it can neither be resumed from nor crowd a good checkpoint out of the last N.
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import shutil
@@ -36,6 +38,17 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 class CheckpointError(GentoolError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not ours)."""
+
+
+def check_parameterisation(run: "Run", recorded: Any, source: Path) -> None:
+    """The weights were trained to output what the run's parameterisation reads (its name, stored with them)."""
+    if not isinstance(recorded, dict) or "name" not in recorded:
+        return  # written before parameterisations were recorded: the recipe alone says
+    now = run.model.parameterisation
+    if str(recorded["name"]) != str(now.name):
+        raise CheckpointError(f"{source}: its network was trained to output {recorded['name']!r}, but the run's "
+                              f"objective reads {now.name!r} ({type(now).__name__}); load it with the recipe (and "
+                              "the plugin version) it was trained with")
 
 
 def load_weights(run: "Run", model: dict[str, Any], ema: dict[str, Any] | None, source: Path) -> None:
@@ -226,6 +239,7 @@ def restore_latest(run: "Run", path: Path | None = None, state: dict[str, Any] |
     if found is None:
         return None
     path, state = found
+    check_parameterisation(run, state.get("parameterisation"), path)
     load_weights(run, state["model"], state.get("ema"), path)
     run.step = int(state["step"])
     run.checkpoint = path
@@ -248,6 +262,11 @@ def load_exported(path: Path, *, device=None, overrides: list[str] = ()) -> "Run
     recipe = load_recipe(path, data=tomllib.loads(meta["recipe"]), overrides=list(overrides))
     recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
     run = build(recipe, device=device)
+    try:
+        recorded = json.loads(meta["parameterisation"]) if "parameterisation" in meta else None
+    except ValueError:
+        recorded = None
+    check_parameterisation(run, recorded, path)
     load_weights(run, weights, None, path)
     run.step = int(meta.get("step", 0))
     run.checkpoint = path

@@ -10,6 +10,8 @@ checkpoint it can never run code when loaded.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +54,8 @@ def export_weights(source: str | Path, out: str | Path | None = None, *,
     step = int(state["step"])
     out = Path(out) if out is not None else run_dir / f"{run_dir.name}_step{step:08d}.safetensors"
     metadata = {"format": FORMAT, "recipe": recipe, "step": str(step), "weights": kind, "source": str(path)}
+    if isinstance(state.get("parameterisation"), dict):  # what the network outputs, checked when it loads
+        metadata["parameterisation"] = json.dumps(state["parameterisation"])
     ckpt.atomic_write(out, lambda f: f.write(_serialise(tensors, metadata)))
     return out
 

@@ -18,6 +18,7 @@ import torch
 
 import gentool
 from gentool.engine import rng
+from gentool.parameterisation import describe
 from gentool.options import check_options
 from gentool.recipe import MOVED_KEYS, Recipe
 
@@ -136,6 +137,7 @@ def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, A
         "recipe_key": json.dumps(key, sort_keys=True),
         "recipe_fingerprint": fingerprint(key),
         "versions": {"gentool": str(gentool.__version__), "torch": str(torch.__version__)},
+        "parameterisation": describe(run.model.parameterisation),  # what the network outputs, checked on load
         "threads": torch.get_num_threads(),  # a resumed run takes the same count: the same float sums, exact
     }
 
