@@ -18,7 +18,6 @@ default and no entry here fails, naming this file.
 
 from __future__ import annotations
 
-import copy
 import inspect
 from pathlib import Path
 

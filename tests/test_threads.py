@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gentool.threads import choose_threads, default_threads, describe_threads, set_threads
+from gentool.threads import choose_threads, default_threads, describe_threads
 
 
 @pytest.fixture
