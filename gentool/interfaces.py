@@ -231,6 +231,42 @@ class InMemoryImages(Protocol):
     labels: Tensor
 
 
+@runtime_checkable
+class Autoencoder(Protocol):
+    """How images map to the latents a denoiser works on: ``factory(**options) -> autoencoder`` (``[autoencoder]``).
+
+    An ``nn.Module`` (the core moves it to the run's device) with:
+
+    * ``encode(x) -> z``: images ``[B, C, H, W]`` in [-1, 1] to latents
+      ``[B, c, h, w]``, deterministic and unscaled (a KL autoencoder returns
+      its posterior mean);
+    * ``decode(z) -> x``: latents back to images (the core clamps them to [-1, 1]);
+    * ``latent_shape((C, H, W)) -> (c, h, w)`` and ``image_shape((c, h, w)) ->
+      (C, H, W)``; ``latent_shape`` raises ``ValueError`` for images it cannot
+      encode (another number of channels, a size not divisible by its factor);
+    * ``fingerprint``: a hash of the weights (the latent cache is keyed by it);
+    * ``scale_factor``: the number latents are multiplied by before the
+      diffusion sees them, or ``None``: the core measures 1/std of the
+      training latents, 1/std, as Rombach et al. 2022 do;
+    * ``identity`` (optional, default ``False``): pixel space, the default
+      ``identity`` autoencoder: the core neither encodes, caches nor scales;
+    * ``missing_weights() -> str | None`` (optional): why it cannot encode yet
+      (a ``kl`` autoencoder before ``gentool autoencoder train``: its weights
+      do not exist), or ``None``.
+    """
+
+    fingerprint: str
+    scale_factor: float | None
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]: ...
+
+    def image_shape(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]: ...
+
+
 class Objective(Protocol):
     """What the network is trained on: ``factory(**options) -> objective`` (the ``[objective]`` table).
 
@@ -282,6 +318,7 @@ class Logger(Protocol):
 KINDS: tuple[str, ...] = _kinds.NAMES
 
 __all__ = [
+    "Autoencoder",
     "Conditioner",
     "DataSource",
     "DenoiseFn",
