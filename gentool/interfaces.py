@@ -147,7 +147,10 @@ class RunLike(Protocol):
     The process, the networks (``sampling_model`` carries the EMA weights), the
     recipe and registry, the device, data, noise and seeded generators, and
     sampling through :meth:`sample` (a :class:`gentool.SamplingOptions` or its
-    fields as keywords).
+    fields as keywords). In a latent run (``latent``) the process works on
+    ``encode``'s latents of ``latent_shape``; ``sample`` returns ``decode``'s
+    images of ``image_shape`` (pixel space: the two shapes are one, and
+    ``encode`` and ``decode`` return their argument).
     """
 
     recipe: "Recipe"
@@ -166,7 +169,17 @@ class RunLike(Protocol):
     def image_shape(self) -> tuple[int, int, int]: ...
 
     @property
+    def latent_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def latent(self) -> bool: ...
+
+    @property
     def run_dir(self) -> Path: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
 
     def dataset(self, split: str = "train") -> Any: ...
 

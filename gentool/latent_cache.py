@@ -158,6 +158,7 @@ def encode_split(space: LatentSpace, data: Any, device: torch.device, flip: bool
 def latent_split(recipe: Any, registry: Any, space: LatentSpace, split: str, device: torch.device, *,
                  log: Callable[[str], None] = print, progress: bool = True) -> tuple[Tensor, Tensor, list]:
     """The unscaled latents and labels of ``split`` from the cache, encoding them first when needed; and the classes."""
+    space.require_weights()  # before any work: an autoencoder without weights says how to get them
     spec = recipe.data
     factory = registry.get("data_source", spec.name).factory
     options = dict(spec.options)

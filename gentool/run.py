@@ -120,6 +120,11 @@ class Run:
         return self._datasets[("latent", split)]
 
     @property
+    def latent(self) -> bool:
+        """Whether the diffusion runs on an autoencoder's latents (an ``[autoencoder]`` other than ``identity``)."""
+        return not self.space.identity
+
+    @property
     def scale_factor(self) -> float:
         """The latent scale factor s (1 in pixel space; measured on the train split if still unknown)."""
         if self.space.scale_factor is None:
