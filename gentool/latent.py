@@ -40,7 +40,7 @@ class LatentSpace:
     restored from a checkpoint (:meth:`restore`).
     """
 
-    def __init__(self, autoencoder: Any = None, name: str = "identity") -> None:
+    def __init__(self, autoencoder: Any = None, name: str = "pixel space") -> None:
         self.autoencoder, self.name = autoencoder, name
         self.identity = autoencoder is None or bool(getattr(autoencoder, "identity", False))
         own = None if autoencoder is None else getattr(autoencoder, "scale_factor", None)

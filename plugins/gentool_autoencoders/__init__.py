@@ -19,7 +19,7 @@ def gentool_register_autoencoders(register):
     from gentool_autoencoders.identity import identity
     from gentool_autoencoders.kl import kl
 
-    register("identity", identity, default=True)
+    register("identity", identity, default=True)  # a recipe without [autoencoder]: pixel space
     register("kl", kl)
     register("diffusers_kl", diffusers_kl)
 
