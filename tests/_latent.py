@@ -42,6 +42,7 @@ def latent_recipe(tmp: Path, *, images: Path, autoencoder: Path, name: str = "la
         "denoiser": {"name": "unet", "in_channels": 4, "image_size": 4, "channels": 32, "channel_mult": [1],
                      "num_res_blocks": 1, "attention_resolutions": [], "dropout": 0.0},
         "sampler": {"name": "ddim", "steps": 3},
-        "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 0},
+        "train": {"steps": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1, "sample_every": 0,
+                  "test_loss_timesteps": [5, 10]},
         "tasks": tasks or [],
     })
