@@ -269,3 +269,31 @@ def test_gentool_check_describes_the_latents_and_refuses_a_denoiser_of_another_s
         run = gentool.build(untrained, device="cpu")
     with pytest.raises(LatentError, match="no trained weights"):
         run.sample(1, steps=2, progress=False)
+
+
+TINY_DENOISERS = {"dit": {"image_size": 4, "patch_size": 2, "depth": 1, "hidden_size": 32, "num_heads": 2},
+                  "unet": {"image_size": 4, "channels": 32, "channel_mult": [1], "num_res_blocks": 1,
+                           "attention_resolutions": []}}
+
+
+@pytest.mark.parametrize("name", ["butterflies_latent_dit", "butterflies_latent_unet"])
+def test_the_butterfly_recipes_run_on_an_image_folder(name, setup, tmp_path):
+    """The recipe as shipped, its hub data set swapped for the tests' image folder and every size made tiny."""
+    import tomllib
+
+    images, _ = setup
+    data = tomllib.loads((Path(__file__).parents[1] / "recipes" / f"{name}.toml").read_text(encoding="utf-8"))
+    data["run"].update(output_dir=(tmp_path / "runs").as_posix(), device="cpu", threads=1)
+    data["data"] = {"name": "image_folder", "root": images.as_posix(), "image_size": 16, "random_flip": True}
+    data["autoencoder"].update(path=(tmp_path / "kl").as_posix(), channels=8, num_res_blocks=1, steps=3,
+                               batch_size=8, log_every=3)
+    data["denoiser"].update(TINY_DENOISERS[data["denoiser"]["name"]])
+    data["train"].update(steps=1, batch_size=8, sample_every=0, checkpoint_every=1)
+    data["sampler"]["steps"] = 2
+    for task in data["tasks"]:
+        task.update({"n": 2} if task["name"] == "sample" else {"indices": [0], "steps": 2})
+    path = write(tmp_path, data)
+    train_autoencoder(gentool.load_recipe(path), log=lambda m: None, progress=False)
+    result = run_recipe(path, progress=False, log=lambda m: None)
+    assert result.run.latent_shape == (4, 4, 4) and [n for n, _ in result.tasks] == ["sample", "inpaint"]
+    assert dict(result.tasks)["inpaint"].metrics["known_max_error"] == 0.0
