@@ -20,7 +20,7 @@ def autoencoder(
     recipe: Path = typer.Argument(..., help="A recipe with an [autoencoder] table and a [data] table."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe value, e.g. --set autoencoder.steps=100."),
     device: Optional[str] = typer.Option(None, "--device", help="Device to use (default: the recipe's [run] device)."),
-    images: int = typer.Option(0, "--images", help="test: test images to reconstruct (0: all)."),
+    images: int = typer.Option(0, "--images", help="Test images to reconstruct (0: all); train measures them too."),
 ) -> None:
     """Train the recipe's kl autoencoder into its path, or measure its reconstruction error.
 
@@ -36,6 +36,6 @@ def autoencoder(
     rec = load_recipe(recipe, overrides=list(set_))
     say = lambda message: stderr.print(message, highlight=False, markup=False, soft_wrap=True)  # noqa: E731
     if action is Action.train:
-        train_autoencoder(rec, device=device, log=say)
+        train_autoencoder(rec, device=device, log=say, test_images=images)
     else:
         test_autoencoder(rec, device=device, images=images, log=say)

@@ -132,12 +132,13 @@ def resume(folder: Path, model: KLAutoencoder, opt: torch.optim.Optimizer, log: 
 
 
 def train_autoencoder(recipe, *, device: str | None = None, log: Callable[[str], None] = print,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, test_images: int = 0) -> dict[str, Any]:
     """Train the recipe's ``kl`` autoencoder on its ``[data]`` train split into its ``path``; measure it.
 
     Resumes from the newest checkpoint in ``path/checkpoints``; writes
     ``path/autoencoder.safetensors`` at the end, then the test split's
-    reconstruction error (:func:`test_autoencoder`). Returns that report.
+    reconstruction error (:func:`test_autoencoder`, over ``test_images``
+    images; 0: all). Returns that report.
     """
     o = kl_table(recipe)
     folder, seed = Path(o["path"]), recipe.run.seed
@@ -189,7 +190,7 @@ def train_autoencoder(recipe, *, device: str | None = None, log: Callable[[str],
     save_tensors(folder / WEIGHTS, model.state_dict(), {"format": FORMAT, "config": model.config(),
                                                         "step": str(step), "data": recipe.data.to_dict()})
     log(f"wrote {folder / WEIGHTS} (step {step}, weights {state_fingerprint(model)[:12]})")
-    return test_autoencoder(recipe, device=device, log=log)
+    return test_autoencoder(recipe, device=device, images=test_images, log=log)
 
 
 @torch.no_grad()
