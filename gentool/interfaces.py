@@ -232,7 +232,7 @@ class InMemoryImages(Protocol):
     equal what it computes from them.
 
     * ``images``: ``[N, C, H, W]``, uint8 (read as ``x / 127.5 - 1``) or float
-      already in [-1, 1];
+      already in [-1, 1] (or a latent run's scaled latents, any range);
     * ``labels``: int ``[N]`` (``-1``: none);
     * ``image_size`` (optional): the side the items are resized to; the
       device copy is used only when ``images`` already has that size;

@@ -239,6 +239,15 @@ def test_bits_per_dim_is_refused_for_a_latent_run(setup, tmp_path):
         bpd_metric(run, batch_size=4, max_batches=1)
 
 
+def test_a_diffusers_pipeline_export_is_refused_for_a_latent_run(setup, tmp_path):
+    from gentool.engine.export_diffusers import DiffusersExportError, export_run
+
+    run = gentool.build(gentool.load_recipe(data=recipe(tmp_path, setup)), device="cpu")
+    with pytest.raises(DiffusersExportError, match="no autoencoder to decode them"):
+        export_run(run, tmp_path / "pipe")
+    assert not (tmp_path / "pipe").exists()
+
+
 def test_other_autoencoder_weights_stop_a_resume_and_are_warned_of_when_loading(setup, tmp_path):
     data = recipe(tmp_path, setup)
     run = run_recipe(write(tmp_path, data), progress=False, log=lambda m: None).run
