@@ -9,7 +9,8 @@ data and autoencoder encode once). The file holds two tensors, ``latents``
 metadata the key it was built for.
 
 The key is a hash of what the latents depend on: the autoencoder's name,
-options (less ``scale_factor``) and weights (its ``fingerprint``), and the
+options (less ``scale_factor`` and where its weights are: ``path``,
+``download``) and weights (its ``fingerprint``), and the
 data source's name and options (``root`` included), the split, its size and
 a hash of three of its images (first, middle, last), so that a changed
 autoencoder or data set gets a new file and is encoded again. A data source
@@ -71,7 +72,8 @@ def _probe(data: Any) -> str:
 def cache_key(recipe: Any, space: LatentSpace, split: str, data: Any, flip: bool) -> dict[str, Any]:
     """What the latents of ``split`` depend on (see the module's docstring)."""
     ae = recipe.autoencoder.to_dict() if recipe.autoencoder is not None else {"name": space.name}
-    ae.pop("scale_factor", None)  # scales the latents after the cache, never the cache
+    for key in ("scale_factor", "path", "download"):  # scales after the cache; where the weights are (their
+        ae.pop(key, None)                               # fingerprint is in the key)
     return json.loads(json.dumps({
         "format": FORMAT, "autoencoder": ae, "weights": space.fingerprint, "data": recipe.data.to_dict(),
         "split": split, "flip": flip, "n": len(data), "probe": _probe(data)}, sort_keys=True, default=str))

@@ -33,6 +33,8 @@ BOOKKEEPING = frozenset({
 })
 # [data] keys that say where the data lives, not what it is
 DATA_LOCATION = frozenset({"root", "download"})
+# [autoencoder] keys that say where its weights live (a resumed run checks the weights themselves: their fingerprint)
+AUTOENCODER_LOCATION = frozenset({"path", "download"})
 
 
 def recipe_key(recipe: Recipe) -> dict[str, Any]:
@@ -44,6 +46,8 @@ def recipe_key(recipe: Recipe) -> dict[str, Any]:
             key[section] = d[section]
     if "data" in key:
         key["data"] = {k: v for k, v in key["data"].items() if k not in DATA_LOCATION}
+    if "autoencoder" in key:
+        key["autoencoder"] = {k: v for k, v in key["autoencoder"].items() if k not in AUTOENCODER_LOCATION}
     key["train"] = {k: v for k, v in d["train"].items() if k not in BOOKKEEPING}
     # post-hoc EMA on is part of the key (its profiles start at step 0, so it cannot be switched on by resuming);
     # off, the key is that of the runs trained before it existed, which resume as they did
