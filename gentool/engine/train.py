@@ -18,6 +18,7 @@ evaluation, and SIGINT/SIGTERM saving a checkpoint before stopping.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from gentool.errors import GentoolError
 from gentool.recipe import RecipeError
 from gentool.run import RESOLVED_RECIPE, Run
 
+LATENT_RECORD = "latent.json"  # a latent run's autoencoder fingerprint and scale factor
 PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (and always at the end)
 
 __all__ = ["NonFiniteLossError", "RecipeMismatchError", "RunDirectoryError", "TrainResult", "train"]
@@ -228,6 +230,10 @@ class Trainer:
             resolved = run.run_dir / RESOLVED_RECIPE
             if run.step < tr.steps or not resolved.exists():  # a no-op run keeps the recipe its checkpoints match
                 atomic_write_text(resolved, run.recipe.dumps())
+            if run.step < tr.steps and not run.space.identity:  # what decoding needs, for people (checkpoints hold it)
+                record = {**run.space.record(), "table": run.recipe.autoencoder.to_dict(),
+                          "latent_shape": list(run.latent_shape), "image_shape": list(run.image_shape)}
+                atomic_write_text(run.run_dir / LATENT_RECORD, json.dumps(record, indent=2) + "\n")
         if run.step >= tr.steps:
             self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
             return self._result()
