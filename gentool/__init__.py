@@ -28,8 +28,8 @@ hookimpl = pluggy.HookimplMarker("gentool")
 #: first use. An import-linter contract keeps the built-in plugins to these names (docs/plugins.md).
 _LAZY: dict[str, str | tuple[str, str]] = {
     # the kinds' protocols and what a task returns (gentool/interfaces.py)
-    **dict.fromkeys(["Conditioner", "DataSource", "DenoiseFn", "Denoiser", "EpsFn", "Logger", "Objective", "RunLike",
-                     "Sampler", "Schedule", "StepCallback", "Task", "TaskResult"],
+    **dict.fromkeys(["Autoencoder", "Conditioner", "DataSource", "DenoiseFn", "Denoiser", "EpsFn", "Logger",
+                     "Objective", "RunLike", "Sampler", "Schedule", "StepCallback", "Task", "TaskResult"],
                     "gentool.interfaces"),
     # the noise process (gentool/process.py) and the discrete chain (gentool/diffusion.py)
     **dict.fromkeys(["ContinuousProcess", "Process", "as_batch", "karras_sigmas"], "gentool.process"),
@@ -79,7 +79,8 @@ _LAZY: dict[str, str | tuple[str, str]] = {
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from gentool.diffusion import Diffusion
-    from gentool.interfaces import (Conditioner, DataSource, DenoiseFn, Denoiser, EpsFn, Logger, Objective, RunLike,
+    from gentool.interfaces import (Autoencoder, Conditioner, DataSource, DenoiseFn, Denoiser, EpsFn, Logger,
+                                    Objective, RunLike,
                                     Sampler, Schedule, StepCallback, Task, TaskResult)
     from gentool.model import DiffusionModel
     from gentool.parameterisation import (Affine, Denoised, EpsPrediction, Parameterisation, VPrediction,

@@ -22,7 +22,7 @@ from gentool.outputs import keep_earlier, note_step
 from gentool.paths import require_run
 from gentool.plugins import registry as plugin_registry
 from gentool.recipe import Recipe, RecipeError, load_recipe
-from gentool.run import RESOLVED_RECIPE, Run, build, validate
+from gentool.run import RESOLVED_RECIPE, Run, build, build_space, validate
 from gentool.terminal_snr import terminal_signal, terminal_signal_warning
 
 
@@ -44,19 +44,38 @@ def summarize(recipe: Recipe) -> dict[str, Any]:
     """
     reg = plugin_registry()
     process, model = validate(recipe, registry=reg)  # the factories' own checks; networks on the meta device
+    space = build_space(recipe, reg)  # the autoencoder, on the CPU: its options and files checked
     out: dict[str, Any] = {"run directory": str(recipe.run_dir)}
+    warnings = recipe_warnings(recipe, process)
+    if not space.identity:
+        out["autoencoder"] = describe_space(space, getattr(model.denoiser, "image_shape", None))
+        missing = getattr(space.autoencoder, "missing_weights", lambda: None)()
+        if missing:
+            warnings.append(f"{recipe.source}: autoencoder ({space.name}): {missing}")
     out["process"] = describe_process(recipe, process)
     params = sum(p.numel() for p in model.denoiser.parameters())
     out["denoiser parameters"] = f"{params:,} ({params / 1e6:.1f}M)"
     if model.conditioner is not None:
         out["conditioner parameters"] = f"{sum(p.numel() for p in model.conditioner.parameters()):,}"
     if recipe.data is not None:
-        out["dataset (train)"] = _train_split(Run(recipe, reg, torch.device("meta"), process, model))
+        out["dataset (train)"] = _train_split(Run(recipe, reg, torch.device("meta"), process, model, space=space))
     out["sampler"] = f"{recipe.sampler.name}, steps = {recipe.sampler.steps or 'all'}, guidance = {recipe.sampler.guidance}"
     out["train steps"] = recipe.train.steps
     out["tasks"] = ", ".join(t.name for t in recipe.tasks) or "none"
-    out["warnings"] = recipe_warnings(recipe, process)
+    out["warnings"] = warnings
     return out
+
+
+def describe_space(space, latent_shape) -> str:
+    """One line about a latent run's autoencoder for ``gentool check``: the shapes, the weights, the scale."""
+    shape = lambda s: "x".join(map(str, s))  # noqa: E731
+    line = space.name
+    if latent_shape is not None:
+        line += f": {shape(space.image_shape(tuple(latent_shape)))} images to {shape(latent_shape)} latents"
+    if space.fingerprint:
+        line += f", weights {space.fingerprint[:12]}"
+    scale = space.scale_factor
+    return line + (f", scale factor {scale:g}" if scale is not None else ", scale factor measured on the train split")
 
 
 def describe_process(recipe: Recipe, process: Process) -> str:

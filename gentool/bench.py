@@ -346,7 +346,7 @@ def bench_run(run, settings: BenchSettings | None = None, *, compare: str | None
     sampler_steps = len(run.process.grid(run.recipe.sampler.steps))
     tr = run.recipe.train
     result: dict[str, Any] = {"recipe": run.recipe.source, **env, **asdict(s), "sampler_steps": sampler_steps}
-    result.update(bench_model(run.model, run.process, run.image_shape, labels, run.recipe.sampler.guidance, s,
+    result.update(bench_model(run.model, run.process, run.latent_shape, labels, run.recipe.sampler.guidance, s,
                               device, sampler_steps=sampler_steps, objective=run.objective, lr=tr.lr,
                               log=log))
     if theirs_model is not None:

@@ -35,6 +35,24 @@ hookspec = pluggy.HookspecMarker("gentool")
 
 
 @hookspec
+def gentool_register_autoencoders(register):
+    """Register autoencoders: how images map to the latents a denoiser works on (the ``[autoencoder]`` table).
+
+    An autoencoder factory takes keyword-only options and returns a
+    :class:`gentool.Autoencoder`: an ``nn.Module`` with ``encode(x) -> z``
+    (images ``[B, C, H, W]`` in [-1, 1] to latents ``[B, c, h, w]``, unscaled;
+    the posterior mean for a KL autoencoder), ``decode(z) -> x``,
+    ``latent_shape((C, H, W)) -> (c, h, w)`` and its inverse ``image_shape``,
+    ``fingerprint`` (a hash of its weights: the latent cache is keyed by it)
+    and ``scale_factor`` (``None``: the core measures 1/std of the training
+    latents, as Rombach et al. 2022 do). An autoencoder with ``identity =
+    True`` is pixel space: the core neither encodes, caches nor scales.
+
+    :param register: ``register(name, factory)``.
+    """
+
+
+@hookspec
 def gentool_register_schedules(register):
     """Register noise schedules.
 

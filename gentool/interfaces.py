@@ -147,7 +147,10 @@ class RunLike(Protocol):
     The process, the networks (``sampling_model`` carries the EMA weights), the
     recipe and registry, the device, data, noise and seeded generators, and
     sampling through :meth:`sample` (a :class:`gentool.SamplingOptions` or its
-    fields as keywords).
+    fields as keywords). In a latent run (``latent``) the process works on
+    ``encode``'s latents of ``latent_shape``; ``sample`` returns ``decode``'s
+    images of ``image_shape`` (pixel space: the two shapes are one, and
+    ``encode`` and ``decode`` return their argument).
     """
 
     recipe: "Recipe"
@@ -166,7 +169,17 @@ class RunLike(Protocol):
     def image_shape(self) -> tuple[int, int, int]: ...
 
     @property
+    def latent_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def latent(self) -> bool: ...
+
+    @property
     def run_dir(self) -> Path: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
 
     def dataset(self, split: str = "train") -> Any: ...
 
@@ -219,7 +232,7 @@ class InMemoryImages(Protocol):
     equal what it computes from them.
 
     * ``images``: ``[N, C, H, W]``, uint8 (read as ``x / 127.5 - 1``) or float
-      already in [-1, 1];
+      already in [-1, 1] (or a latent run's scaled latents, any range);
     * ``labels``: int ``[N]`` (``-1``: none);
     * ``image_size`` (optional): the side the items are resized to; the
       device copy is used only when ``images`` already has that size;
@@ -229,6 +242,42 @@ class InMemoryImages(Protocol):
 
     images: Tensor
     labels: Tensor
+
+
+@runtime_checkable
+class Autoencoder(Protocol):
+    """How images map to the latents a denoiser works on: ``factory(**options) -> autoencoder`` (``[autoencoder]``).
+
+    An ``nn.Module`` (the core moves it to the run's device) with:
+
+    * ``encode(x) -> z``: images ``[B, C, H, W]`` in [-1, 1] to latents
+      ``[B, c, h, w]``, deterministic and unscaled (a KL autoencoder returns
+      its posterior mean);
+    * ``decode(z) -> x``: latents back to images (the core clamps them to [-1, 1]);
+    * ``latent_shape((C, H, W)) -> (c, h, w)`` and ``image_shape((c, h, w)) ->
+      (C, H, W)``; ``latent_shape`` raises ``ValueError`` for images it cannot
+      encode (another number of channels, a size not divisible by its factor);
+    * ``fingerprint``: a hash of the weights (the latent cache is keyed by it);
+    * ``scale_factor``: the number latents are multiplied by before the
+      diffusion sees them, or ``None``: the core measures 1/std of the
+      training latents, 1/std, as Rombach et al. 2022 do;
+    * ``identity`` (optional, default ``False``): pixel space, the default
+      ``identity`` autoencoder: the core neither encodes, caches nor scales;
+    * ``missing_weights() -> str | None`` (optional): why it cannot encode yet
+      (a ``kl`` autoencoder before ``gentool autoencoder train``: its weights
+      do not exist), or ``None``.
+    """
+
+    fingerprint: str
+    scale_factor: float | None
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]: ...
+
+    def image_shape(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]: ...
 
 
 class Objective(Protocol):
@@ -290,6 +339,7 @@ class Logger(Protocol):
 KINDS: tuple[str, ...] = _kinds.NAMES
 
 __all__ = [
+    "Autoencoder",
     "Conditioner",
     "DataSource",
     "DenoiseFn",

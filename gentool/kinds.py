@@ -72,6 +72,8 @@ PROCESS_SUPPLIED = ("betas",)
 KINDS: tuple[Kind, ...] = (
     Kind("data_source", "data_sources", "Data sources", "data", "[data]", "factory(split, **options)",
          positional=("split",)),
+    Kind("autoencoder", "autoencoders", "Autoencoders", "autoencoder", "[autoencoder]",
+         "factory(**options) -> autoencoder (encode, decode, latent_shape, image_shape, fingerprint, scale_factor)"),
     Kind("schedule", "schedules", "Schedules", "schedule", "[schedule]",
          "factory(**options) -> betas (for a process that takes betas)"),
     Kind("process", "processes", "Noise processes", "process", "[process]",

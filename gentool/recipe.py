@@ -5,6 +5,7 @@ options) and the core's own tables::
 
     [run]         RunConfig
     [data]        a data source            (optional for sampling-only recipes)
+    [autoencoder] images to latents and back (default: identity, pixel space)
     [process]     the noise process        (default: the plugins' default, the discrete DDPM chain)
     [schedule]    a schedule               (for a process that takes betas; default: linear)
     [denoiser]    a denoiser               (required)
@@ -118,6 +119,8 @@ class Recipe:
     logger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: always set by :func:`load_recipe`: the ``[process]`` table, or the default a plugin declared
     process: ComponentSpec | None = None
+    #: the ``[autoencoder]`` table, or the default a plugin declared (``None``: none registered, pixel space)
+    autoencoder: ComponentSpec | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -130,6 +133,8 @@ class Recipe:
                                  for n in self.run.loggers]
         if self.data is not None:
             out["data"] = self.data.to_dict()
+        if self.autoencoder is not None:
+            out["autoencoder"] = self.autoencoder.to_dict()
         out["process"] = self.process.to_dict()
         if self.schedule is not None:
             out["schedule"] = self.schedule.to_dict()
@@ -311,6 +316,9 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
             raise
         raise RecipeError(source, f"{moved[exc.key]} (now {exc.key})", exc.message, exc.value, exc.choices) from None
     data_spec = _component(registry, "data_source", data["data"], source, "data") if "data" in data else None
+    autoencoder = None
+    if "autoencoder" in data or registry.default("autoencoder") is not None:
+        autoencoder = _component(registry, "autoencoder", data.get("autoencoder", {}), source, "autoencoder")
 
     tasks_raw = data.get("tasks", [])
     if not isinstance(tasks_raw, list) or not all(isinstance(t, dict) for t in tasks_raw):
@@ -320,7 +328,7 @@ def validate(data: dict[str, Any], *, source: str, registry: Registry, default_n
         raise RecipeError(source, "data", "training (train.steps > 0) needs a [data] table", None, registry.names("data_source"))
     _check_train(train, source)
     return Recipe(source, run, schedule, denoiser, sampler, train, data_spec, conditioner, eval_cfg, tasks,
-                  objective, notes, logger_options, process)
+                  objective, notes, logger_options, process, autoencoder)
 
 
 def takes_betas(registry: Registry, process: ComponentSpec) -> bool:

@@ -16,6 +16,8 @@ from gentool import compat
 from gentool.devices import resolve_device
 from gentool.errors import ComponentError, GentoolError, is_allocation_failure
 from gentool.interfaces import TaskResult
+from gentool.latent import LatentSpace
+from gentool.latent_cache import LatentData, latent_split, measure_scale
 from gentool.model import DiffusionModel
 from gentool.parameterisation import parameterisation_of
 from gentool.plugins import registry as plugin_registry
@@ -36,6 +38,11 @@ class Run:
     average; sampling and evaluation use :attr:`sampling_model` (the EMA when
     there is one). Sampling goes through one service
     (:func:`gentool.service.plan`): :meth:`sample` is its shortcut.
+
+    ``space`` is where the diffusion runs (:class:`gentool.latent.LatentSpace`):
+    pixel space, or the latents of the recipe's ``[autoencoder]``. The process
+    and the denoiser see :meth:`encode`'s output (of :attr:`latent_shape`);
+    :meth:`sample` returns :meth:`decode`'s (of :attr:`image_shape`).
     """
 
     recipe: Recipe
@@ -47,7 +54,8 @@ class Run:
     step: int = 0
     checkpoint: Path | None = None
     objective: Any = field(default=None, repr=False)
-    _datasets: dict[str, Any] = field(default_factory=dict, repr=False)
+    _datasets: dict[Any, Any] = field(default_factory=dict, repr=False)
+    space: LatentSpace = field(default_factory=LatentSpace, repr=False)
 
     def __repr__(self) -> str:
         """One line (a REPL printed the whole network twice): the run directory, step, device and components."""
@@ -89,17 +97,64 @@ class Run:
                 raise RecipeError(self.recipe.source, f"data ({spec.name})", str(exc)) from exc
         return self._datasets[split]
 
+    def latent_dataset(self, split: str = "train", *, log: Callable[[str], None] = print):
+        """The data the denoiser learns: the data set itself in pixel space, else its latents s E(x).
+
+        The latents come from the latent cache (:mod:`gentool.latent_cache`,
+        encoded on first use); the scale factor s, when the autoencoder does
+        not fix it and no checkpoint recorded it, is measured on the train split.
+        """
+        if self.space.identity:
+            return self.dataset(split)
+        if ("latent", split) not in self._datasets:
+            if self.recipe.data is None:
+                raise RecipeError(self.recipe.source, "data", "the recipe has no [data] table")
+            z, y, classes = latent_split(self.recipe, self.registry, self.space, split, self.device, log=log)
+            if self.space.scale_factor is None:
+                train = z if split == "train" else latent_split(self.recipe, self.registry, self.space, "train",
+                                                                self.device, log=log)[0]
+                self.space.scale_factor, self.space.scale_source = measure_scale(train), "measured"
+                log(f"latent scale factor: {self.space.scale_factor:.6g} (1 / std of the {train.shape[0]} training "
+                    "latents)")
+            self._datasets[("latent", split)] = LatentData(z * self.space.scale_factor, y, classes)
+        return self._datasets[("latent", split)]
+
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of generated images: the denoiser's ``image_shape``, else the data's."""
+    def latent(self) -> bool:
+        """Whether the diffusion runs on an autoencoder's latents (an ``[autoencoder]`` other than ``identity``)."""
+        return not self.space.identity
+
+    @property
+    def scale_factor(self) -> float:
+        """The latent scale factor s (1 in pixel space; measured on the train split if still unknown)."""
+        if self.space.scale_factor is None:
+            self.latent_dataset("train")
+        return float(self.space.scale_factor)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Images ``[B, C, H, W]`` in [-1, 1] to what the process and the denoiser work on (pixel space: ``x``)."""
+        return x if self.space.identity else self.space.encode(x.to(self.device), self.scale_factor)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """What the process works on back to images in [-1, 1] (pixel space: ``z``)."""
+        return z if self.space.identity else self.space.decode(z.to(self.device), self.scale_factor)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` the denoiser works on: its ``image_shape``, else the data's encoded."""
         shape = getattr(self.model.denoiser, "image_shape", None)
         if shape is not None:
             return tuple(int(d) for d in shape)  # type: ignore[return-value]
-        return tuple(self.dataset("train")[0][0].shape)  # type: ignore[return-value]
+        return self.space.latent_shape(tuple(self.dataset("train")[0][0].shape))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of generated images: :attr:`latent_shape` decoded (pixel space: the same)."""
+        return self.space.image_shape(self.latent_shape)
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Start noise x_T ~ N(0, prior_std^2 I) for ``n`` images."""
-        x = torch.randn((n, *self.image_shape), generator=generator, device=self.device)
+        """Start noise x_T ~ N(0, prior_std^2 I) for ``n`` images (of :attr:`latent_shape`)."""
+        x = torch.randn((n, *self.latent_shape), generator=generator, device=self.device)
         std = float(getattr(self.process, "prior_std", 1.0))
         return x if std == 1.0 else x * std
 
@@ -116,17 +171,19 @@ class Run:
     def sample(self, n: int | None = None, *, x_T: Tensor | None = None, options: SamplingOptions | None = None,
                generator: torch.Generator | None = None, callback: Callable[[dict], Tensor | None] | None = None,
                progress: bool = True, description: str = "sampling", fast: bool | None = None,
-               **option_values: Any) -> Tensor:
+               decode: bool = True, **option_values: Any) -> Tensor:
         """Generate images in [-1, 1]: ``n`` from fresh noise, or from ``x_T``.
 
         The request is a :class:`gentool.SamplingOptions` (``options``, or its
         fields as keywords: ``sampler``, ``steps``, ``guidance``, ``labels``,
         ``seed``, ``t_start``, ``sampler_options``, ...), resolved once by
         :func:`gentool.service.plan` against the recipe's ``[sampler]``.
+        ``x_T`` and the ``callback``'s states are latents in a latent run;
+        ``decode=False`` returns the sampled latents instead of images.
         """
         options = SamplingOptions.merge(options, **option_values)
         return plan(self, options, fast=fast).sample(n, x_T=x_T, generator=generator, callback=callback,
-                                                    progress=progress, description=description)
+                                                    progress=progress, description=description, decode=decode)
 
     def sampling_inputs(self, labels: Tensor | list[int] | None = None,
                         guidance: float | None = None) -> tuple[Tensor | None, float]:
@@ -233,6 +290,22 @@ def _model(recipe: Recipe, registry: Registry, objective: Any) -> DiffusionModel
     return DiffusionModel(denoiser, conditioner, parameterisation=param, learned_variance=learned)
 
 
+def build_space(recipe: Recipe, registry: Registry, device: torch.device | str = "cpu") -> LatentSpace:
+    """The recipe's ``[autoencoder]`` on ``device`` (frozen), as the run's :class:`LatentSpace`.
+
+    Built with torch's global RNG set aside, so that an autoencoder's
+    initialisation leaves the draws of everything after it as they were.
+    """
+    spec = recipe.autoencoder
+    if spec is None:
+        return LatentSpace()
+    with torch.random.fork_rng(devices=[]):
+        autoencoder = _component(recipe, "autoencoder", registry.get("autoencoder", spec.name).factory)
+    if isinstance(autoencoder, torch.nn.Module) and not getattr(autoencoder, "identity", False):
+        autoencoder = autoencoder.to(device).eval().requires_grad_(False)
+    return LatentSpace(autoencoder, spec.name)
+
+
 def _parts(recipe: Recipe, registry: Registry) -> tuple[Process, Any]:
     """The process and the objective, checked against each other and against every sampler the recipe names."""
     process = build_process(recipe, registry)
@@ -275,4 +348,6 @@ def build(recipe: Recipe, *, device: str | torch.device | None = None, registry:
     ema = None
     if recipe.train.ema_decay > 0:
         ema = copy.deepcopy(model).requires_grad_(False).eval()
-    return Run(recipe, registry, device, process, model, ema, objective=objective)
+    with blame_overrides(getattr(recipe, "overrides", ())):
+        space = build_space(recipe, registry, device)
+    return Run(recipe, registry, device, process, model, ema, objective=objective, space=space)

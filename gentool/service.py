@@ -15,7 +15,10 @@ sample`` and the task commands, ``gentool eval``. It resolves, in one place:
 * the labels and the guidance (:func:`gentool.sampling.resolve_sampling`), with
   the guidance interval and CFG rescale (the request's, else the recipe's ``[sampler]``);
 * the network path: the reference :func:`gentool.sampling.make_denoise_fn`, or
-  on CUDA the compiled :func:`gentool.sampling.make_fast_denoise_fn`.
+  on CUDA the compiled :func:`gentool.sampling.make_fast_denoise_fn`;
+* in a latent run (an ``[autoencoder]`` other than ``identity``): samplers
+  never clip x0 to [-1, 1], the range of images, not of latents (a request's
+  own ``clip_denoised`` wins), and :meth:`Plan.sample` decodes what it sampled.
 """
 
 from __future__ import annotations
@@ -112,8 +115,12 @@ class Plan:
 
     def sample(self, n: int | None = None, *, x_T: Tensor | None = None, generator: torch.Generator | None = None,
                callback: Callable[[dict], Tensor | None] | None = None, progress: bool = True,
-               description: str = "sampling") -> Tensor:
-        """``n`` images from fresh noise (or from ``x_T``), in [-1, 1]."""
+               description: str = "sampling", decode: bool = True) -> Tensor:
+        """``n`` images from fresh noise (or from ``x_T``), in [-1, 1].
+
+        In a latent run ``x_T`` and the callback's states are latents, and the
+        result is decoded (``decode=False``: the latents themselves).
+        """
         run = self.run
         generator = generator if generator is not None else run.generator(self.seed)
         if x_T is None:
@@ -124,12 +131,19 @@ class Plan:
         try:  # a sampler refuses bad options or steps with a ValueError (the plugin contract)
             total = len(self.grid())
             with progress_callback(total, description, enabled=progress, inner=callback) as cb:
-                return self.sampler(self.denoise, run.process, x_T, steps=self.steps, t_start=self.t_start,
-                                    generator=generator, callback=cb)
+                x = self.sampler(self.denoise, run.process, x_T, steps=self.steps, t_start=self.t_start,
+                                 generator=generator, callback=cb)
         except ValueError as exc:
             if isinstance(exc, GentoolError):
                 raise
             raise ComponentError(f"sampler {self.name!r}: {exc}") from exc
+        return run.decode(x) if decode and latent(run) else x
+
+
+def latent(run: Any) -> bool:
+    """Whether ``run`` diffuses latents (an ``[autoencoder]`` other than ``identity``)."""
+    space = getattr(run, "space", None)
+    return space is not None and not space.identity
 
 
 def sampler_options(run: Any, name: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -182,6 +196,8 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
         opts = check_options(factory, opts, reserved=SAMPLER_RESERVED)
     except OptionError as exc:
         raise UsageError(f"sampler {name!r}: option {exc.key!r}: {exc.message}") from None
+    if latent(run) and opts.get("clip_denoised") and "clip_denoised" not in (options.sampler_options or {}):
+        opts["clip_denoised"] = False  # latents are not images in [-1, 1]
     fn = functools.partial(adapt(factory), **opts)
     steps = options.steps if options.steps is not None else spec.steps
     guide = guide_run(run, options.guide_with) if kind_of(options) == "auto" else None

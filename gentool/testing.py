@@ -602,6 +602,71 @@ def check_data_source(factory: Callable[..., Any], *, splits: tuple[str, ...] = 
     return built
 
 
+# -- autoencoders --------------------------------------------------------------
+
+def check_autoencoder(factory: Callable[..., Any], *, image_shape: tuple[int, int, int] = (3, 16, 16),
+                      **options: Any) -> Any:
+    """An autoencoder maps images of ``image_shape`` to latents and back, as its shapes say.
+
+    Builds it from ``options`` and checks: ``latent_shape`` and ``image_shape``
+    invert each other and ``latent_shape`` refuses images of another channel
+    count with ``ValueError``; ``encode`` gives finite float latents of
+    ``latent_shape``, the same twice and for an image alone as within a batch
+    (the latent cache encodes in batches); ``decode`` gives finite images of
+    ``image_shape``; ``fingerprint`` is a string (not empty unless the
+    autoencoder is the identity or says its weights are missing);
+    ``scale_factor`` is ``None`` or positive. The identity must return its
+    argument unchanged. Returns the autoencoder.
+    """
+    check_factory("autoencoder", factory)
+    ae = factory(**_resolve("autoencoder", factory, options))
+    who = f"autoencoder {_label(factory)}"
+    for name in ("encode", "decode", "latent_shape", "image_shape"):
+        _require(callable(getattr(ae, name, None)), who, f"has no method {name}")
+    x = torch.rand((3, *image_shape), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    if getattr(ae, "identity", False):
+        _require(ae.encode(x) is x and ae.decode(x) is x, who, "is the identity, so encode and decode must return "
+                 "their argument itself")
+        return ae
+    latent = tuple(ae.latent_shape(tuple(image_shape)))
+    _require(len(latent) == 3 and all(isinstance(d, int) and d > 0 for d in latent), who,
+             f"latent_shape{tuple(image_shape)} must be three positive ints, got {latent}")
+    _require(tuple(ae.image_shape(latent)) == tuple(image_shape), who,
+             f"image_shape{latent} must give back {tuple(image_shape)}, got {tuple(ae.image_shape(latent))}")
+    other = (image_shape[0] + 1, *image_shape[1:])
+    try:
+        ae.latent_shape(other)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(f"{who}: latent_shape{other} must raise ValueError (it cannot encode "
+                             f"{other[0]}-channel images)")
+    ae = ae.eval() if isinstance(ae, nn.Module) else ae
+    with torch.no_grad():
+        z = ae.encode(x)
+        _require(isinstance(z, Tensor) and tuple(z.shape) == (3, *latent), who,
+                 f"encode must return latents [3, {', '.join(map(str, latent))}], got "
+                 f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
+        _require(z.is_floating_point() and bool(torch.isfinite(z).all()), who, "encode gave non-finite or non-float latents")
+        torch.testing.assert_close(ae.encode(x), z, msg=f"{who}: encode must be deterministic (the posterior mean)")
+        torch.testing.assert_close(ae.encode(x[1:2]), z[1:2], atol=1e-5, rtol=1e-4,
+                                   msg=f"{who}: an image's latents must not depend on the rest of its batch")
+        y = ae.decode(z)
+        _require(isinstance(y, Tensor) and tuple(y.shape) == (3, *image_shape), who,
+                 f"decode must return images [3, {', '.join(map(str, image_shape))}], got "
+                 f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+        _require(bool(torch.isfinite(y).all()), who, "decode gave non-finite images")
+    missing = getattr(ae, "missing_weights", None)
+    fingerprint = getattr(ae, "fingerprint", None)
+    _require(isinstance(fingerprint, str), who, "needs a fingerprint (a string hash of its weights)")
+    _require(bool(fingerprint) or (callable(missing) and missing()), who,
+             "has an empty fingerprint but weights (the latent cache is keyed by the fingerprint)")
+    scale = getattr(ae, "scale_factor", "absent")
+    _require(scale is None or (isinstance(scale, (int, float)) and scale > 0), who,
+             f"scale_factor must be None (measured) or a positive number, got {scale!r}")
+    return ae
+
+
 # -- feature extractors --------------------------------------------------------
 
 def check_feature_extractor(factory: Callable[..., Any], *, image_size: int = 32, **options: Any) -> None:
@@ -785,6 +850,7 @@ def check_command(name: str, function: Callable[..., Any]) -> None:
 
 
 __all__ = [
+    "check_autoencoder",
     "check_conditioner",
     "check_data_source",
     "check_denoiser",

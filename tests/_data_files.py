@@ -82,3 +82,47 @@ DATA_FILES = {
     "image_folder": image_folder_files,
     "hf_dataset": hf_dataset_files,
 }
+
+
+# -- autoencoders whose options name files: a tiny one of each, for 1x8x8 images (4x4x4 latents) ------------
+
+def kl_files(tmp: Path) -> dict:
+    """A tiny ``kl`` autoencoder (factor 2, 4 latent channels) whose random weights are saved as trained ones."""
+    import torch
+
+    from gentool_autoencoders.files import FORMAT, WEIGHTS, save_tensors
+    from gentool_autoencoders.kl import kl
+
+    options = {"path": str(tmp / "kl"), "in_channels": 1, "latent_channels": 4, "channels": 8, "channel_mult": [1, 2]}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = kl(**options)
+    save_tensors(Path(options["path"]) / WEIGHTS, model.state_dict(),
+                 {"format": FORMAT, "config": model.config(), "step": "0"})
+    return options
+
+
+def tiny_vae(in_channels: int = 1):
+    """A randomly initialised diffusers ``AutoencoderKL``: two levels (factor 2), 4 latent channels."""
+    import torch
+
+    diffusers = pytest.importorskip("diffusers", reason="diffusers_kl needs the optional extra: pip install gentool[diffusers]")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return diffusers.AutoencoderKL(in_channels=in_channels, out_channels=in_channels,
+                                       down_block_types=("DownEncoderBlock2D",) * 2,
+                                       up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                                       layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=8).eval()
+
+
+def diffusers_kl_files(tmp: Path) -> dict:
+    """:func:`tiny_vae` saved with ``save_pretrained`` (config.json and safetensors weights)."""
+    tiny_vae().save_pretrained(tmp / "vae")
+    return {"path": str(tmp / "vae")}
+
+
+#: autoencoder name -> writer ``(tmp) -> options`` of a tiny one for 1x8x8 images
+AUTOENCODER_FILES = {
+    "kl": kl_files,
+    "diffusers_kl": diffusers_kl_files,
+}

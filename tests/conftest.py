@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("GENTOOL_NO_PROGRESS", "1")
+# one torch thread for the whole suite, whatever the machine's load: training a new run with gentool's default
+# takes every idle core (gentool/threads.py), and two runs of one test must not differ in their float sums
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # a trained feature extractor in the user's cache (gentool features train) must not change what tests measure
 os.environ["GENTOOL_CACHE_DIR"] = tempfile.mkdtemp(prefix="gentool-test-cache-")

@@ -16,8 +16,6 @@ pixels. ``gentool check`` refuses the mismatched combinations in one line.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +27,7 @@ from typer.testing import CliRunner
 import gentool
 from gentool import plugins
 from gentool.cli import app
-from test_example_plugin import pip_env
+from _packages import installed_package, on_sys_path
 
 PACKAGE = Path(__file__).parent / "acceptance" / "gentool-acceptance"
 MU, S = 0.3, 0.5  # the analytic data: every pixel N(MU, S^2), independently
@@ -40,23 +38,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    site = tmp_path_factory.mktemp("site")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(PACKAGE)]
-    out = subprocess.run(cmd, env=pip_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    yield site
-    for name in [m for m in sys.modules if m.startswith("gentool_acceptance")]:
-        del sys.modules[name]
+    with installed_package(PACKAGE, tmp_path_factory.mktemp("site"), "gentool_acceptance") as site:
+        yield site
 
 
 @pytest.fixture
 def on_path(installed, monkeypatch):
-    monkeypatch.delenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("GENTOOL_BLOCK_PLUGINS", raising=False)
-    monkeypatch.syspath_prepend(str(installed))
-    plugins.reset()
-    yield installed
-    plugins.reset()
+    with on_sys_path(installed, monkeypatch) as site:
+        yield site
 
 
 FAMILIES = {

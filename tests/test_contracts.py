@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import gentool
-from _data_files import DATA_FILES
+from _data_files import AUTOENCODER_FILES, DATA_FILES
 from _distill import contract_teacher, gaussian_consistency_fn
 from gentool import testing
 from gentool.interfaces import KINDS
@@ -107,6 +107,10 @@ def check_registered(kind: str, name: str, tmp_path: Path, monkeypatch) -> None:
         testing.check_feature_extractor(factory, **extra, **options)
     elif kind == "objective":
         testing.check_objective(factory, **extra, **options)
+    elif kind == "autoencoder":
+        if name in AUTOENCODER_FILES:
+            options = {**AUTOENCODER_FILES[name](tmp_path), **options}
+        testing.check_autoencoder(factory, image_shape=(1, 8, 8), **options)
     elif kind == "logger":
         testing.check_logger(factory, tmp_path / "run", **options)
     elif kind == "command":
@@ -129,6 +133,7 @@ def test_overrides_name_registered_components():
     names = {(c.kind, c.name) for c in builtin_components()}
     stale = [key for key in [*OPTIONS, *CHECK_KWARGS, *DOWNLOADS] if key not in names]
     stale += [("data_source", n) for n in DATA_FILES if ("data_source", n) not in names]
+    stale += [("autoencoder", n) for n in AUTOENCODER_FILES if ("autoencoder", n) not in names]
     assert not stale, f"options for components that are no longer registered: {stale}"
 
 
@@ -454,3 +459,56 @@ def test_check_data_source_holds_shape_to_the_data_set():
     lenient.shape = lambda split, *, n: (n, 1, 4, 4)  # any split
     with pytest.raises(AssertionError, match=r"'validation' of shape\(\) must raise ValueError"):
         testing.check_data_source(lenient)
+
+
+class Pool(torch.nn.Module):
+    """A 2x2 average-pool encoder and nearest-neighbour decoder, broken one way per ``mode``."""
+
+    fingerprint, scale_factor = "pool", None
+
+    def __init__(self, mode: str = "good") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def encode(self, x):
+        z = torch.nn.functional.avg_pool2d(x, 4 if self.mode == "shape" else 2)
+        return z - z.mean(0) if self.mode == "batch" else z
+
+    def decode(self, z):
+        return torch.nn.functional.interpolate(z, scale_factor=2.0)
+
+    def latent_shape(self, image_shape):
+        c, h, w = image_shape
+        if c != 1 and self.mode != "any_channels":
+            raise ValueError("one channel")
+        return (c, h // 2, w // 2)
+
+    def image_shape(self, latent_shape):
+        c, h, w = latent_shape
+        return (c, 2 * h, 2 * w)
+
+
+def _pool_factory(mode):
+    def pool(*, scale: float = 1.0) -> Pool:
+        """An average-pool autoencoder.
+
+        Args:
+            scale: unused.
+        """
+        ae = Pool(mode)
+        if mode == "no_fingerprint":
+            ae.fingerprint = ""
+        return ae
+
+    return pool
+
+
+def test_check_autoencoder_accepts_a_good_autoencoder():
+    testing.check_autoencoder(_pool_factory("good"), image_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("mode, message", [("shape", r"encode must return latents \[3, 1, 4, 4\]"), ("batch", "rest of its batch"),
+                                           ("any_channels", "must raise ValueError"), ("no_fingerprint", "fingerprint")])
+def test_check_autoencoder_catches(mode, message):
+    with pytest.raises(AssertionError, match=message):
+        testing.check_autoencoder(_pool_factory(mode), image_shape=(1, 8, 8))

@@ -32,6 +32,8 @@ ALLOWED = {
     ("gentool/config.py", "linear"): "[train] lr_schedule's learning-rate decay, not the noise schedule",
     ("gentool/engine/optim.py", "cosine"): "the learning-rate decay of lr_at, not the noise schedule",
     ("gentool/engine/optim.py", "linear"): "the learning-rate decay of lr_at, not the noise schedule",
+    **{(f, "identity"): "the Autoencoder protocol's attribute `identity` (pixel space), not the built-in autoencoder"
+       for f in ("gentool/latent.py", "gentool/run.py", "gentool/testing.py")},
 }
 
 

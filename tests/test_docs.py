@@ -249,3 +249,13 @@ def test_local_links_resolve():
             if not path.exists() and path not in PENDING:
                 broken.append(f"{page.name}: {target}")
     assert not broken, f"links to missing files: {broken}"
+
+
+def test_the_plugin_api_table_names_every_public_name():
+    """docs/plugins.md lists every name of the plugin API (gentool/__init__.py's lazy table), and no other."""
+    import gentool
+
+    section = read("plugins.md").split("## The plugin API", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)(?:\(\))?`", section.split("Answers to what", 1)[0]))
+    missing = sorted(set(gentool._LAZY) - listed)
+    assert not missing, f"docs/plugins.md's plugin API table should list {missing}"

@@ -9,7 +9,6 @@ docs/plugins.md word for word in a fresh virtual environment.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from typer.testing import CliRunner
 
 from gentool import plugins
 from gentool.cli import app
+from _packages import installed_package, on_sys_path, pip_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "plugins" / "examples" / "gentool-example"
@@ -33,37 +33,18 @@ DOC = ROOT / "docs" / "plugins.md"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def pip_env(editable: bool = False) -> dict[str, str]:
-    """Offline, no build isolation when the build backend is already importable; else pip's defaults."""
-    env = dict(os.environ)
-    needed = ["hatchling"] + (["editables"] if editable else [])
-    if all(importlib.util.find_spec(m) is not None for m in needed):
-        env.update(PIP_NO_BUILD_ISOLATION="0", PIP_NO_INDEX="1")  # "0" turns isolation off (pip's inverted flag)
-    return env
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """The example plugin pip-installed into a temporary site folder."""
-    site = tmp_path_factory.mktemp("site")
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(EXAMPLE)]
-    out = subprocess.run(cmd, env=pip_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert (site / "gentool_example-0.1.0.dist-info" / "entry_points.txt").is_file()
-    yield site
-    shutil.rmtree(site)
-    for name in [m for m in sys.modules if m == "gentool_example" or m.startswith("gentool_example.")]:
-        del sys.modules[name]
+    with installed_package(EXAMPLE, tmp_path_factory.mktemp("site"), "gentool_example") as site:
+        assert (site / "gentool_example-0.1.0.dist-info" / "entry_points.txt").is_file()
+        yield site
 
 
 @pytest.fixture
 def on_path(installed, monkeypatch):
-    monkeypatch.delenv("GENTOOL_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    monkeypatch.delenv("GENTOOL_BLOCK_PLUGINS", raising=False)
-    monkeypatch.syspath_prepend(str(installed))
-    plugins.reset()
-    yield installed
-    plugins.reset()
+    with on_sys_path(installed, monkeypatch) as site:
+        yield site
 
 
 def test_list_plugins_shows_the_package_and_its_version(on_path):

@@ -62,5 +62,5 @@ def test_the_contract_checks_know_every_kind():
 
 def test_kind_lookup_names_the_valid_kinds():
     assert kinds.kind("logger").positional == ("run_dir",)
-    with pytest.raises(KeyError, match="kinds are data_source, schedule"):
+    with pytest.raises(KeyError, match="kinds are data_source, autoencoder, schedule"):
         kinds.kind("loss")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -45,3 +46,24 @@ def test_an_old_run_directory_resumes_exactly(tmp_path):
         gentool.train(fresh, progress=False, log=lambda m: None)
     for (name, a), (_, b) in zip(resumed.model.state_dict().items(), fresh.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_checkpoints_record_the_parameterisation_and_a_different_one_is_refused(tmp_path):
+    """What the network outputs is stored with its checkpoints; loading it as something else is one clear error."""
+    import tomli_w
+
+    from gentool.engine.checkpoint import CheckpointError
+
+    run_dir = copy_run(DATA, tmp_path / "runs" / "run_v1")
+    recipe_file = run_dir / "recipe.resolved.toml"
+    with single_thread():
+        run = gentool.build(gentool.load_recipe(recipe_file, overrides=[
+            "train.steps=3", f"run.output_dir='{run_dir.parent.as_posix()}'"]), device="cpu")
+        gentool.train(run, progress=False, log=lambda m: None)
+    state = torch.load(run_dir / "checkpoints" / "step_00000003.pt", map_location="cpu", weights_only=True)
+    assert state["parameterisation"] == {"name": "v"}
+    data = gentool.load_recipe(recipe_file).to_dict()
+    data["objective"]["prediction"] = "x0"  # the recipe now claims the network outputs x0
+    (run_dir / "recipe.resolved.toml").write_text(tomli_w.dumps(data), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="trained to output 'v'.*reads 'x0'"):
+        gentool.load_run(run_dir / "checkpoints" / "step_00000003.pt", device="cpu")

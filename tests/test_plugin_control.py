@@ -435,6 +435,49 @@ def test_hook_gentool_register_data_sources(tmp_path):
     assert len(run.dataset("train")) == 5 and run.dataset("test")[0][1] == 1
 
 
+def test_hook_gentool_register_autoencoders(tmp_path):
+    calls = []
+
+    class Pool(torch.nn.Module):
+        """2x2 average pooling and nearest-neighbour upsampling, with a fixed scale factor."""
+
+        fingerprint, scale_factor = "pool", 2.0
+
+        def encode(self, x):
+            calls.append("encode")
+            return torch.nn.functional.avg_pool2d(x, 2)
+
+        def decode(self, z):
+            calls.append("decode")
+            return torch.nn.functional.interpolate(z, scale_factor=2.0)
+
+        def latent_shape(self, image_shape):
+            return (image_shape[0], image_shape[1] // 2, image_shape[2] // 2)
+
+        def image_shape(self, latent_shape):
+            return (latent_shape[0], 2 * latent_shape[1], 2 * latent_shape[2])
+
+    def pool(*, size: int = 2) -> Pool:
+        """Average pooling.
+
+        Args:
+            size: the pooling size (2).
+        """
+        return Pool()
+
+    st = probe_state("gentool_register_autoencoders", "pool", pool)
+    data = tiny_recipe(tmp_path, conditional=False)
+    data["autoencoder"] = {"name": "pool"}
+    data["denoiser"].update(image_size=4, channel_mult=[1], attention_resolutions=[])
+    run = build(load_recipe(data=data, registry=st.registry), registry=st.registry, device="cpu")
+    assert run.latent and run.latent_shape == (1, 4, 4) and run.image_shape == (1, 8, 8)
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    torch.testing.assert_close(run.encode(x), 2.0 * torch.nn.functional.avg_pool2d(x, 2))  # s E(x), s = 2
+    calls.clear()
+    out = run.sample(2, steps=3, progress=False)
+    assert out.shape == (2, 1, 8, 8) and calls == ["decode"]  # sampled in latent space, decoded once
+
+
 def test_hook_gentool_register_feature_extractors():
     def fx(*, width: int = 4):
         """A feature extractor.

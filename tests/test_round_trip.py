@@ -19,7 +19,6 @@ default and no entry here fails, naming this file.
 
 from __future__ import annotations
 
-import copy
 import inspect
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ import torch
 from typer.testing import CliRunner
 
 import gentool
-from _data_files import DATA_FILES
+from _data_files import AUTOENCODER_FILES, DATA_FILES
 from gentool.api import run_recipe
 from gentool.cli import app
 from gentool.kinds import BY_NAME, NAMES
@@ -40,7 +39,8 @@ from gentool.recipe import Recipe, load_recipe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: The kinds a recipe names and a run reads back (feature extractors: a name in [eval]; commands: no recipe).
-KINDS = ("schedule", "process", "denoiser", "conditioner", "objective", "sampler", "task", "logger", "data_source")
+KINDS = ("schedule", "process", "denoiser", "conditioner", "objective", "sampler", "task", "logger", "data_source",
+         "autoencoder")
 NOT_IN_A_RUN = ("feature_extractor", "command")
 
 TINY_UNET = dict(in_channels=1, image_size=8, channels=32, channel_mult=[1], num_res_blocks=1,
@@ -78,6 +78,9 @@ NEEDS: dict[tuple[str, str], dict] = {
     ("objective", "consistency"): {"schedule": None, "process": {"name": "edm"}},
     ("objective", "ect"): {"schedule": None, "process": {"name": "edm"}},
     ("objective", "reflow"): {"schedule": None, "process": {"name": "flow"}},
+    # the tiny autoencoders of tests/_data_files.py encode 1x8x8 images to 4x4x4 latents
+    ("autoencoder", "kl"): {"denoiser": {"in_channels": 4, "image_size": 4}},
+    ("autoencoder", "diffusers_kl"): {"denoiser": {"in_channels": 4, "image_size": 4}},
 }
 #: Kinds whose runs are class-conditional (class_grid and guidance_sweep need labels).
 CONDITIONAL = ("conditioner", "task")
@@ -132,6 +135,8 @@ def recipe_for(kind: str, name: str, tmp: Path, monkeypatch) -> dict:
     options = dict(tiny(tmp) if callable(tiny) else tiny)
     if kind == "data_source" and name in DATA_FILES:
         options = {**DATA_FILES[name](tmp / "files", monkeypatch), **options}
+    if kind == "autoencoder" and name in AUTOENCODER_FILES:
+        options = {**AUTOENCODER_FILES[name](tmp / "files"), **options}
     factory = gentool.registry().get(kind, name).factory
     missing = [k for k, p in recipe_parameters(factory).items()
                if p.default is inspect.Parameter.empty and k not in options and k not in BY_NAME[kind].reserved + BY_NAME[kind].supplied]
@@ -209,4 +214,5 @@ def test_the_tables_name_registered_components():
     reg = gentool.registry()
     stale = [key for key in [*TINY, *NEEDS] if key[1] not in reg.names(key[0])]
     stale += [("data_source", n) for n in DATA_FILES if n not in reg.names("data_source")]
+    stale += [("autoencoder", n) for n in AUTOENCODER_FILES if n not in reg.names("autoencoder")]
     assert not stale, f"tiny options for components that are no longer registered: {stale}"

@@ -12,6 +12,8 @@ so it can neither be resumed from nor crowd a good checkpoint out of the last N.
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import shutil
@@ -26,6 +28,7 @@ import torch
 from gentool.atomic import (  # noqa: F401 - atomic_save, tensor_checksum and CHECKSUM are re-exported
     CHECKSUM, atomic_save, atomic_write, checksum_matches, tensor_checksum, with_checksum)
 from gentool.errors import GentoolError
+from gentool.latent import LatentError
 from gentool.recipe import load_recipe
 from gentool.run import Run, build
 
@@ -36,6 +39,17 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 class CheckpointError(GentoolError, RuntimeError):
     """A checkpoint file that cannot be read (truncated, corrupt, not ours)."""
+
+
+def check_parameterisation(run: "Run", recorded: Any, source: Path) -> None:
+    """The weights were trained to output what the run's parameterisation reads (its name, stored with them)."""
+    if not isinstance(recorded, dict) or "name" not in recorded:
+        return  # written before parameterisations were recorded: the recipe alone says
+    now = run.model.parameterisation
+    if str(recorded["name"]) != str(now.name):
+        raise CheckpointError(f"{source}: its network was trained to output {recorded['name']!r}, but the run's "
+                              f"objective reads {now.name!r} ({type(now).__name__}); load it with the recipe (and "
+                              "the plugin version) it was trained with")
 
 
 def load_weights(run: "Run", model: dict[str, Any], ema: dict[str, Any] | None, source: Path) -> None:
@@ -58,6 +72,17 @@ def load_weights(run: "Run", model: dict[str, Any], ema: dict[str, Any] | None, 
     run.model.load_state_dict(model)
     if run.ema is not None:
         run.ema.load_state_dict(ema or model)
+
+
+def restore_latent(run, state: dict[str, Any], source: Any, *, strict: bool) -> None:
+    """Take the latent scale factor a checkpoint recorded; other autoencoder weights than it was trained with
+    stop a resumed run (``strict``) and are warned of when loading one."""
+    problem = run.space.restore(state.get("latent"), source)
+    if problem and strict:
+        raise LatentError(f"{problem}; resuming would train on other latents. Restore the autoencoder's weights, "
+                          "or train into another run (--set run.name=...)")
+    if problem:
+        warnings.warn(problem, stacklevel=3)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -226,7 +251,9 @@ def restore_latest(run: "Run", path: Path | None = None, state: dict[str, Any] |
     if found is None:
         return None
     path, state = found
+    check_parameterisation(run, state.get("parameterisation"), path)
     load_weights(run, state["model"], state.get("ema"), path)
+    restore_latent(run, state, path, strict=False)
     run.step = int(state["step"])
     run.checkpoint = path
     return state
@@ -248,7 +275,14 @@ def load_exported(path: Path, *, device=None, overrides: list[str] = ()) -> "Run
     recipe = load_recipe(path, data=tomllib.loads(meta["recipe"]), overrides=list(overrides))
     recipe.run.output_dir, recipe.run.name = str(path.parent), path.stem
     run = build(recipe, device=device)
+    try:
+        recorded = json.loads(meta["parameterisation"]) if "parameterisation" in meta else None
+    except ValueError:
+        recorded = None
+    check_parameterisation(run, recorded, path)
     load_weights(run, weights, None, path)
+    if "latent" in meta:  # the scale factor and the autoencoder's weights of a latent run
+        restore_latent(run, {"latent": json.loads(meta["latent"])}, path, strict=False)
     run.step = int(meta.get("step", 0))
     run.checkpoint = path
     return run

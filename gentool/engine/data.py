@@ -140,17 +140,28 @@ def _gather(images: Tensor, labels: Tensor, sampler: StepBatchSampler, flip: boo
 
 def check_image_shape(run, got: tuple[int, ...] | None) -> None:
     """The data set's images (``got``: C, H, W; None: no images) must have the shape the denoiser was built for
-    (its ``image_shape``, when it says)."""
+    (its ``image_shape``, when it says), once the recipe's autoencoder has encoded them."""
     want = getattr(run.model.denoiser, "image_shape", None)
-    if want is None or got is None:
+    if got is None:
         return
-    got, want = tuple(got), tuple(want)
-    if got != want:
-        shape = lambda s: "x".join(map(str, s))  # noqa: E731
+    shape = lambda s: "x".join(map(str, s))  # noqa: E731
+    space = getattr(run, "space", None)
+    latent, encoded = tuple(got), ""
+    if space is not None and not space.identity:
+        try:
+            latent = space.latent_shape(tuple(got))
+        except ValueError as exc:
+            raise RecipeError(run.recipe.source, f"autoencoder ({space.name})", f"cannot encode the data set's "
+                              f"{shape(got)} images: {exc}") from None
+        encoded = f", which autoencoder {space.name!r} encodes to {shape(latent)} latents,"
+    if want is None:
+        return
+    want = tuple(want)
+    if latent != want:
         raise RecipeError(run.recipe.source, f"denoiser ({run.recipe.denoiser.name})", f"the data set's images are "
-                          f"{shape(got)} (channels x height x width) but the denoiser is built for {shape(want)}; "
-                          "make them match in [denoiser] (or set the data source's image size / channels where it "
-                          "has them)")
+                          f"{shape(got)} (channels x height x width){encoded} but the denoiser is built for "
+                          f"{shape(want)}; make them match in [denoiser] (or set the data source's image size / "
+                          "channels where it has them)")
 
 
 def check_split_shape(run, n: int, image_shape: tuple[int, ...] | None) -> None:
@@ -187,9 +198,10 @@ def train_batches(run, dist_info: distributed.Dist, log: Callable[[str], None]) 
     if not dist_info.main:
         distributed.barrier()
     data = run.dataset("train")
+    check_data(run, data)
+    data = run.latent_dataset("train", log=log)  # the images themselves, or their latents (encoded once, cached)
     if dist_info.main:
         distributed.barrier()
-    check_data(run, data)
     conditional = run.model.conditioner is not None
     held = isinstance(getattr(data, "labels", None), torch.Tensor)
     if conditional and held:

@@ -2,13 +2,16 @@
 
 The file holds the EMA weights (the online weights when the run has no EMA)
 and, in its metadata, the resolved recipe TOML (``"recipe"``), the step
-(``"step"``) and which weights these are (``"weights"``). It loads with
+(``"step"``) and which weights these are (``"weights"``); a latent run's
+also its scale factor and autoencoder fingerprint (``"latent"``). It loads with
 :func:`gentool.load_run` (and so with ``gentool sample``) through
 :func:`gentool.engine.checkpoint.load_exported`; like every gentool
 checkpoint it can never run code when loaded.
 """
 
 from __future__ import annotations
+
+import json
 
 from pathlib import Path
 from typing import Callable
@@ -52,6 +55,10 @@ def export_weights(source: str | Path, out: str | Path | None = None, *,
     step = int(state["step"])
     out = Path(out) if out is not None else run_dir / f"{run_dir.name}_step{step:08d}.safetensors"
     metadata = {"format": FORMAT, "recipe": recipe, "step": str(step), "weights": kind, "source": str(path)}
+    if isinstance(state.get("parameterisation"), dict):  # what the network outputs, checked when it loads
+        metadata["parameterisation"] = json.dumps(state["parameterisation"])
+    if state.get("latent") and state["latent"].get("fingerprint"):  # a latent run: what decoding needs
+        metadata["latent"] = json.dumps(state["latent"])
     ckpt.atomic_write(out, lambda f: f.write(_serialise(tensors, metadata)))
     return out
 

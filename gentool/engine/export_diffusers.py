@@ -330,6 +330,10 @@ def write_folder(out: str | Path, write) -> Path:
 def export_run(run, out: str | Path) -> Path:
     """Write a built run's sampling network and schedule as a diffusers ``DDPMPipeline`` folder."""
     diffusers = _diffusers()
+    if getattr(run, "latent", False):  # a DDPMPipeline generates pixels: it has no autoencoder to decode with
+        raise DiffusersExportError(f"autoencoder.name = {run.recipe.autoencoder.name!r}: the run diffuses latents, "
+                                   "and diffusers' DDPMPipeline has no autoencoder to decode them; export it with "
+                                   "`gentool export RUN` (safetensors) instead")
     _check_reusable(Path(os.path.abspath(out)))
     unet = build_unet(run)
     check_unet(run, unet)

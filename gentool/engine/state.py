@@ -18,6 +18,7 @@ import torch
 
 import gentool
 from gentool.engine import rng
+from gentool.parameterisation import describe
 from gentool.options import check_options
 from gentool.recipe import MOVED_KEYS, Recipe
 
@@ -33,17 +34,21 @@ BOOKKEEPING = frozenset({
 })
 # [data] keys that say where the data lives, not what it is
 DATA_LOCATION = frozenset({"root", "download"})
+# [autoencoder] keys that say where its weights live (a resumed run checks the weights themselves: their fingerprint)
+AUTOENCODER_LOCATION = frozenset({"path", "download"})
 
 
 def recipe_key(recipe: Recipe) -> dict[str, Any]:
     """The recipe parts that define the model and its training trajectory."""
     d = recipe.to_dict()
     key: dict[str, Any] = {"seed": d["run"]["seed"]}
-    for section in ("data", "process", "schedule", "denoiser", "conditioner", "objective"):
+    for section in ("data", "autoencoder", "process", "schedule", "denoiser", "conditioner", "objective"):
         if section in d:
             key[section] = d[section]
     if "data" in key:
         key["data"] = {k: v for k, v in key["data"].items() if k not in DATA_LOCATION}
+    if "autoencoder" in key:
+        key["autoencoder"] = {k: v for k, v in key["autoencoder"].items() if k not in AUTOENCODER_LOCATION}
     key["train"] = {k: v for k, v in d["train"].items() if k not in BOOKKEEPING}
     # post-hoc EMA on is part of the key (its profiles start at step 0, so it cannot be switched on by resuming);
     # off, the key is that of the runs trained before it existed, which resume as they did
@@ -81,6 +86,8 @@ def mismatch(state: dict[str, Any], key: dict[str, Any]) -> list[str]:
         migrated = _with_objective(migrated)
     if "process" not in migrated:  # written before [process]: the discrete chain, the default then
         migrated = _with_default(migrated, "process")
+    if "autoencoder" not in migrated:  # written before [autoencoder]: pixel space, the default
+        migrated = _with_default(migrated, "autoencoder")
     if migrated is not old_key:
         return recipe_diff(migrated, key)
     return recipe_diff(old_key, key) or ["the recipe fingerprints differ"]
@@ -135,7 +142,10 @@ def training_state(run, optimizer: torch.optim.Optimizer, rngs: list[dict[str, A
         "recipe": run.recipe.dumps(),
         "recipe_key": json.dumps(key, sort_keys=True),
         "recipe_fingerprint": fingerprint(key),
+        "latent": run.space.record(),  # the scale factor and the autoencoder's weights: what decoding needs
         "versions": {"gentool": str(gentool.__version__), "torch": str(torch.__version__)},
+        "parameterisation": describe(run.model.parameterisation),  # what the network outputs, checked on load
+        "threads": torch.get_num_threads(),  # a resumed run takes the same count: the same float sums, exact
         **objective_state(run.objective),
     }
 
@@ -150,9 +160,10 @@ def objective_state(objective: Any) -> dict[str, Any]:
 def load_training_state(run, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                         generator: torch.Generator, rank: int, world: int, source: Any = "the checkpoint") -> list[str]:
     """Put a checkpoint back into ``run`` and ``optimizer``; returns notes for the log."""
-    from gentool.engine.checkpoint import load_weights
+    from gentool.engine.checkpoint import load_weights, restore_latent
 
     load_weights(run, state["model"], state.get("ema"), source)
+    restore_latent(run, state, source, strict=True)
     flags = [(g.get("fused"), g.get("foreach")) for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
     for group, (fused, foreach) in zip(optimizer.param_groups, flags):  # this machine's choice, not the saver's

@@ -87,7 +87,7 @@ def test_losses(
     autocast = uses_bf16(run) if autocast is None else autocast
     objective = run.objective
     net = float_net(model, autocast, device.type, process, parameterisation_of(objective))
-    data = run.dataset(split)
+    data = run.latent_dataset(split)  # the images, or in a latent run their latents
     loader = DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=False)
     noise_gen = torch.Generator().manual_seed(seed)  # on the CPU: the same noise on every device
     sums = torch.zeros(len(ts), dtype=torch.float64, device=device)

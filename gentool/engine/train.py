@@ -18,6 +18,7 @@ evaluation, and SIGINT/SIGTERM saving a checkpoint before stopping.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from gentool.errors import GentoolError
 from gentool.recipe import RecipeError
 from gentool.run import RESOLVED_RECIPE, Run
 
+LATENT_RECORD = "latent.json"  # a latent run's autoencoder fingerprint and scale factor
 PLOT_INTERVAL_S = 30.0  # plots are redrawn at checkpoints at most this often (and always at the end)
 
 __all__ = ["NonFiniteLossError", "RecipeMismatchError", "RunDirectoryError", "TrainResult", "train"]
@@ -144,12 +146,14 @@ class Trainer:
         if value is None:
             # a fresh run draws the same numbers whatever this process did before (and differs per rank)
             rng.seed_all(rng.rank_seed(self.run.recipe.run.seed, self.dist.rank), self.generator)
+            where = self._threads(None)
             if self._start_objective(fresh=True) and self.phema is not None:  # its profiles start from these weights
                 self.phema = PowerEMA(self.run.model, self.tr.phema_sigma_rels)
-            self.log(f"starting a new run in {self.run.run_dir} ({self._where()})")
+            self.log(f"starting a new run in {self.run.run_dir} ({where})")
             return
         path = Path(value)
         st = self._found[1] if self._found is not None else ckpt.load_checkpoint(path)
+        where = self._threads(st.get("threads"))
         self._found = None
         diff = state.mismatch(st, self.key)
         if diff and not force:
@@ -166,7 +170,7 @@ class Trainer:
         self.best, self.start, self.last_saved = st.get("best"), self.run.step, self.run.step
         self.run.checkpoint = path
         self._start_objective(fresh=False)
-        self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {self._where()})")
+        self.log(f"resuming from {path} (step {self.start} of {self.tr.steps}; {where})")
         note = resume_note(self.start, trained_for(st), self.tr.steps, self.tr.lr, self.tr.warmup_steps,
                            self.tr.lr_schedule)
         if note is not None:
@@ -193,11 +197,20 @@ class Trainer:
             self.log(f"warning: {exc}: the post-hoc EMA starts from the weights of step {self.run.step}, so its "
                      "snapshots are not power-function averages from step 0 and reconstructions from them are off")
 
-    def _where(self) -> str:
-        """``cpu, 1 CPU thread (default for 2 cores)``: the first line says what the speed depends on."""
-        from gentool.threads import describe_threads
+    def _threads(self, recorded: Any) -> str:
+        """Set the training threads (:func:`gentool.threads.training_threads`: every core of an idle machine for a
+        new run, the recorded count for a resumed one) and say ``cpu, 2 CPU threads (...)`` for the first line."""
+        from gentool.threads import training_threads
 
-        return f"{self.run.device}, {describe_threads(self.run.recipe.run.threads)}"
+        if self.run.device.type == "cpu":
+            count, why = training_threads(self.run.recipe.run.threads,
+                                          recorded if isinstance(recorded, int) else None)
+            if count is not None and count != torch.get_num_threads():
+                torch.set_num_threads(count)
+        else:
+            why = "the GPU does the work"
+        n = torch.get_num_threads()
+        return f"{self.run.device}, {n} CPU thread{'s' if n != 1 else ''} ({why})"
 
     def _choose(self, resume: bool, force: bool) -> tuple[str, str | None]:
         run_dir = self.run.run_dir
@@ -230,6 +243,10 @@ class Trainer:
             resolved = run.run_dir / RESOLVED_RECIPE
             if run.step < tr.steps or not resolved.exists():  # a no-op run keeps the recipe its checkpoints match
                 atomic_write_text(resolved, run.recipe.dumps())
+            if run.step < tr.steps and not run.space.identity:  # what decoding needs, for people (checkpoints hold it)
+                record = {**run.space.record(), "table": run.recipe.autoencoder.to_dict(),
+                          "latent_shape": list(run.latent_shape), "image_shape": list(run.image_shape)}
+                atomic_write_text(run.run_dir / LATENT_RECORD, json.dumps(record, indent=2) + "\n")
         if run.step >= tr.steps:
             self.log(f"already trained to step {run.step} (train.steps = {tr.steps}); nothing to do")
             return self._result()

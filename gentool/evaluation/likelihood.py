@@ -27,6 +27,13 @@ def bpd_metric(run, *, batch_size: int, max_batches: int = 0, timesteps: int = 0
     sigma_t^2 (Nichol and Dhariwal 2021, eq. 15) in every term instead.
     A conditional model is scored on the true labels: log p(x | y).
     """
+    space = getattr(run, "space", None)
+    if space is not None and not space.identity:
+        from gentool.errors import UsageError  # the one error of a latent run
+
+        raise UsageError(f"bpd (bits/dim, Ho et al. eq. 5) scores 8-bit pixels through the chain's discretised "
+                         f"decoder; this run diffuses the latents of autoencoder {run.space.name!r}, which have no "
+                         "such decoder: leave bpd out of its metrics")
     options = run.recipe.sampler.options
     variance, clip = options.get("variance", "beta"), bool(options.get("clip_denoised", True))
     model = run.sampling_model.eval()

@@ -7,7 +7,9 @@
 
 Each is written as a PNG strip (one row per image, one column per frame) and
 an animated GIF (one frame per requested step; each frame the grid of images
-with a caption saying where in the process it is).
+with a caption saying where in the process it is). In a latent run both
+processes run on latents and every frame is decoded (a noisy latent decodes
+to the autoencoder's picture of noise, not to a noisy image).
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def reverse_frames(run, x_T: Tensor, frames: int, *, show: str = "x", generator=
     if missing:
         raise RuntimeError(f"sampler {sampling.sampler or run.recipe.sampler.name!r} ran fewer steps than {total}; "
                            f"no frame for {missing}")
-    return torch.stack([shots[p] for p in order]), order, total
+    return torch.stack([run.decode(shots[p]).cpu() for p in order]), order, total  # a latent run: decoded
 
 
 @sampling_task
@@ -201,8 +203,10 @@ def animate(
     files.append(save_gif(list(shots), caps, out_dir / "reverse.gif", duration=duration, scale=scale))
     if forward:
         x0, _ = load_inputs(run, indices=indices, split=split, images=images)
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        fwd, caps = forward_frames(run.process, x0, frames, noise)
+        z0 = run.encode(x0)  # a latent run: the latents are noised, and each frame decoded
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        fwd, caps = forward_frames(run.process, z0, frames, noise)
+        fwd = torch.stack([run.decode(f) for f in fwd])
         files.append(save_strip(fwd, out_dir / "forward.png", [c.split("/")[0] for c in caps]))
         files.append(save_gif(list(fwd), caps, out_dir / "forward.gif", duration=duration, scale=scale))
     return TaskResult(files=files)

@@ -8,6 +8,14 @@ pixels are pasted exactly. RePaint's resampling (Lugmayr et al. 2022, sec.
 4.2, Algorithm 1) jumps back from the current time by ``jump_length`` steps
 with q(x_{t+j} | x_t) and denoises again, ``resamplings`` times, over the
 toolkit's ancestral step (:func:`gentool.reverse.ancestral_step`).
+
+In a latent run the sampler's states are latents: the known region is
+replaced on the latent grid, where a cell counts as known only if every pixel
+it covers is (the mask min-pooled: the hole grows to whole cells), or, with
+``mask_space = "pixel"``, the known pixels are put into the decoded
+prediction of x_0 at every step, which is encoded again and moves the state
+by alpha_s times the change (:func:`replace_known_pixels`). Either way the
+known pixels are pasted exactly into the decoded result.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gentool import (SamplingOptions, TaskResult, ancestral_step, as_batch, data_time, plan, renoise, sampling_task,
@@ -42,6 +51,28 @@ def replace_known(process, x0: Tensor, known: Tensor, generator: torch.Generator
             shape = (-1, *[1] * (x.ndim - 1))
             x_known = process.alpha(tt).reshape(shape) * x0 + process.sigma(tt).reshape(shape) * noise  # eq. 4
         return known * x_known + (1 - known) * x
+
+    return callback
+
+
+def latent_mask(known: Tensor, size: tuple[int, int]) -> Tensor:
+    """``known`` ``[B, 1, H, W]`` on a latent grid ``size``: a cell is known only where all its pixels are."""
+    return 1 - F.adaptive_max_pool2d(1 - known, tuple(size))
+
+
+def replace_known_pixels(run, x0: Tensor, known: Tensor) -> Callable:
+    """A sampler callback for a latent run: decode the step's x0 prediction, put the known pixels of ``x0`` in,
+    encode it again, and move the state x_{t_next} by alpha(t_next) times the change of its x0 (at the data end
+    the state becomes that encoding)."""
+    process = run.process
+
+    def callback(info: dict) -> Tensor:
+        x, s, z0_hat = info["x"], info["t_next"], info["x0"]
+        z_mixed = run.encode(known * x0 + (1 - known) * run.decode(z0_hat))
+        if s == data_time(process):
+            return z_mixed
+        alpha = process.alpha(as_batch(x, s, process)).reshape(-1, *[1] * (x.ndim - 1))
+        return x + alpha * (z_mixed - z0_hat)
 
     return callback
 
@@ -82,27 +113,30 @@ def repaint(
     variance: Literal["beta", "beta_tilde"] = "beta",
     clip_denoised: bool = True,
     progress: bool = True,
+    paste: Callable | None = None,
 ) -> Tensor:
     """RePaint (Lugmayr et al. 2022, Algorithm 1) over the (possibly respaced) times, with the ancestral step.
 
     Down moves are :func:`gentool.reverse.ancestral_step` (the ``ancestral``
     sampler's own step, learned variance and the model's x0 where alpha is 0
     included); up moves draw q(x_s | x_t) (:func:`gentool.reverse.renoise`).
+    ``paste`` replaces the known region after each down move (default:
+    :func:`replace_known` of ``x0`` and ``known``).
     """
     from gentool import make_progress
 
     ts = list(process.grid(steps, None, "uniform")) + [data_time(process)]
     path = jump_schedule(len(ts) - 1, jump_length, resamplings)
-    paste = replace_known(process, x0, known, generator)
+    paste = paste or replace_known(process, x0, known, generator)
     x = x_T
     with make_progress(transient=True) as bar:
         task = bar.add_task(f"RePaint (j={jump_length}, r={resamplings})", total=len(path) - 1, visible=progress)
         for p, q in zip(path[:-1], path[1:]):
             t, s = ts[p], ts[q]
             if q == p + 1:  # down: denoise, then put the known region back
-                x, _ = ancestral_step(denoise, process, x, t, s, generator=generator, variance=variance,
-                                      clip_denoised=clip_denoised)
-                x = paste({"x": x, "t_next": s})
+                x, x0_hat = ancestral_step(denoise, process, x, t, s, generator=generator, variance=variance,
+                                           clip_denoised=clip_denoised)
+                x = paste({"x": x, "t_next": s, "x0": x0_hat})
             else:  # up: jump back from the current time
                 x = renoise(process, x, t, s, generator)
             bar.advance(task)
@@ -119,6 +153,7 @@ def inpaint_images(
     jump_length: int = 10,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    mask_space: Literal["latent", "pixel"] = "latent",
     **option_values,
 ) -> Tensor:
     """Inpaint ``x0`` (``[B, C, H, W]`` in [-1, 1]) where ``known`` (``[B, 1, H, W]``) is 0.
@@ -126,24 +161,34 @@ def inpaint_images(
     ``sampling`` (or its fields as keywords: ``labels``, ``guidance``,
     ``sampler``, ``steps``, ...) is resolved by the sampling service; RePaint
     (``resamplings > 1``) runs the ancestral step with the sampler options of
-    ``ancestral`` (the recipe's, when it is the recipe's sampler).
+    ``ancestral`` (the recipe's, when it is the recipe's sampler). In a latent
+    run ``mask_space`` says where the known region is put back (see the
+    module's docstring); pixel space ignores it.
     """
     sampling = SamplingOptions.merge(sampling, **option_values)
     generator = generator if generator is not None else run.generator(sampling.seed)
     x0, known = x0.to(run.device), known.to(run.device)
+    z0, latent = run.encode(x0), run.latent  # pixel space: x0 itself
+    if mask_space not in ("latent", "pixel"):
+        raise ValueError(f"mask_space must be 'latent' or 'pixel', got {mask_space!r}")
     x_T = run.noise(x0.shape[0], generator)
+    if latent and mask_space == "pixel":
+        paste = replace_known_pixels(run, x0, known)
+    else:
+        paste = replace_known(run.process, z0, latent_mask(known, z0.shape[-2:]) if latent else known, generator)
     if resamplings <= 1:
-        return run.sample(x_T=x_T, options=sampling, generator=generator,
-                          callback=replace_known(run.process, x0, known, generator),
-                          progress=progress, description=f"inpaint ({x0.shape[0]} images)")
-    if sampling.sampler not in (None, "ancestral"):
-        raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler "
-                         f"{sampling.sampler!r} cannot be used")
-    p = plan(run, replace(sampling, sampler="ancestral"))
-    opts = p.sampler.keywords  # the ancestral sampler's resolved options (variance, clip_denoised)
-    return repaint(p.denoise, run.process, x0, known, x_T, steps=p.steps, jump_length=jump_length,
-                   resamplings=resamplings, generator=generator, variance=opts["variance"],
-                   clip_denoised=opts["clip_denoised"], progress=progress)
+        out = run.sample(x_T=x_T, options=sampling, generator=generator, callback=paste,
+                         progress=progress, description=f"inpaint ({x0.shape[0]} images)")
+    else:
+        if sampling.sampler not in (None, "ancestral"):
+            raise ValueError(f"RePaint resampling (resamplings > 1) runs the ancestral step; sampler "
+                             f"{sampling.sampler!r} cannot be used")
+        p = plan(run, replace(sampling, sampler="ancestral"))
+        opts = p.sampler.keywords  # the ancestral sampler's resolved options (variance, clip_denoised)
+        out = run.decode(repaint(p.denoise, run.process, z0, known, x_T, steps=p.steps, jump_length=jump_length,
+                                 resamplings=resamplings, generator=generator, variance=opts["variance"],
+                                 clip_denoised=opts["clip_denoised"], progress=progress, paste=paste))
+    return known * x0 + (1 - known) * out if latent else out  # a latent run: the known pixels exactly
 
 
 @sampling_task(docs={"steps": "sampling steps (default: 100, at most the discrete chain's T; RePaint's "
@@ -160,6 +205,7 @@ def inpaint(
     resamplings: int | None = None,
     jump_length: int = 5,
     label: int | None = None,
+    mask_space: Literal["latent", "pixel"] = "latent",
 ) -> TaskResult:
     """Fill in a masked region of images; write ``inpaint.png`` and ``results.png``.
 
@@ -185,6 +231,11 @@ def inpaint(
             Default: 2 when sampling with ``ancestral``, 1 with any other sampler.
         jump_length: RePaint's j: timesteps jumped back each time.
         label: class for a conditional model (default: each data-set image's own label; none for files).
+        mask_space: a latent run (an ``[autoencoder]``): ``latent`` replaces
+            the known region on the latent grid (a cell is known where all its
+            pixels are); ``pixel`` puts the known pixels into each step's
+            decoded prediction and encodes it again (a decode and an encode
+            per step). Pixel-space runs ignore it.
     """
     x0, labels = load_inputs(run, indices=indices, split=split, images=images, label=label)
     if sampling.steps is None:
@@ -198,7 +249,7 @@ def inpaint(
     if resamplings is None:
         resamplings = 2 if (sampling.sampler or run.recipe.sampler.name) == "ancestral" else 1
     out = inpaint_images(run, x0, known, sampling=replace(sampling, labels=labels), resamplings=resamplings,
-                         jump_length=jump_length, generator=generator)
+                         jump_length=jump_length, generator=generator, mask_space=mask_space)
     masked = known * x0  # the hole shows as mid-grey (0 on the [-1, 1] scale)
     rows = torch.stack([x0, masked, out], 1).flatten(0, 1)
     files = [save_grid(rows, Path(out_dir) / "inpaint.png", nrow=3), save_grid(out, Path(out_dir) / "results.png")]

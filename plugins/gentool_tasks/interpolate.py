@@ -23,7 +23,9 @@ two inputs and the frames between stay close to a blend of them; large t: the
 frames are new images that no longer resemble the inputs. Ho et al.'s t = 0.5
 suits 256x256 faces; a 28x28 image keeps almost nothing at that noise level
 (every frame decodes to the same unrelated garment), so the Fashion-MNIST
-recipe uses t = 0.2.
+recipe uses t = 0.2. In a latent run both modes work on latents (the
+images' encodings; start noises of the latent shape) and every frame is
+decoded.
 
 ``slerp`` frames are decoded with a deterministic sampler, DDIM with eta = 0,
 unless ``sampler`` names another: with an ancestral sampler the fresh noise
@@ -79,7 +81,7 @@ def decode_frames(run, starts: list[Tensor], t_start: float, generator: torch.Ge
     request. ``t_start`` at the data returns the starts.
     """
     if t_start <= run.process.t_data:
-        return torch.stack(starts)
+        return torch.stack([run.decode(x) for x in starts])  # pixel space: the starts themselves
     sampling = SamplingOptions.merge(sampling, **option_values)
     state = generator.get_state()
     out = []
@@ -93,9 +95,14 @@ def decode_frames(run, starts: list[Tensor], t_start: float, generator: torch.Ge
 
 def interpolate_latent(run, x_a: Tensor, x_b: Tensor, lams: list[float], t: float, *, noise: Tensor,
                        generator: torch.Generator, labels=None, **sample_kw) -> Tensor:
-    """Ho et al. sec. 4.3: noise both to step t with ``noise``, mix linearly, decode. ``[F, B, ...]``."""
+    """Ho et al. sec. 4.3: noise both to step t with ``noise``, mix linearly, decode. ``[F, B, ...]``.
+
+    ``x_a`` and ``x_b`` are images; in a latent run their latents are noised and mixed (``noise`` is of the
+    latent shape).
+    """
     process = run.process
     t_start = noised_step(t, process)
+    x_a, x_b = run.encode(x_a), run.encode(x_b)
     if t_start <= process.t_data:
         x_ta, x_tb = x_a, x_b
     else:
@@ -157,9 +164,9 @@ def interpolate(
     if mode == "slerp":
         if latents:
             z = load_latents(latents).to(run.device)
-            if z.shape[0] < 2 or z.shape[0] % 2 or tuple(z.shape[1:]) != tuple(run.image_shape):
-                raise ValueError(f"{latents}: slerp takes latents in pairs of the model's shape {tuple(run.image_shape)}, "
-                                 f"got {tuple(z.shape)}")
+            if z.shape[0] < 2 or z.shape[0] % 2 or tuple(z.shape[1:]) != tuple(run.latent_shape):
+                raise ValueError(f"{latents}: slerp takes latents in pairs of the model's shape "
+                                 f"{tuple(run.latent_shape)}, got {tuple(z.shape)}")
             z_a, z_b, rows = z[0::2], z[1::2], z.shape[0] // 2
         elif len(seeds) != 2 or rows < 1:
             raise ValueError(f"slerp needs two seeds and rows >= 1, got seeds = {seeds}, rows = {rows}")
@@ -176,7 +183,8 @@ def interpolate(
             raise ValueError(f"latent interpolation takes images in pairs; got {len(images or indices)}")
         x, y = load_inputs(run, indices=indices, split=split, images=images, label=label)
         x_a, x_b = x[0::2], x[1::2]
-        noise = torch.randn(x_a.shape, generator=generator, device=x_a.device, dtype=x_a.dtype)
+        noise = torch.randn((x_a.shape[0], *run.latent_shape), generator=generator, device=x_a.device,
+                            dtype=x_a.dtype)
         per_frame = None if y is None else [y[0::2] if lam < 0.5 else y[1::2] for lam in lams]
         out = interpolate_latent(run, x_a, x_b, lams, t, noise=noise, generator=generator, labels=per_frame,
                                  sampling=sampling)

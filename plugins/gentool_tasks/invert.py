@@ -56,7 +56,7 @@ def invert(
     denoise = run.denoise_fn(y, 0.0)  # unguided: the ODE of the (conditional) model itself
     total = len(run.process.grid(steps))
     with progress_callback(total, "inversion") as cb:
-        latents = ddim_invert(denoise, run.process, x, steps=steps, callback=cb)
+        latents = ddim_invert(denoise, run.process, run.encode(x), steps=steps, callback=cb)  # a latent run: of E(x)
     recon = run.sample(x_T=latents, labels=y, guidance=0.0, steps=steps, sampler="ddim", sampler_options=RECONSTRUCT,
                        description="reconstruction")
     labels = y if y is not None else torch.full((x.shape[0],), -1, dtype=torch.long)

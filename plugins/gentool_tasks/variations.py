@@ -10,7 +10,8 @@ t_0 in [0, 1] (:meth:`gentool.Process.time_at`): ``t = 0`` adds no noise and
 returns the input unchanged, ``t = 1`` starts from the noisiest time (the
 result is then unrelated to the input). On the discrete chain the input goes
 through ``round(t * T)`` forward steps: the noised image is x at the 0-based
-``t_start = round(t * T) - 1``.
+``t_start = round(t * T) - 1``. In a latent run the input's latents are
+noised and the result decoded.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def vary(
     if t_start <= process.t_data:
         return x.clone()  # no noise, nothing to undo
     generator = generator if generator is not None else run.generator(sampling.seed)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    tt, shape = as_batch(x, t_start, process), (-1, *[1] * (x.ndim - 1))
-    x_t = process.alpha(tt).reshape(shape) * x + process.sigma(tt).reshape(shape) * noise  # eq. 4
+    z = run.encode(x0.to(run.device)).repeat_interleave(n, 0)  # a latent run: the latents (pixel space: x)
+    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    tt, shape = as_batch(z, t_start, process), (-1, *[1] * (z.ndim - 1))
+    x_t = process.alpha(tt).reshape(shape) * z + process.sigma(tt).reshape(shape) * noise  # eq. 4
     labels = torch.as_tensor(labels).repeat_interleave(n, 0) if labels is not None else None
     return run.sample(x_T=x_t, options=replace(sampling, t_start=t_start, labels=labels), generator=generator,
                       progress=progress, description=f"variations (t = {t})")
