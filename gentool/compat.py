@@ -11,7 +11,9 @@ asked of the components themselves:
 * ``objective.check(process)`` (an objective without one runs on the
   discrete chain only: it predates processes);
 * ``sampler.supports(process)`` where a sampler has one (samplers written for
-  the discrete chain's ``eps_fn`` run only on it);
+  the discrete chain's ``eps_fn`` run only on it), and
+  ``sampler.fits_objective(objective)`` (a consistency sampler samples only a
+  consistency model);
 * a learned variance and bits/dim need the discrete chain (``process.discrete``
   with its posterior);
 * every sampling step count fits the discrete chain's T.
@@ -37,8 +39,14 @@ def _process_name(recipe: Recipe) -> str:
     return f"process {recipe.process.name!r}"
 
 
-def sampler_fits(factory: Any, process: Process) -> str | None:
-    """Why a sampler cannot run on ``process`` (None: it can)."""
+def sampler_fits(factory: Any, process: Process, objective: Any = None) -> str | None:
+    """Why a sampler cannot run on ``process`` (None: it can); with ``objective``, also why it cannot sample a
+    model trained by it (the sampler's optional ``fits_objective(objective)``, e.g. a consistency sampler)."""
+    fits = getattr(factory, "fits_objective", None)
+    if objective is not None and callable(fits):
+        why = fits(objective)
+        if why:
+            return why
     if is_legacy_sampler(factory):
         if not _is_chain(process):
             return ("it is written for the discrete DDPM chain (its first parameters are eps_fn and diffusion), "
@@ -48,14 +56,20 @@ def sampler_fits(factory: Any, process: Process) -> str | None:
     return supports(process) if callable(supports) else None
 
 
-def check_sampler(recipe: Recipe, registry: Registry, process: Process, name: str, key: str) -> None:
-    """Refuse the sampler ``name`` (named at recipe key ``key``) where it does not fit the process."""
+def check_sampler(recipe: Recipe, registry: Registry, process: Process, name: str, key: str,
+                  objective: Any = None) -> None:
+    """Refuse the sampler ``name`` (named at recipe key ``key``) where it does not fit the process (or the model)."""
     if ("sampler", name) not in registry:
         return  # the recipe's validation names unknown samplers
-    why = sampler_fits(registry.get("sampler", name).factory, process)
+    factory = registry.get("sampler", name).factory
+    why = sampler_fits(factory, process)
     if why:
-        raise RecipeError(recipe.source, key, f"sampler {name!r} cannot sample {_process_name(recipe)}: {why}",
-                          name)
+        raise RecipeError(recipe.source, key, f"sampler {name!r} cannot sample {_process_name(recipe)}: {why}", name)
+    fits = getattr(factory, "fits_objective", None)
+    why = fits(objective) if objective is not None and callable(fits) else None
+    if why:
+        raise RecipeError(recipe.source, key, f"sampler {name!r} cannot sample a model of objective "
+                          f"{recipe.objective.name!r}: {why}", name)
 
 
 def sampler_names(recipe: Recipe) -> list[tuple[str, str]]:
@@ -125,7 +139,7 @@ def check_recipe(recipe: Recipe, registry: Registry, process: Process, objective
                           f"objective {recipe.objective.name!r} learns the reverse variance of the discrete DDPM "
                           f"chain, and {_process_name(recipe)} is not that chain; use [process] name = \"vp\"")
     for key, name in sampler_names(recipe):
-        check_sampler(recipe, registry, process, name, key)
+        check_sampler(recipe, registry, process, name, key, objective)
     if recipe.eval is not None and "bpd" in recipe.eval.metrics and not _is_chain(process):
         raise RecipeError(recipe.source, "eval.metrics", f"bpd (bits/dim, Ho et al. eq. 5) is defined by the "
                           f"discrete DDPM chain's variational bound, and {_process_name(recipe)} is not that chain; "

@@ -188,9 +188,10 @@ def plan(run: "RunLike", options: SamplingOptions | None = None, *, fast: bool |
         hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
         raise UsageError(f"unknown sampler {name!r}{hint} (registered: {', '.join(run.registry.names('sampler'))})")
     factory = run.registry.get("sampler", name).factory
-    why = sampler_fits(factory, run.process)
+    why = sampler_fits(factory, run.process, getattr(run, "objective", None))
     if why:
-        raise UsageError(f"sampler {name!r} cannot sample process {run.recipe.process.name!r}: {why}")
+        raise UsageError(f"sampler {name!r} cannot sample this run (process {run.recipe.process.name!r}, objective "
+                         f"{run.recipe.objective.name!r}): {why}")
     opts, notes = sampler_options(run, name, dict(options.sampler_options or {}))
     try:
         opts = check_options(factory, opts, reserved=SAMPLER_RESERVED)

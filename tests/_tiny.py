@@ -166,3 +166,16 @@ def gaussian_eps(diffusion, mu: float, s: float):
         return ((x.double() - a.sqrt() * x0) / (1 - a).sqrt()).to(x.dtype)
 
     return eps_fn
+
+
+def solver_samplers(process) -> list[str]:
+    """The registered samplers that solve the reverse process of ``process`` given any denoiser: those it supports,
+    less those that need a particular kind of model (``fits_objective``: a consistency sampler)."""
+    reg = gentool.registry()
+    out = []
+    for name in reg.names("sampler"):
+        factory = reg.get("sampler", name).factory
+        if getattr(factory, "fits_objective", None) is None and \
+                getattr(factory, "supports", lambda p: None)(process) is None:
+            out.append(name)
+    return out

@@ -32,7 +32,7 @@ import gentool
 from _data_files import AUTOENCODER_FILES, DATA_FILES
 from gentool.api import run_recipe
 from gentool.cli import app
-from gentool.kinds import BY_NAME, NAMES
+from gentool.kinds import BY_NAME, BY_TABLE, NAMES
 from gentool.options import check_options, recipe_parameters
 from gentool.recipe import Recipe, load_recipe
 
@@ -81,6 +81,8 @@ NEEDS: dict[tuple[str, str], dict] = {
     # the tiny autoencoders of tests/_data_files.py encode 1x8x8 images to 4x4x4 latents
     ("autoencoder", "kl"): {"denoiser": {"in_channels": 4, "image_size": 4}},
     ("autoencoder", "diffusers_kl"): {"denoiser": {"in_channels": 4, "image_size": 4}},
+    # the consistency sampler samples a consistency model: the run it samples is a consistency distillation's
+    ("sampler", "consistency"): {"schedule": None, "process": {"name": "edm"}, "objective": "consistency"},  # TINY's
 }
 #: Kinds whose runs are class-conditional (class_grid and guidance_sweep need labels).
 CONDITIONAL = ("conditioner", "task")
@@ -145,6 +147,9 @@ def recipe_for(kind: str, name: str, tmp: Path, monkeypatch) -> dict:
                     "in TINY of tests/test_round_trip.py (or a data writer in tests/_data_files.py)")
     recipe = base_recipe(tmp / "runs", conditional=kind in CONDITIONAL)
     for table, keys in NEEDS.get((kind, name), {}).items():
+        if isinstance(keys, str):  # another component at its tiny options, e.g. the objective a sampler needs
+            tiny_other = TINY.get((BY_TABLE[table].name, keys), {})
+            keys = {"name": keys, **(tiny_other(tmp) if callable(tiny_other) else tiny_other)}
         if keys is None:
             recipe.pop(table, None)
         else:

@@ -105,6 +105,9 @@ def rewinder(device: torch.device):
 
 
 class ConsistencyObjective:
+    #: its network is a consistency function (the ``consistency`` sampler samples only such a model)
+    consistency_model = True
+
     """The shared part: the parameterisation, the teacher, the distance; subclasses draw (t, r) and x_r."""
 
     learned_variance = False

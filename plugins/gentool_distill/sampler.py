@@ -55,3 +55,14 @@ def consistency(
 
     return reverse_loop(ts, x_T, step, callback, end)
 
+
+
+def _fits_objective(objective) -> str | None:
+    """The consistency sampler samples a consistency function, not a denoiser: only a model trained as one."""
+    if getattr(objective, "consistency_model", False):
+        return None
+    return ("it samples a consistency model (trained by gentool distill --method consistency or ect); this "
+            "model is a denoiser: sample it with a solver of the reverse process (heun, dpmpp_2m, ...)")
+
+
+consistency.fits_objective = _fits_objective

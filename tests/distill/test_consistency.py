@@ -39,7 +39,7 @@ def recipe(tmp_path, name: str, objective: dict, knots: list[float], steps: int 
         "objective": objective,
         "train": {"steps": steps, "batch_size": batch, "lr": lr, "lr_schedule": "cosine", "warmup_steps": 0,
                   "ema_decay": 0.0, "checkpoint_every": 10_000, "log_every": 50, "preview_every": 0},
-        "sampler": {"name": "consistency", "steps": 1},
+        "sampler": {"name": "consistency" if "teacher" in objective else "heun", "steps": 1},
     }
 
 

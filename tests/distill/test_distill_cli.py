@@ -143,3 +143,26 @@ def test_a_student_whose_conditioner_drops_labels_is_refused(trained_toy):
 
     with pytest.raises(RecipeError, match=r"conditioner.p_uncond: 0.2: a distillation drops labels itself"):
         check_student_labels(trained_toy)
+
+
+def test_the_consistency_sampler_is_refused_for_a_model_that_is_not_a_consistency_model(tmp_path):
+    """gentool check (and the sampling service) refuse sampling a plain denoiser with the consistency sampler."""
+    import tomli_w
+    from typer.testing import CliRunner
+
+    import gentool
+    from gentool.cli import app
+    from gentool.testing import tiny_recipe
+
+    data = tiny_recipe(tmp_path, conditional=False)
+    data["sampler"] = {"name": "consistency"}
+    path = tmp_path / "r.toml"
+    path.write_text(tomli_w.dumps(data), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 2 and "consistency model" in result.output and "'consistency'" in result.output
+    data.pop("sampler")
+    run = gentool.build(gentool.load_recipe(data=data), device="cpu")
+    import pytest
+
+    with pytest.raises(gentool.UsageError, match="consistency model"):
+        run.sample(1, sampler="consistency", progress=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _tiny import M
+from _tiny import M, solver_samplers
 from PIL import Image
 
 import gentool
@@ -23,9 +23,7 @@ from gentool_tasks.inpaint import inpaint, inpaint_images, jump_schedule, renois
 from gentool_tasks.masks import make_mask
 
 #: the samplers that run on the discrete chain the task runs use (midpoint needs a continuous process)
-SAMPLERS = [n for n in gentool.registry().names("sampler")
-            if getattr(gentool.registry().get("sampler", n).factory, "supports", lambda p: None)(
-                gentool.testing.reference_diffusion()) is None]
+SAMPLERS = solver_samplers(gentool.testing.reference_diffusion())
 pytestmark = pytest.mark.usefixtures("one_thread")
 # task_run and two_point_run (conftest): an untrained class-conditional tiny run (T = 20) and one whose
 # model is the exact optimal denoiser of the two-point data set

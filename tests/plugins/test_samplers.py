@@ -16,19 +16,16 @@ import torch
 import gentool
 from gentool import Diffusion
 from gentool.testing import denoise_from_eps
-
-def _on_the_chain(name: str) -> bool:
-    """Whether the sampler runs on the discrete chain (``midpoint`` needs a process's derivatives: test_flow.py)."""
-    from gentool.compat import sampler_fits
-
-    return sampler_fits(gentool.registry().get("sampler", name).factory, Diffusion(linear_betas(10))) is None
+from _tiny import solver_samplers
 
 
 def linear_betas(T: int) -> torch.Tensor:
     return torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
 
 
-SAMPLERS = [name for name in gentool.registry().names("sampler") if _on_the_chain(name)]
+#: the reverse-process solvers that run on the discrete chain (``midpoint`` needs a process's derivatives:
+#: test_flow.py; ``consistency`` samples consistency models only: tests/distill)
+SAMPLERS = solver_samplers(Diffusion(linear_betas(10)))
 #: network evaluations for the two-point test; samplers not named get FAST_STEPS
 TWO_POINT_STEPS = {"ancestral": None}  # ancestral: every step of T
 FAST_STEPS = 20

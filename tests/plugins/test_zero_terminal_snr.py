@@ -14,13 +14,12 @@ import pytest
 import torch
 
 from gentool.plugins import registry
+from _tiny import solver_samplers
 from gentool import Diffusion, DiffusionModel, make_denoise_fn
 from gentool.diffusion import rescale_zero_terminal_snr
 
 #: the samplers that run on the discrete chain (midpoint needs a continuous process's derivatives)
-SAMPLERS = [n for n in registry().names("sampler")
-            if getattr(registry().get("sampler", n).factory, "supports", lambda p: None)(
-                Diffusion(torch.linspace(1e-4, 0.02, 10, dtype=torch.float64))) is None]
+SAMPLERS = solver_samplers(Diffusion(torch.linspace(1e-4, 0.02, 10, dtype=torch.float64)))
 MU, S = 0.2, 0.25  # inside [-1, 1], which the samplers' clip_denoised keeps
 #: second-order samplers are accurate in fewer steps; the rest get STEPS
 FEW_STEPS, STEPS = {"dpmpp_2m": 25, "heun": 50}, 250
