@@ -12,6 +12,7 @@ denoiser must give the same x0 (to float64 rounding).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +117,30 @@ def test_one_exact_denoiser_gives_the_same_x0_through_every_parameterisation(nam
             torch.testing.assert_close(d.eps, eps, rtol=tol, atol=tol, msg=f"{pname} on {name} at t={t}")
             checked.add(pname)
     assert {"x0", "v"} <= checked and len(checked) >= 3
+
+
+def test_bits_per_dim_and_the_diffusers_export_of_a_non_chain_run_are_one_line(tmp_path):
+    """Issue 23's outsider: bits/dim of an EDM model read 26.4 with no warning and its diffusers export claimed
+    `epsilon`. Both are the discrete chain's; for any other process they are refused before any work."""
+    from typer.testing import CliRunner
+
+    import gentool
+    from gentool.cli import app
+
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).parents[1] / "recipes" / "fashion_mnist_edm.toml").read_text())
+    data["data"] = {"name": "toy", "n": 8, "image_size": 28}
+    data["run"]["output_dir"], data["tasks"] = tmp_path.as_posix(), []
+    data["train"] |= {"steps": 1, "batch_size": 4, "preview_every": 0}
+    recipe = gentool.load_recipe(data=data)
+    run = gentool.build(recipe, device="cpu")
+    gentool.train(run, progress=False, log=lambda m: None)
+    runner = CliRunner()
+    for args in (["eval", str(run.run_dir), "--metrics", "fid,bpd", "--n", "10"],
+                 ["export", str(run.run_dir), "--format", "diffusers", "-o", str(tmp_path / "out")]):
+        result = runner.invoke(app, args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and lines[-1].startswith("error:") and "'edm'" in lines[-1], result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -334,6 +334,10 @@ def export_run(run, out: str | Path) -> Path:
         raise DiffusersExportError(f"autoencoder.name = {run.recipe.autoencoder.name!r}: the run diffuses latents, "
                                    "and diffusers' DDPMPipeline has no autoencoder to decode them; export it with "
                                    "`gentool export RUN` (safetensors) instead")
+    if not (getattr(run.process, "discrete", False) and hasattr(run.process, "betas_64")):
+        raise DiffusersExportError(f"process.name = {run.recipe.process.name!r}: diffusers' DDPMScheduler is the "
+                                   "discrete DDPM chain (betas over integer timesteps), which this run's process is "
+                                   "not; export it with `gentool export RUN` (safetensors) instead")
     _check_reusable(Path(os.path.abspath(out)))
     unet = build_unet(run)
     check_unet(run, unet)

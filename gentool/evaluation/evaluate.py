@@ -102,6 +102,9 @@ def evaluate(run, config: EvalConfig | None = None, *, n: int | None = None,
     n = config.n if n is None else int(n)
     seed = run.recipe.run.seed if seed is None else seed
     metrics = list(dict.fromkeys(config.metrics))
+    if "bpd" in metrics and not (getattr(run.process, "discrete", False) and hasattr(run.process, "posterior_variance")):
+        raise UsageError(f"bpd (bits/dim, Ho et al. eq. 5) is the discrete DDPM chain's variational bound, and "
+                         f"process {run.recipe.process.name!r} is not that chain; leave bpd out of --metrics")
     wanted = [m for m in metrics if m in SAMPLE_METRICS or m in CLASS_METRICS]
     weights = list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
     if wanted and n < MIN_SAMPLES:
