@@ -37,8 +37,10 @@ class RunConfig:
         output_dir: folder that holds run directories.
         threads: CPU threads torch uses in this process (``--threads``); ``0`` picks gentool's
             default, one per two cores: torch's own (one per core) slows down several times when
-            other programs share the cores (docs/performance.md). ``OMP_NUM_THREADS``, when set,
-            replaces the default.
+            other programs share the cores (docs/performance.md). A new training run takes every
+            core instead when the cores are idle as it starts, and a resumed run the count it was
+            trained with (recorded in its checkpoints; resume stays exact). ``OMP_NUM_THREADS``,
+            when set, replaces the default.
         loggers: registered loggers that receive the training metrics, sample grids and the
             resolved recipe (``gentool list-plugins``): ``"jsonl"`` writes ``metrics.jsonl``
             (read by the plots), ``"console"`` prints metric lines. An entry may be an inline

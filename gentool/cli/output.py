@@ -89,7 +89,8 @@ def patch_typer_help() -> None:
         os.environ.setdefault("TERMINAL_WIDTH", str(width))
 
 
-THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two cores (sets [run] threads).")
+THREADS_HELP = escape("CPU threads for torch; 0: gentool's default, one per two cores, or every core for a new "
+                      "training run when they are idle (sets [run] threads).")
 
 
 def threads_override(threads: int | None) -> list[str]:

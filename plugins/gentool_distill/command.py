@@ -23,8 +23,8 @@ def distill(
     device: Optional[str] = typer.Option(None, help="Override the recipe's run.device (cpu, cuda, cuda:N)."),
     tasks: bool = typer.Option(True, "--tasks/--no-tasks", help="Run the distilled recipe's tasks after training."),
     force: bool = typer.Option(False, "--force", help="Resume checkpoints written by a different recipe."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: one per two "
-                                          "cores; see gentool run --help)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: as gentool run's, "
+                                          "every core when they are idle; see gentool run --help)."),
 ) -> None:
     """Distil a trained run into a few-step student: a new run directory with its own recipe, checkpoints and resume.
 
