@@ -35,8 +35,9 @@ from torch import Tensor
 
 from gentool import Affine, Denoised, RecipeError, karras_sigmas
 from gentool_distill.grids import nearest
-from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation,
-                                     load_teacher_run, same_parameterisation, same_process, sigma_process, start_from)
+from gentool_distill.teacher import (HoldsTeacher, Teacher, check_guidance, check_student_labels, drop_labels,
+                                     inner_parameterisation, same_parameterisation, same_process, sigma_process,
+                                     start_from)
 
 
 def sigma_of(process: Any, t: Tensor, x: Tensor) -> Tensor:
@@ -104,11 +105,11 @@ def rewinder(device: torch.device):
     return rewind
 
 
-class ConsistencyObjective:
+class ConsistencyObjective(HoldsTeacher):
+    """The shared part: the parameterisation, the teacher, the distance; subclasses draw (t, r) and x_r."""
+
     #: its network is a consistency function (the ``consistency`` sampler samples only such a model)
     consistency_model = True
-
-    """The shared part: the parameterisation, the teacher, the distance; subclasses draw (t, r) and x_r."""
 
     learned_variance = False
 
@@ -119,19 +120,9 @@ class ConsistencyObjective:
         self.sigma_min, self.distance, self.huber_c = sigma_min, distance, huber_c
         self.weighting, self.sigma_data, self.p_uncond = weighting, sigma_data, p_uncond
         self.guidance = 0.0  # the teacher's classifier-free guidance (consistency distillation's option)
-        self._run: Any = None
-        self._given: Any = None
-        self._teacher: Teacher | None = None
 
     def check(self, process: Any) -> str | None:
         return self.parameterisation.check(process)
-
-    def use_teacher(self, run: Any) -> None:
-        """Distil ``run`` (a loaded :class:`gentool.Run`) instead of loading ``teacher`` (the Python API)."""
-        self._given = run
-
-    def _base(self, device: torch.device) -> Any:
-        return self._given if self._given is not None else load_teacher_run(self.teacher, device, self._run)
 
     def start(self, run: Any, *, fresh: bool) -> None:
         """Load the teacher; a fresh student takes its weights (the teacher's D is its starting point)."""

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from gentool import RecipeError, VPrediction, X0Prediction
 from gentool_distill.grids import data_end, nearest, scales, time_tensor
-from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, load_teacher_run,
+from gentool_distill.teacher import (HoldsTeacher, Teacher, check_guidance, check_student_labels, drop_labels,
                                      same_parameterisation, same_process, start_from, variance_preserving)
 
 PREDICTIONS = {"v": VPrediction(), "x0": X0Prediction()}
@@ -51,7 +51,7 @@ def nested_grids(process: Any, steps: int) -> tuple[list[float], list[float]]:
     return student, teacher
 
 
-class Progressive:
+class Progressive(HoldsTeacher):
     """Progressive distillation (see the module docstring); ``start`` binds the run, rounds follow its step."""
 
     learned_variance = False
@@ -63,9 +63,6 @@ class Progressive:
         self.guidance = guidance
         self.parameterisation = PREDICTIONS[prediction]
         self.round = 0  # the round the current teacher belongs to
-        self._run: Any = None
-        self._given: Any = None  # a teacher given in code (use_teacher)
-        self._teacher: Teacher | None = None
         self._saved: dict[str, Tensor] | None = None  # a checkpoint's teacher, until start() builds it
         self._grids: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
 
@@ -90,13 +87,6 @@ class Progressive:
         return min(step // self.steps_per_round, self.rounds - 1)
 
     # -- the teacher --------------------------------------------------------------------------------
-    def use_teacher(self, run: Any) -> None:
-        """Distil ``run`` (a loaded :class:`gentool.Run`) instead of loading ``teacher`` (the Python API)."""
-        self._given = run
-
-    def _base(self, device: torch.device) -> Any:
-        return self._given if self._given is not None else load_teacher_run(self.teacher, device, self._run)
-
     def start(self, run: Any, *, fresh: bool) -> None:
         """Load the round's teacher (the given run, or from a checkpoint); a fresh student takes its weights."""
         self._run = run

@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from gentool import RecipeError
-from gentool_distill.teacher import (Teacher, check_guidance, check_student_labels, drop_labels, inner_parameterisation,
-                                     linear_path, load_teacher_run, same_parameterisation, same_process, start_from)
+from gentool_distill.teacher import (HoldsTeacher, Teacher, check_guidance, check_student_labels, drop_labels,
+                                     inner_parameterisation, linear_path, same_parameterisation, same_process,
+                                     start_from)
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def couple(teacher: Teacher, z: Tensor, labels: Tensor | None, steps: int, solve
     return x
 
 
-class Reflow:
+class Reflow(HoldsTeacher):
     """Reflow (see the module docstring): pairs (X_0, z) of the teacher's ODE, the flow loss on them."""
 
     learned_variance = False
@@ -54,19 +55,9 @@ class Reflow:
         self.teacher, self.teacher_objective = teacher, dict(teacher_objective)
         self.parameterisation = inner_parameterisation(self.teacher_objective)
         self.pair_steps, self.solver, self.p_uncond, self.guidance = pair_steps, solver, p_uncond, guidance
-        self._run: Any = None
-        self._given: Any = None
-        self._teacher: Teacher | None = None
 
     def check(self, process: Any) -> str | None:
         return linear_path(process) or self.parameterisation.check(process)
-
-    def use_teacher(self, run: Any) -> None:
-        """Reflow ``run`` (a loaded :class:`gentool.Run`) instead of loading ``teacher`` (the Python API)."""
-        self._given = run
-
-    def _base(self, device: torch.device) -> Any:
-        return self._given if self._given is not None else load_teacher_run(self.teacher, device, self._run)
 
     def start(self, run: Any, *, fresh: bool) -> None:
         """Load the teacher; a fresh student takes its weights (Liu et al.: the 2-rectified flow starts from the 1-)."""

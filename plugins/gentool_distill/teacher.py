@@ -55,6 +55,24 @@ class Teacher:
         return cls(copy.deepcopy(model), process, guidance)
 
 
+class HoldsTeacher:
+    """What every distillation objective shares: the ``teacher`` it names (a run directory, checkpoint or exported
+    file), the run being trained (bound by ``start``) and a teacher given in code instead (:meth:`use_teacher`)."""
+
+    teacher: str = ""
+    _run: Any = None
+    _given: Any = None
+    _teacher: Teacher | None = None
+
+    def use_teacher(self, run: Any) -> None:
+        """Distil ``run`` (a loaded :class:`gentool.Run`) instead of loading ``teacher`` (the Python API)."""
+        self._given = run
+
+    def _base(self, device: torch.device) -> Any:
+        """The teacher as a loaded run: the one given in code, else loaded from ``teacher``."""
+        return self._given if self._given is not None else load_teacher_run(self.teacher, device, self._run)
+
+
 @contextlib.contextmanager
 def untouched(device: torch.device):
     """Loading a run seeds torch and sets its thread count (:func:`gentool.build`): here it changes neither."""
