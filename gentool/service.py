@@ -154,10 +154,12 @@ def sampler_options(run: Any, name: str, given: Mapping[str, Any]) -> tuple[dict
         options = {**spec.options, **given}
     else:
         options = dict(given)
-        moved = {k: v for k, v in spec.options.items()}
-        factory = run.registry.get("sampler", name).factory
-        defaults = check_options(factory, {}, reserved=SAMPLER_RESERVED)
-        dropped = {k: v for k, v in moved.items() if k not in given and defaults.get(k, object()) != v}
+        defaults = check_options(run.registry.get("sampler", name).factory, {}, reserved=SAMPLER_RESERVED)
+        # the resolved recipe holds every default of its sampler: only what the recipe chose is worth a note
+        own = check_options(run.registry.get("sampler", spec.name).factory, {}, reserved=SAMPLER_RESERVED)
+        missing = object()
+        dropped = {k: v for k, v in spec.options.items()
+                   if k not in given and defaults.get(k, missing) != v and own.get(k, missing) != v}
         if dropped:
             listed = ", ".join(f"{k} = {v!r}" for k, v in dropped.items())
             notes.append(f"sampler {name!r} runs with its own defaults: the recipe's [sampler] options ({listed}) "

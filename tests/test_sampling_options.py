@@ -157,5 +157,10 @@ def test_another_sampler_does_not_take_the_recipes_options_silently(tiny_recipe,
     assert other.sampler.keywords["spacing"] == "karras" and "eta" not in other.sampler.keywords
     assert len(other.notes) == 1 and "eta = 0.5" in other.notes[0] and "'ddim'" in other.notes[0]
     assert "note: sampler 'dpmpp_2m' runs with its own defaults" in capsys.readouterr().err
+    # the recipe sampler's own defaults (filled into every resolved recipe) were never chosen: no note for them
+    assert "options (eta = 0.5, spacing = 'trailing') belong" in plan(run, SamplingOptions(sampler="dpmpp_2m")).notes[0]
+    plain = gentool.build(gentool.load_recipe(tiny_recipe, overrides=['sampler.name="dpmpp_2m"']), device="cpu")
+    assert plain.recipe.sampler.options  # spacing, lambda_min, ... resolved
+    assert plan(plain, SamplingOptions(sampler="ancestral")).notes == []
     with pytest.raises(Exception, match="eta"):  # an option the sampler lacks is refused, naming it
         plan(run, SamplingOptions(sampler="dpmpp_2m", sampler_options={"eta": 1.0}))
