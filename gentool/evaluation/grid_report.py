@@ -114,7 +114,9 @@ def figures(report: dict[str, Any], folder: Path) -> list[Path]:
     """``<metric>_vs_w.png`` and ``<metric>_vs_steps.png`` for the plotted metrics the grid measured."""
     cells = [r["cell"] for r in report["cells"]]
     index = {_key(json.loads(json.dumps(r["cell"]))): r for r in report["cells"]}
-    best = next(r["cell"] for r in report["cells"] if r["name"] == report["best"]["name"])
+    best_record = next(r for r in report["cells"] if r["name"] == report["best"]["name"])
+    best = best_record["cell"]
+    best_steps = best["steps"] or best_record.get("settings", {}).get("steps") or "the recipe's"  # resolved count
     emas = list(dict.fromkeys(c["ema"] for c in cells))
     ws = sorted({c["w"] for c in cells})
     kinds = list(dict.fromkeys(c["kind"] for c in cells if c["w"] != 0)) or ["cfg"]
@@ -126,7 +128,7 @@ def figures(report: dict[str, Any], folder: Path) -> list[Path]:
     written = []
     for metric in (m for m in PLOTTED if m in measured):
         if len(ws) > 1:
-            at = ("" if len(kinds) > 1 else f"{kinds[0]}, ") + f"{best['sampler']}, {best['steps'] or 'default'} steps"
+            at = ("" if len(kinds) > 1 else f"{kinds[0]}, ") + f"{best['sampler']}, {best_steps} steps"
             at += f", interval [{interval[0]:g}, {interval[1]:g}]" if interval else ""
             fig, ax = _figure(f"{metric} against the guidance weight ({at})", "guidance weight w", metric)
             drawn = 0
