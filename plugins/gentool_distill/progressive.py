@@ -29,10 +29,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from gentool import RecipeError, VPrediction, X0Prediction
+from gentool import VPrediction, X0Prediction
 from gentool_distill.grids import data_end, nearest, scales, time_tensor
 from gentool_distill.teacher import (HoldsTeacher, Teacher, check_guidance, check_student_labels, drop_labels,
-                                     same_parameterisation, same_process, start_from, variance_preserving)
+                                     start_from, variance_preserving)
 
 PREDICTIONS = {"v": VPrediction(), "x0": X0Prediction()}
 #: the spacing whose grids nest: the grid of N steps is that of 2N taken every other time
@@ -96,13 +96,7 @@ class Progressive(HoldsTeacher):
             model.load_state_dict(self._saved)
             self._teacher, self._saved = Teacher(model, run.process), None
         if self._teacher is None or fresh:
-            base = self._base(run.device)
-            why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
-            if why:
-                raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
-            self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
-            if fresh:
-                start_from(run, base.sampling_model)
+            self._take_teacher(run, fresh, refuse)
 
     def _next_round(self, r: int) -> None:
         """The student becomes the teacher (Algorithm 2: eta <- theta) and the next student starts from it."""

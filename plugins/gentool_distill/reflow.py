@@ -20,10 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from gentool import RecipeError
 from gentool_distill.teacher import (HoldsTeacher, Teacher, check_guidance, check_student_labels, drop_labels,
-                                     inner_parameterisation, linear_path, same_parameterisation, same_process,
-                                     start_from)
+                                     inner_parameterisation, linear_path)
 
 
 @torch.no_grad()
@@ -63,13 +61,7 @@ class Reflow(HoldsTeacher):
         """Load the teacher; a fresh student takes its weights (Liu et al.: the 2-rectified flow starts from the 1-)."""
         self._run = run
         check_student_labels(run)
-        base = self._base(run.device)
-        why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
-        if why:
-            raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
-        self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
-        if fresh:
-            start_from(run, base.sampling_model)
+        self._take_teacher(run, fresh, refuse)
 
     def draw(self, process: Any, x0: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         """t ~ U(0, 1], then the noise z (the start of the pair's ODE), from ``generator``."""

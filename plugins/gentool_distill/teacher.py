@@ -72,6 +72,18 @@ class HoldsTeacher:
         """The teacher as a loaded run: the one given in code, else loaded from ``teacher``."""
         return self._given if self._given is not None else load_teacher_run(self.teacher, device, self._run)
 
+    def _take_teacher(self, run: Any, fresh: bool, refuse: Any) -> None:
+        """Load the teacher for ``run``, refused in one line (``objective.teacher``) when it is not on ``run``'s
+        process, ``refuse(teacher)`` says why, or its parameterisation differs; a ``fresh`` student starts from
+        its weights. The teacher guides with ``self.guidance``."""
+        base = self._base(run.device)
+        why = same_process(base, run) or refuse(base) or same_parameterisation(base, self.parameterisation)
+        if why:
+            raise RecipeError(run.recipe.source, "objective.teacher", f"{self.teacher}: {why}", self.teacher)
+        self._teacher = Teacher(base.sampling_model, run.process, self.guidance)
+        if fresh:
+            start_from(run, base.sampling_model)
+
 
 @contextlib.contextmanager
 def untouched(device: torch.device):
