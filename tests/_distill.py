@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tomli_w
 import torch
 from torch import Tensor, nn
@@ -98,6 +99,14 @@ class RigPlugin:
 def install(*more: tuple[str, Any]) -> None:
     """The built-in plugins plus the rig's (and ``more``), as the process's plugins (undo: plugins.reset())."""
     plugins.reset(plugins.load_plugins(autoload=False, extra=[("distill_rig", RigPlugin()), *more]))
+
+
+@pytest.fixture(autouse=True)
+def rig():
+    """The rig's plugins registered for the test (imported by a test module, autouse there), then reset."""
+    install()
+    yield
+    plugins.reset()
 
 
 def exact_coefficients(run, times: list[float]) -> tuple[list[float], list[float]]:

@@ -13,20 +13,13 @@ import math
 
 import pytest
 import torch
-from _distill import S, close_to_data, exact_consistency, install, moments, set_exact, write
+from _distill import rig  # noqa: F401 (the autouse fixture)
+from _distill import S, close_to_data, exact_consistency, moments, set_exact, write
 
 import gentool
-from gentool import plugins
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEACHER = {"name": "edm", "sigma_data": 0.5}
-
-
-@pytest.fixture(autouse=True)
-def rig():
-    install()
-    yield
-    plugins.reset()
 
 
 def recipe(tmp_path, name: str, objective: dict, knots: list[float], steps: int = 0, lr: float = 0.02,

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _distill import close_to_data, install, moments, set_exact, write
+from _distill import close_to_data, moments, rig, set_exact, write  # noqa: F401 (rig: the autouse fixture)
 
 import gentool
-from gentool import plugins
 
 T = 200
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def rig():
-    install()
-    yield
-    plugins.reset()
 
 
 def recipe(tmp_path, name: str, objective: dict, steps: int = 0) -> dict:

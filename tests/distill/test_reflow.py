@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _distill import S, close_to_data, install, moments, set_exact, write
+from _distill import S, close_to_data, moments, rig, set_exact, write  # noqa: F401 (rig: the autouse fixture)
 
 import gentool
-from gentool import plugins
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEACHER = {"name": "flow_matching"}
 KNOTS = [i / 64 for i in range(65)]  # the times t the rig's network has a coefficient for (1000 t: its label)
-
-
-@pytest.fixture(autouse=True)
-def rig():
-    install()
-    yield
-    plugins.reset()
 
 
 def recipe(tmp_path, name: str, objective: dict, steps: int = 0) -> dict:
