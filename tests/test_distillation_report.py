@@ -83,3 +83,25 @@ def test_the_figure_is_drawn_from_the_reports(tmp_path):
     finally:
         sys.argv = argv
     assert out.stat().st_size > 10_000
+
+
+def test_image_rows_stacks_labelled_grids(tmp_path, monkeypatch):
+    from PIL import Image
+    spec = importlib.util.spec_from_file_location("image_rows", ROOT / "benchmarks" / "image_rows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, size in (("a", (60, 12)), ("b", (60, 24))):
+        Image.new("RGB", size, (255, 255, 255)).save(tmp_path / f"{name}.png")
+    out = tmp_path / "rows.png"
+    monkeypatch.setattr("sys.argv", ["image_rows.py", "--out", str(out), f"first={tmp_path / 'a.png'}",
+                                     f"second={tmp_path / 'b.png'}"])
+    module.main()
+    two = Image.open(out).size
+    one_out = tmp_path / "one.png"
+    monkeypatch.setattr("sys.argv", ["image_rows.py", "--out", str(one_out), f"first={tmp_path / 'a.png'}"])
+    module.main()
+    one = Image.open(one_out).size
+    assert two[1] > 2 * one[1] * 0.8                  # the rows stand one under the other (the second twice as tall)
+    monkeypatch.setattr("sys.argv", ["image_rows.py", "--out", str(out), str(tmp_path / "a.png")])
+    with pytest.raises(SystemExit):                 # a row without LABEL= is refused
+        module.main()
