@@ -21,25 +21,14 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "quality-cpu-2026-12-07" / "distill"
 OUT = HERE.parent / "docs" / "images" / "distillation_fid_vs_nfe.png"
 
-# panel -> (title, [(label, teacher?, file prefixes)])
+# a panel: its title, the prefix of its teacher's reports (every solver and step count), and its students as
+# (label, prefix of the first distillation's reports); the second distillation's are the prefix with
+# "_steps" replaced by "_train1_steps"
 PANELS = [
-    ("VP teacher (fashion_mnist_cfg)", [
-        ("progressive", False, ["progressive_steps"]),
-        ("progressive, train seed 1", False, ["progressive_train1_steps"]),
-        ("teacher", True, ["teacher_solvers", "teacher_dpmpp_2m_10", "teacher_dpmpp_2m_20"]),
-    ]),
-    ("EDM teacher (fashion_mnist_edm_cfg)", [
-        ("consistency distillation", False, ["consistency_steps"]),
-        ("consistency, train seed 1", False, ["consistency_train1_steps"]),
-        ("ECT (guided)", False, ["ect_steps"]),
-        ("ECT, train seed 1", False, ["ect_train1_steps"]),
-        ("teacher", True, ["edm_teacher_solvers", "edm_teacher_dpmpp_2m_10", "edm_teacher_dpmpp_2m_20"]),
-    ]),
-    ("flow-matching teacher (fashion_mnist_flow_cfg)", [
-        ("reflow", False, ["reflow_steps"]),
-        ("reflow, train seed 1", False, ["reflow_train1_steps"]),
-        ("teacher", True, ["flow_teacher_solvers", "flow_teacher_dpmpp_2m_10", "flow_teacher_dpmpp_2m_20"]),
-    ]),
+    ("VP teacher (fashion_mnist_cfg)", "teacher_", [("progressive", "progressive_steps")]),
+    ("EDM teacher (fashion_mnist_edm_cfg)", "edm_teacher_",
+     [("consistency distillation", "consistency_steps"), ("ECT (guided)", "ect_steps")]),
+    ("flow-matching teacher (fashion_mnist_flow_cfg)", "flow_teacher_", [("reflow", "reflow_steps")]),
 ]
 
 
@@ -82,23 +71,23 @@ def main() -> None:
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5.2 * len(PANELS), 4.2), sharey=True)
-    for ax, (title, lines) in zip(axes, PANELS):
-        colour = None
-        for label, teacher, prefixes in lines:
-            merged: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-            for prefix in prefixes:
-                for sampler, by_nfe in series(args.results, prefix).items():
-                    for nfe, fids in by_nfe.items():
-                        merged[sampler][nfe].extend(fids)
-            for sampler, by_nfe in sorted(merged.items()):
+    for ax, (title, teacher, students) in zip(axes, PANELS):
+        def draw(prefix: str, label: str, **style) -> str:
+            """One line per sampler of the reports ``prefix*``, each step count the mean over sampling seeds."""
+            colour = ""
+            for sampler, by_nfe in sorted(series(args.results, prefix).items()):
                 xs = sorted(by_nfe)
                 ys = [sum(by_nfe[x]) / len(by_nfe[x]) for x in xs]
-                name = f"{label}, {sampler}" if teacher else label
-                style = dict(linestyle="--", marker="s", alpha=0.8) if teacher else dict(marker="o", linewidth=2)
-                if "train seed 1" in label:   # the second distillation: its first one's colour, dotted
-                    style = dict(marker="x", linestyle=":", linewidth=1.5, color=colour)
-                (line,) = ax.plot(xs, ys, label=name, **style)
+                (line,) = ax.plot(xs, ys, label=label.format(sampler=sampler), **style)
                 colour = line.get_color()
+            return colour
+
+        for label, prefix in students:
+            colour = draw(prefix, label, marker="o", linewidth=2)
+            # the second distillation: its first one's colour, dotted
+            draw(prefix.replace("_steps", "_train1_steps"), f"{label}, train seed 1",
+                 marker="x", linestyle=":", linewidth=1.5, color=colour)
+        draw(teacher, "teacher, {sampler}", linestyle="--", marker="s", alpha=0.8)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_yticks([1.5, 2, 3, 4, 6, 8, 10, 15, 20])
